@@ -1,0 +1,111 @@
+"""Which processes hold which sockets (``ss -p``), and which container a process is in.
+
+Like ss, this walks every ``/proc/PID/fd`` of the agent's PID namespace and matches
+``socket:[INODE]`` links.  Reading another user's fd table needs the same uid or
+CAP_SYS_PTRACE; processes we may not read are counted, never silently skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Optional
+
+from ..schema import Process
+
+CAP_SYS_PTRACE = 19
+_CONTAINER_ID = re.compile(r"([0-9a-f]{64})")
+
+
+@dataclass
+class OwnerScan:
+    owners: dict[int, list[Process]] = field(default_factory=dict)  #: socket inode -> holders
+    denied: list[int] = field(default_factory=list)  #: pids whose fds we may not read
+
+
+def parse_comm(stat: bytes) -> str:
+    """comm from the text of /proc/PID/stat: between the first '(' and the last ')'
+    (a comm may itself contain ')' or spaces)."""
+    return stat[stat.find(b"(") + 1:stat.rfind(b")")].decode("utf-8", "backslashreplace")
+
+
+def parse_container_id(cgroup: str) -> Optional[str]:
+    """The 64-hex container id in a /proc/PID/cgroup text (cgroupfs and systemd drivers,
+    cgroup v1 and v2: ``.../<id>``, ``cri-containerd-<id>.scope``, ``docker-<id>.scope``)."""
+    for line in cgroup.splitlines():
+        match = _CONTAINER_ID.search(line.rsplit(":", 1)[-1])
+        if match:
+            return match.group(1)
+    return None
+
+
+def read_text(path: str) -> Optional[str]:
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8", "backslashreplace")
+    except OSError:
+        return None
+
+
+def scan_owners(proc: str = "/proc", with_containers: bool = True) -> OwnerScan:
+    """Map socket inodes to the processes holding them."""
+    scan = OwnerScan()
+    owners = scan.owners
+    readlink, listdir = os.readlink, os.listdir
+    for entry in os.listdir(proc):
+        if not entry.isdigit():
+            continue
+        pid = int(entry)
+        try:
+            dirfd = os.open(f"{proc}/{entry}/fd", os.O_RDONLY | os.O_DIRECTORY)
+        except PermissionError:
+            scan.denied.append(pid)
+            continue
+        except OSError:  # exited meanwhile, or a kernel thread
+            continue
+        found: list[tuple[int, int]] = []
+        try:
+            for fd in listdir(dirfd):
+                try:
+                    target = readlink(fd, dir_fd=dirfd)
+                except OSError:  # fd closed meanwhile
+                    continue
+                if target.startswith("socket:["):
+                    found.append((int(target[8:-1]), int(fd)))
+        except PermissionError:
+            scan.denied.append(pid)
+        except OSError:
+            pass
+        finally:
+            os.close(dirfd)
+        if not found:
+            continue
+        try:
+            with open(f"{proc}/{entry}/stat", "rb") as f:
+                comm = parse_comm(f.read())
+        except OSError:
+            continue  # exited between the fd walk and now
+        container = None
+        if with_containers:
+            text = read_text(f"{proc}/{entry}/cgroup")
+            container = parse_container_id(text) if text else None
+        for inode, fd in found:
+            entry_ = Process(pid=pid, comm=comm, fd=fd)
+            if container:
+                entry_["container_id"] = container
+            owners.setdefault(inode, []).append(entry_)
+    for holders in owners.values():
+        holders.sort(key=lambda p: (p["pid"], p["fd"]))
+    return scan
+
+
+def has_capability(cap: int, proc: str = "/proc") -> Optional[bool]:
+    """Whether this process has ``cap`` in its effective set (None if unknown)."""
+    text = read_text(f"{proc}/self/status")
+    if not text:
+        return None
+    for line in text.splitlines():
+        if line.startswith("CapEff:"):
+            return bool(int(line.split()[1], 16) >> cap & 1)
+    return None

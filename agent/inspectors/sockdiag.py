@@ -1,0 +1,272 @@
+"""NETLINK_SOCK_DIAG: inet_diag (TCP, UDP, RAW over IPv4/IPv6) and unix_diag, as ``ss`` uses them.
+
+``parse_inet`` / ``parse_unix`` turn one reply payload into a ``Socket``; they do no
+I/O and are fed captured bytes in the unit tests.  Layouts: ``include/uapi/linux/
+inet_diag.h``, ``unix_diag.h``, ``tcp.h`` (offsets in ../shared/reference/ss.md).
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections.abc import Callable
+from typing import Any, Optional
+
+from ..netlink import ProtocolError, parse_attrs
+from ..schema import STATE_NAMES, Extended, SkMem, Socket, Timer
+
+SOCK_DIAG_BY_FAMILY = 20
+
+IPPROTO_TCP, IPPROTO_UDP, IPPROTO_RAW = 6, 17, 255
+
+# inet_diag_req_v2 (56 bytes): family, protocol, ext, raw-protocol pad, states, zeroed sockid.
+_INET_REQ = struct.Struct("=BBBBI48x")
+# unix_diag_req (24 bytes): family, protocol, pad, states, ino, show, cookie[2].
+_UNIX_REQ = struct.Struct("=BBHIIIII")
+
+# inet_diag_msg (72 bytes), one layout per family so IPv4 reads only 4 address bytes.
+# Ports are big-endian and read separately; everything else is host order.
+_INET_MSG_V4 = struct.Struct("=BBBB4x4s12x4s12xIIIIIIII")
+_INET_MSG_V6 = struct.Struct("=BBBB4x16s16sIIIIIIII")
+_PORTS = struct.Struct("!HH")
+_INET_MSG_LEN = 72
+_UNIX_MSG = struct.Struct("=BBBBIII")
+_UNIX_MSG_LEN = 16
+_U8 = struct.Struct("=B")
+_U32 = struct.Struct("=I")
+_U64 = struct.Struct("=Q")
+_U32X2 = struct.Struct("=II")
+
+# inet_diag attribute types
+INET_DIAG_MEMINFO, INET_DIAG_INFO, INET_DIAG_VEGASINFO, INET_DIAG_CONG = 1, 2, 3, 4
+INET_DIAG_SKMEMINFO, INET_DIAG_SHUTDOWN = 7, 8
+INET_DIAG_SKV6ONLY, INET_DIAG_MARK, INET_DIAG_CGROUP_ID = 11, 15, 21
+# idiag_ext request bits (1 << (attribute - 1)), as ss sends them for -m and -i.
+EXT_MEMORY = 0x41
+EXT_INFO = 0x0E
+
+# unix_diag show flags and attribute types
+UDIAG_SHOW_NAME, UDIAG_SHOW_VFS, UDIAG_SHOW_PEER, UDIAG_SHOW_ICONS = 0x1, 0x2, 0x4, 0x8
+UDIAG_SHOW_RQLEN, UDIAG_SHOW_MEMINFO, UDIAG_SHOW_UID = 0x10, 0x20, 0x40
+UNIX_DIAG_NAME, UNIX_DIAG_VFS, UNIX_DIAG_PEER, UNIX_DIAG_ICONS = 0, 1, 2, 3
+UNIX_DIAG_RQLEN, UNIX_DIAG_MEMINFO, UNIX_DIAG_SHUTDOWN, UNIX_DIAG_UID = 4, 5, 6, 7
+
+UNIX_NETIDS = {socket.SOCK_STREAM: "u_str", socket.SOCK_DGRAM: "u_dgr", socket.SOCK_SEQPACKET: "u_seq"}
+INET_NETIDS = {IPPROTO_TCP: "tcp", IPPROTO_UDP: "udp", IPPROTO_RAW: "raw"}
+TIMER_NAMES = {1: "on", 2: "keepalive", 3: "timewait", 4: "persist"}
+SHUTDOWN_TEXT = ("<->", "-->", "<--", "---")
+SKMEM_FIELDS = ("rmem_alloc", "rcvbuf", "wmem_alloc", "sndbuf", "fwd_alloc", "wmem_queued",
+                "optmem", "backlog", "drops")
+ST_LISTEN, ST_CLOSE = 10, 7
+
+
+def inet_request(family: int, protocol: int, states: int, ext: int = 0) -> bytes:
+    """The inet_diag_req_v2 payload of a dump of one family and protocol."""
+    raw_protocol = protocol if protocol == IPPROTO_RAW else 0
+    return _INET_REQ.pack(family, protocol, ext, raw_protocol, states)
+
+
+def unix_request(states: int, show: int) -> bytes:
+    return _UNIX_REQ.pack(socket.AF_UNIX, 0, 0, states, 0, show, 0xFFFFFFFF, 0xFFFFFFFF)
+
+
+# --- tcp_info --------------------------------------------------------------------------
+
+# (name, offset, struct, divisor): times the kernel gives in microseconds are turned
+# into milliseconds (as ss prints them); rates (bytes/s) into bits/s.
+_U32_AT = struct.Struct("=I")
+_TCP_INFO_FIELDS: tuple[tuple[str, int, struct.Struct, float], ...] = tuple(
+    (name, off, _U64 if wide else _U32_AT, div)
+    for name, off, wide, div in (
+        ("rto_ms", 8, False, 1000.0), ("ato_ms", 12, False, 1000.0), ("mss", 16, False, 0),
+        ("rcv_mss", 20, False, 0), ("unacked", 24, False, 0), ("sacked", 28, False, 0),
+        ("lost", 32, False, 0), ("retrans", 36, False, 0), ("fackets", 40, False, 0),
+        ("last_data_sent_ms", 44, False, 0), ("last_ack_sent_ms", 48, False, 0),
+        ("last_data_recv_ms", 52, False, 0), ("last_ack_recv_ms", 56, False, 0),
+        ("pmtu", 60, False, 0), ("rcv_ssthresh", 64, False, 0), ("rtt_ms", 68, False, 1000.0),
+        ("rttvar_ms", 72, False, 1000.0), ("ssthresh", 76, False, 0), ("cwnd", 80, False, 0),
+        ("advmss", 84, False, 0), ("reordering", 88, False, 0), ("rcv_rtt_ms", 92, False, 1000.0),
+        ("rcv_space", 96, False, 0), ("total_retrans", 100, False, 0),
+        ("pacing_rate_bps", 104, True, 0.125), ("max_pacing_rate_bps", 112, True, 0.125),
+        ("bytes_acked", 120, True, 0), ("bytes_received", 128, True, 0), ("segs_out", 136, False, 0),
+        ("segs_in", 140, False, 0), ("notsent_bytes", 144, False, 0), ("min_rtt_ms", 148, False, 1000.0),
+        ("data_segs_in", 152, False, 0), ("data_segs_out", 156, False, 0),
+        ("delivery_rate_bps", 160, True, 0.125), ("busy_ms", 168, True, 1000.0),
+        ("rwnd_limited_ms", 176, True, 1000.0), ("sndbuf_limited_ms", 184, True, 1000.0),
+        ("delivered", 192, False, 0), ("delivered_ce", 196, False, 0), ("bytes_sent", 200, True, 0),
+        ("bytes_retrans", 208, True, 0), ("dsack_dups", 216, False, 0), ("reord_seen", 220, False, 0),
+        ("rcv_ooopack", 224, False, 0), ("snd_wnd", 228, False, 0),
+    )
+)
+_TCPI_OPTIONS = ((1, "ts"), (2, "sack"), (4, "wscale"), (8, "ecn"), (16, "ecnseen"), (32, "fastopen"))
+_CA_STATES = ("open", "disorder", "cwr", "recovery", "loss")
+_U32_MAX, _U64_MAX = 0xFFFFFFFF, 0xFFFFFFFFFFFFFFFF
+
+
+def parse_tcp_info(data: bytes | memoryview, congestion: Optional[str] = None) -> dict[str, Any]:
+    """struct tcp_info (any length the kernel sends) to named fields."""
+    size = len(data)
+    if size < 8:
+        raise ProtocolError(f"tcp_info of {size} bytes")
+    _state, ca_state, _retransmits, probes, backoff, options, wscale, flags = struct.unpack_from("=8B", data)
+    info: dict[str, Any] = {
+        "congestion": congestion,
+        "ca_state": _CA_STATES[ca_state] if ca_state < len(_CA_STATES) else str(ca_state),
+        "probes": probes,
+        "backoff": backoff,
+        "options": [name for bit, name in _TCPI_OPTIONS if options & bit],
+        "app_limited": bool(flags & 1),
+    }
+    if options & 4:
+        info["snd_wscale"], info["rcv_wscale"] = wscale & 0xF, wscale >> 4
+    for name, off, fmt, div in _TCP_INFO_FIELDS:
+        if off + fmt.size > size:
+            break
+        value = fmt.unpack_from(data, off)[0]
+        if div:
+            if value in (_U32_MAX, _U64_MAX):  # "unset" (e.g. min_rtt, pacing_rate)
+                value = None
+            else:
+                value = value / div
+                if div == 0.125:
+                    value = int(value)
+        info[name] = value
+    rtt, cwnd, mss = info.get("rtt_ms"), info.get("cwnd"), info.get("mss")
+    if rtt and cwnd and mss:  # ss's "send" estimate: cwnd * mss over one rtt
+        info["send_bps"] = int(cwnd * mss * 8000 / rtt)
+    return info
+
+
+# --- inet ------------------------------------------------------------------------------
+
+class InetParser:
+    """Parses inet_diag replies of one (family, protocol) dump into Socket records.
+
+    Holds the caches that make the hot loop cheap: address text by raw bytes and
+    interface names by index.
+    """
+
+    def __init__(self, family: int, protocol: int, *, timers: bool = False, extended: bool = False,
+                 memory: bool = False, info: bool = False,
+                 ifname: Callable[[int], Optional[str]] = lambda i: None) -> None:
+        self.family = family
+        self.family_name = "inet" if family == socket.AF_INET else "inet6"
+        self.netid = INET_NETIDS[protocol]
+        self.timers, self.extended, self.memory, self.info = timers, extended, memory, info
+        self.want_attrs = extended or memory or info
+        self._msg = _INET_MSG_V4 if family == socket.AF_INET else _INET_MSG_V6
+        self._addr_cache: dict[bytes, str] = {}
+        self._ifname = ifname
+
+    def _addr(self, raw: bytes) -> str:
+        text = self._addr_cache.get(raw)
+        if text is None:
+            text = self._addr_cache[raw] = socket.inet_ntop(self.family, raw)
+        return text
+
+    def __call__(self, buf: memoryview | bytes, start: int, end: int) -> Socket:
+        if end - start < _INET_MSG_LEN:
+            raise ProtocolError(f"inet_diag_msg of {end - start} bytes (need {_INET_MSG_LEN})")
+        (_family, state, timer, retrans, src, dst, ifindex, cookie0, cookie1,
+         expires, rqueue, wqueue, uid, inode) = self._msg.unpack_from(buf, start)
+        sport, dport = _PORTS.unpack_from(buf, start + 4)
+        addr = self._addr
+        sock = Socket(
+            self.family_name, self.netid,
+            STATE_NAMES[state] if state < 13 else "UNKNOWN",
+            rqueue, wqueue, addr(src), sport, addr(dst), dport,
+            self._ifname(ifindex) if ifindex else None,
+            inode, uid, cookie1 << 32 | cookie0,
+        )
+        if self.timers and timer:
+            sock.timer = Timer(name=TIMER_NAMES.get(timer, "unknown"), expires_ms=expires,
+                               retrans=retrans if timer != 3 else 0)
+        # ss: the v6only flag is only sent for LISTEN and CLOSE sockets.
+        v6_unbound = self.family == socket.AF_INET6 and state in (ST_LISTEN, ST_CLOSE)
+        if self.want_attrs or v6_unbound:
+            self._attrs(sock, parse_attrs(buf, start + _INET_MSG_LEN, end))
+        return sock
+
+    def _attrs(self, sock: Socket, attrs: dict[int, Any]) -> None:
+        v6only = attrs.get(INET_DIAG_SKV6ONLY)
+        if v6only is not None:
+            sock.v6only = bool(v6only[0])
+        if self.extended:
+            ext = Extended(shutdown=SHUTDOWN_TEXT[attrs[INET_DIAG_SHUTDOWN][0] & 3]
+                           if INET_DIAG_SHUTDOWN in attrs else "<->")
+            if INET_DIAG_MARK in attrs:
+                ext["fwmark"] = _U32.unpack_from(attrs[INET_DIAG_MARK])[0]
+            if INET_DIAG_CGROUP_ID in attrs:
+                ext["cgroup_id"] = _U64.unpack_from(attrs[INET_DIAG_CGROUP_ID])[0]
+            sock.extended = ext
+        if self.memory and INET_DIAG_SKMEMINFO in attrs:
+            sock.skmem = parse_skmem(attrs[INET_DIAG_SKMEMINFO])
+        if self.info and INET_DIAG_INFO in attrs:
+            cong = attrs.get(INET_DIAG_CONG)
+            name = bytes(cong).split(b"\0", 1)[0].decode("ascii", "replace") if cong is not None else None
+            sock.tcp_info = parse_tcp_info(attrs[INET_DIAG_INFO], name)
+
+
+def parse_skmem(data: bytes | memoryview) -> SkMem:
+    count = min(len(data) // 4, len(SKMEM_FIELDS))
+    values = struct.unpack_from("=%dI" % count, data)
+    return SkMem(**dict(zip(SKMEM_FIELDS, values)))  # type: ignore[typeddict-item]
+
+
+# --- unix ------------------------------------------------------------------------------
+
+def unix_name(raw: bytes | memoryview) -> str:
+    """ss's text for a unix socket name: ``@`` for abstract names (every NUL shown as
+    ``@``), a path cut at its first NUL; undecodable bytes kept as ``\\xNN``."""
+    data = bytes(raw)
+    if data[:1] == b"\0":
+        data = data.replace(b"\0", b"@")
+    else:
+        data = data.split(b"\0", 1)[0]
+    return data.decode("utf-8", "backslashreplace")
+
+
+def parse_unix(buf: memoryview | bytes, start: int, end: int, *, extended: bool = False,
+               memory: bool = False) -> Socket:
+    """One unix_diag_msg and its attributes."""
+    if end - start < _UNIX_MSG_LEN:
+        raise ProtocolError(f"unix_diag_msg of {end - start} bytes (need {_UNIX_MSG_LEN})")
+    _family, kind, state, _pad, inode, cookie0, cookie1 = _UNIX_MSG.unpack_from(buf, start)
+    attrs = parse_attrs(buf, start + _UNIX_MSG_LEN, end)
+    name = attrs.get(UNIX_DIAG_NAME)
+    peer = attrs.get(UNIX_DIAG_PEER)
+    rq, wq = _U32X2.unpack_from(attrs[UNIX_DIAG_RQLEN]) if UNIX_DIAG_RQLEN in attrs else (0, 0)
+    uid = attrs.get(UNIX_DIAG_UID)
+    sock = Socket(
+        "unix", UNIX_NETIDS.get(kind, f"u_{kind}"),
+        STATE_NAMES[state] if state < 13 else "UNKNOWN",
+        rq, wq, unix_name(name) if name is not None else None, inode,
+        None, _U32.unpack_from(peer)[0] if peer is not None else 0,
+        None, inode, _U32.unpack_from(uid)[0] if uid is not None else None, cookie1 << 32 | cookie0,
+    )
+    if extended:
+        shutdown = attrs.get(UNIX_DIAG_SHUTDOWN)
+        ext = Extended(shutdown=SHUTDOWN_TEXT[shutdown[0] & 3] if shutdown is not None else "<->")
+        vfs = attrs.get(UNIX_DIAG_VFS)
+        if vfs is not None:
+            vfs_ino, dev = _U32X2.unpack_from(vfs)
+            # ss applies glibc major()/minor() to the kernel's encoding; so do we.
+            ext["vfs_inode"] = vfs_ino
+            ext["vfs_dev"] = "%d/%d" % ((dev >> 8) & 0xFFF, (dev & 0xFF) | ((dev >> 12) & ~0xFF))
+        icons = attrs.get(UNIX_DIAG_ICONS)
+        if icons is not None:
+            ext["peers"] = list(struct.unpack_from("=%dI" % (len(icons) // 4), icons))
+        sock.extended = ext
+    if memory and UNIX_DIAG_MEMINFO in attrs:
+        sock.skmem = parse_skmem(attrs[UNIX_DIAG_MEMINFO])
+    return sock
+
+
+def unix_show_flags(extended: bool, memory: bool) -> int:
+    show = UDIAG_SHOW_NAME | UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN | UDIAG_SHOW_UID
+    if extended:
+        show |= UDIAG_SHOW_VFS | UDIAG_SHOW_ICONS
+    if memory:
+        show |= UDIAG_SHOW_MEMINFO
+    return show
+

@@ -1,0 +1,77 @@
+"""The JSON Lines writer: one record per line, framed by ``hello`` and ``end``.
+
+Lines go straight to file descriptor 1 with ``os.write`` (no text-layer buffering), so
+a reader sees every record as soon as it is produced; a record is never split
+across writes.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+from collections import Counter
+from typing import Any, Optional
+
+from . import __version__
+from .schema import SCHEMA_VERSION, End, Error, Hello, Warning, to_json
+
+
+def _ns_inode(kind: str) -> Optional[int]:
+    try:
+        return os.stat(f"/proc/self/ns/{kind}").st_ino
+    except OSError:
+        return None
+
+
+class Writer:
+    """Writes records to ``fd`` and counts them for the closing ``end`` record."""
+
+    def __init__(self, fd: int = 1) -> None:
+        self.fd = fd
+        self.counts: Counter[str] = Counter()
+        self.started = time.monotonic()
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:  # a pipe may take less than everything when it is nearly full
+            view = view[os.write(self.fd, view):]
+
+    def emit(self, record: Any) -> None:
+        self.counts[record.type] += 1
+        self._write((to_json(record) + "\n").encode())
+
+    def emit_many(self, records, *, batch: int = 1) -> None:
+        """Write records as they come; ``batch`` > 1 groups whole lines into one write."""
+        lines: list[str] = []
+        counts = self.counts
+        for record in records:
+            counts[record.type] += 1
+            lines.append(to_json(record))
+            if len(lines) >= batch:
+                lines.append("")
+                self._write("\n".join(lines).encode())
+                lines.clear()
+        if lines:
+            lines.append("")
+            self._write("\n".join(lines).encode())
+
+    def hello(self, command: list[str]) -> None:
+        uname = os.uname()
+        self.emit(Hello(
+            schema_version=SCHEMA_VERSION, agent_version=__version__, command=command,
+            kernel=uname.release, hostname=socket.gethostname(), platform=sys.platform,
+            netns_inode=_ns_inode("net"), pidns_inode=_ns_inode("pid"), euid=os.geteuid(),
+        ))
+
+    def warning(self, code: str, message: str, count: Optional[int] = None) -> None:
+        self.emit(Warning(code, message, count))
+
+    def error(self, code: str, message: str, hint: Optional[str] = None) -> None:
+        self.emit(Error(code, message, hint))
+
+    def end(self, exit_code: int) -> None:
+        counts = dict(self.counts)
+        self.emit(End(records=counts, elapsed_ms=round((time.monotonic() - self.started) * 1000, 3),
+                      exit_code=exit_code))
