@@ -16,6 +16,7 @@ ARG BASE_IMAGE=python:3.11-slim-bookworm
 
 FROM ${BASE_IMAGE} AS build
 ARG VERSION=0.1.0
+LABEL sockdebug.stage=build
 COPY . /src/
 
 # 1. Install the agent distribution (no plugin extra: no typer, no kubernetes
