@@ -57,7 +57,12 @@ class Server:
         self.sel = selectors.DefaultSelector()
         self.keep: list[socket.socket] = []  # sockets held open, never selected
         self.report: dict[str, list] = {
-            "listen": [], "udp": [], "unix": [], "connect": [], "close_wait": [], "backlog_full": [],
+            "listen": [],
+            "udp": [],
+            "unix": [],
+            "connect": [],
+            "close_wait": [],
+            "backlog_full": [],
         }
 
     def listen(
@@ -145,25 +150,60 @@ class Server:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--listen", action="append", type=parse_addr, default=[], metavar="HOST:PORT",
-                   help="TCP listener that accepts and holds connections")
-    p.add_argument("--connect", action="append", type=parse_addr, default=[], metavar="HOST:PORT",
-                   help="outgoing TCP connection held open (retried until --connect-timeout)")
+    p.add_argument(
+        "--listen",
+        action="append",
+        type=parse_addr,
+        default=[],
+        metavar="HOST:PORT",
+        help="TCP listener that accepts and holds connections",
+    )
+    p.add_argument(
+        "--connect",
+        action="append",
+        type=parse_addr,
+        default=[],
+        metavar="HOST:PORT",
+        help="outgoing TCP connection held open (retried until --connect-timeout)",
+    )
     p.add_argument("--connect-timeout", type=float, default=30.0)
-    p.add_argument("--udp", action="append", type=parse_addr, default=[], metavar="HOST:PORT",
-                   help="bound UDP socket")
-    p.add_argument("--unix", action="append", default=[], metavar="PATH",
-                   help="listening unix stream socket (@name for the abstract namespace)")
-    p.add_argument("--close-wait", type=int, default=0, metavar="N",
-                   help="leak N server-side sockets in CLOSE-WAIT")
-    p.add_argument("--close-wait-listen", type=parse_addr, default=(socket.AF_INET, "127.0.0.1", 0),
-                   metavar="HOST:PORT", help="listener used for --close-wait (default 127.0.0.1:0)")
-    p.add_argument("--backlog-full", action="append", type=parse_addr, default=[], metavar="HOST:PORT",
-                   help="listener that never accepts, with its accept queue filled by clients")
+    p.add_argument(
+        "--udp", action="append", type=parse_addr, default=[], metavar="HOST:PORT", help="bound UDP socket"
+    )
+    p.add_argument(
+        "--unix",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="listening unix stream socket (@name for the abstract namespace)",
+    )
+    p.add_argument(
+        "--close-wait", type=int, default=0, metavar="N", help="leak N server-side sockets in CLOSE-WAIT"
+    )
+    p.add_argument(
+        "--close-wait-listen",
+        type=parse_addr,
+        default=(socket.AF_INET, "127.0.0.1", 0),
+        metavar="HOST:PORT",
+        help="listener used for --close-wait (default 127.0.0.1:0)",
+    )
+    p.add_argument(
+        "--backlog-full",
+        action="append",
+        type=parse_addr,
+        default=[],
+        metavar="HOST:PORT",
+        help="listener that never accepts, with its accept queue filled by clients",
+    )
     p.add_argument("--backlog", type=int, default=2, help="listen backlog for --backlog-full")
     p.add_argument("--backlog-clients", type=int, default=6, help="clients per --backlog-full listener")
-    p.add_argument("--exit-after", type=float, default=0.0, metavar="SECONDS",
-                   help="exit after this long (0: run until SIGTERM/SIGINT)")
+    p.add_argument(
+        "--exit-after",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="exit after this long (0: run until SIGTERM/SIGINT)",
+    )
     args = p.parse_args(argv)
 
     def stop(signum: int, _frame: object) -> None:
