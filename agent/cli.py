@@ -69,18 +69,19 @@ def run_sockets(args: argparse.Namespace, out: Writer) -> int:
     sel = selection_from_args(args)
     details = Details(processes=args.processes, timers=args.options or args.extended,
                       extended=args.extended, memory=args.memory, info=args.info)
-    out.emit_many(collect(sel, details, out.emit), batch=args.batch)
+    for batch in collect(sel, details, out.emit):
+        out.emit_batch(batch)
     return EXIT_OK
 
 
 @command("summary")
 def run_summary(args: argparse.Namespace, out: Writer) -> int:
-    from .inspectors.sockets import Details, collect
+    from .inspectors.sockets import Details, collect_all
     from .inspectors.summary import collect_summary
 
     states: Counter[str] = Counter()
     udp = unix = 0
-    for sock in collect(select(all_states=True), Details(), out.emit):
+    for sock in collect_all(select(all_states=True), Details(), out.emit):
         if sock.netid == "tcp":
             states[sock.state] += 1
         elif sock.netid == "udp":
@@ -108,8 +109,6 @@ def _add_socket_flags(p: argparse.ArgumentParser) -> None:
     flag("-i", "--info", action="store_true", help="TCP internals (tcp_info)")
     flag("-n", "--numeric", action="store_true", help="accepted for ss habits; output is always numeric")
     flag("-H", "--no-header", action="store_true", help="accepted for ss habits; JSON has no header")
-    flag("--batch", type=int, default=1, metavar="N",
-         help="group N records per write (default 1: every line is written as soon as it is ready)")
     flag("filter", nargs="*", metavar="[state S | exclude S] ... FILTER",
          help="ss state words and filter expression, e.g. state established '( dport = :443 )'")
 

@@ -1,9 +1,9 @@
 """A minimal netlink request/dump client over the standard library ``socket``.
 
-Shared by sock_diag (sockets) and rtnetlink (routes, interfaces).  ``dump`` yields
-each reply message's payload as a memoryview into the receive buffer, so parsers
-can ``struct.unpack_from`` without copying.  Multi-part replies, NLMSG_ERROR and
-NLM_F_DUMP_INTR (the table changed during the dump: start over) are handled here.
+Shared by sock_diag (sockets) and rtnetlink (routes, interfaces).  Parsers receive
+each reply message as (buffer, start, end) into the receive buffer, so they can
+``struct.unpack_from`` without copying.  Multi-part replies, NLMSG_ERROR and
+NLM_F_DUMP_INTR (the table changed during the dump) are handled here.
 """
 
 from __future__ import annotations
@@ -12,13 +12,15 @@ import errno
 import os
 import socket
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 NETLINK_ROUTE = 0
 NETLINK_SOCK_DIAG = 4
 
 NLMSG_ERROR = 2
 NLMSG_DONE = 3
+NLMSG_MIN_TYPE = 0x10  # below: control messages (NOOP, ERROR, DONE, OVERRUN)
 
 NLM_F_REQUEST = 0x1
 NLM_F_MULTI = 0x2
@@ -35,6 +37,7 @@ _INT = struct.Struct("=i")
 # buffer costs nothing and leaves room if that cap is raised.
 _RECV_BUF = 1 << 20
 _DUMP_RETRIES = 5
+T = TypeVar("T")
 
 
 class NetlinkError(OSError):
@@ -75,8 +78,9 @@ def iter_messages(buf: memoryview | bytes, size: int, seq: int) -> Iterator[tupl
     for lengths that do not fit.  Messages of another sequence number are skipped.
     """
     off = 0
+    unpack = NLMSGHDR.unpack_from
     while off + 16 <= size:
-        length, kind, flags, msg_seq, _pid = NLMSGHDR.unpack_from(buf, off)
+        length, kind, flags, msg_seq, _pid = unpack(buf, off)
         if length < 16 or off + length > size:
             raise ProtocolError(
                 f"netlink message of length {length} at offset {off} in a {size}-byte datagram")
@@ -88,7 +92,7 @@ def iter_messages(buf: memoryview | bytes, size: int, seq: int) -> Iterator[tupl
                 if code:
                     raise NetlinkError(-code, os.strerror(-code))
             yield kind, flags, off + 16, off + length
-        off += align4(length)
+        off += (length + 3) & ~3
     if off < size:
         raise ProtocolError(f"{size - off} stray bytes after the last netlink message")
 
@@ -111,54 +115,59 @@ class Netlink:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def dump(self, msg_type: int, payload: bytes, flags: int = NLM_F_REQUEST | NLM_F_DUMP
-             ) -> Iterator[tuple[memoryview, int, int]]:
-        """Send one dump request and yield ``(buffer, start, end)`` for every reply payload.
-
-        The buffer is reused by the next receive: parse each payload before asking for
-        the next one.  On NLM_F_DUMP_INTR the whole dump is retried, but since the
-        caller has consumed earlier parts, an interrupted dump is reported by raising
-        ``DumpInterrupted`` once the retries are used up — use ``dump_all`` for
-        retry-safe collection.
+    def stream(self, msg_type: int, payload: bytes, parse: Callable[[memoryview, int, int], T],
+               flags: int = NLM_F_REQUEST | NLM_F_DUMP) -> Iterator[list[T]]:
+        """Send one request and yield, for every datagram of the reply, the list of
+        ``parse(buffer, start, end)`` over its data messages (results that are None are
+        dropped).  Parsing happens before the buffer is reused, so callers get records,
+        never views.  If the kernel flagged the dump as interrupted (the table changed
+        under it), ``DumpInterrupted`` is raised after the last batch.
         """
         self._seq += 1
         seq = self._seq
-        header = NLMSGHDR.pack(16 + len(payload), msg_type, flags, seq, 0)
-        self.sock.send(header + payload)
-        view = memoryview(self._buf)
+        self.sock.send(NLMSGHDR.pack(16 + len(payload), msg_type, flags, seq, 0) + payload)
+        buf = self._buf
+        view = memoryview(buf)
         recv_into = self.sock.recv_into
         interrupted = False
         while True:
-            size = recv_into(self._buf)
+            size = recv_into(buf)
             if size == 0:
                 raise ProtocolError("netlink socket closed during a dump")
+            batch = []
+            done = False
             for kind, msg_flags, start, end in iter_messages(view, size, seq):
-                if msg_flags & NLM_F_DUMP_INTR:
-                    interrupted = True
-                if kind == NLMSG_DONE:
+                if kind >= NLMSG_MIN_TYPE:
+                    item = parse(view, start, end)
+                    if item is not None:
+                        batch.append(item)
+                    interrupted = interrupted or bool(msg_flags & NLM_F_DUMP_INTR)
+                elif kind == NLMSG_DONE:
                     if end - start >= 4:
                         code = _INT.unpack_from(view, start)[0]
                         if code < 0:
                             raise NetlinkError(-code, os.strerror(-code))
-                    if interrupted:
-                        raise DumpInterrupted()
-                    return
-                if kind == NLMSG_ERROR:  # an ACK (code 0) ends a non-dump request
-                    return
-                yield view, start, end
+                    interrupted = interrupted or bool(msg_flags & NLM_F_DUMP_INTR)
+                    done = True
+                elif kind == NLMSG_ERROR:  # an ACK (code 0) ends a non-dump request
+                    done = True
+            if batch:
+                yield batch
+            if done:
+                if interrupted:
+                    raise DumpInterrupted()
+                return
 
 
-def dump_all(protocol_sock: Netlink, msg_type: int, payload: bytes, parse) -> list:
-    """Run a dump and parse every payload with ``parse(buf, start, end)`` (which may
-    return None to drop a message), retrying from scratch when the kernel flags the
-    dump as interrupted."""
+def dump_all(nl: Netlink, msg_type: int, payload: bytes, parse: Callable[[memoryview, int, int], T]
+             ) -> list[T]:
+    """A whole dump as one list, retried from scratch when the kernel flags it as
+    interrupted (rtnetlink does when routes or links change mid-dump)."""
     for _attempt in range(_DUMP_RETRIES):
-        out = []
+        out: list[T] = []
         try:
-            for buf, start, end in protocol_sock.dump(msg_type, payload):
-                item = parse(buf, start, end)
-                if item is not None:
-                    out.append(item)
+            for batch in nl.stream(msg_type, payload, parse):
+                out.extend(batch)
         except DumpInterrupted:
             continue
         return out

@@ -38,14 +38,14 @@ def parse_proc_inet(text: str, family: int, netid: str, timers: bool = False) ->
         state = int(f[3], 16)
         tx, rx = (int(x, 16) for x in f[4].split(":"))
         tr, when = (int(x, 16) for x in f[5].split(":"))
-        sock = Socket(family_name, netid, STATE_NAMES[state] if state < 13 else "UNKNOWN",
-                      rx, 0 if state == 10 else tx, local, lport, peer, pport,
-                      None, int(f[9]), int(f[7]), None)
+        timer = None
         if timers and tr:
-            sock.timer = Timer(name=TIMER_NAMES.get(tr, "unknown"),
-                               expires_ms=(when * 1000 + USER_HZ - 1) // USER_HZ,
-                               retrans=int(f[6], 16) if tr == 1 else int(f[8]))
-        out.append(sock)
+            timer = Timer(name=TIMER_NAMES.get(tr, "unknown"),
+                          expires_ms=(when * 1000 + USER_HZ - 1) // USER_HZ,
+                          retrans=int(f[6], 16) if tr == 1 else int(f[8]))
+        out.append(Socket(family_name, netid, STATE_NAMES[state] if state < 13 else "UNKNOWN",
+                          rx, 0 if state == 10 else tx, local, lport, peer, pport,
+                          None, int(f[9]), int(f[7]), None, timer=timer))
     return out
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any, Optional
 
 from ..netlink import ProtocolError, parse_attrs
-from ..schema import STATE_NAMES, Extended, SkMem, Socket, Timer
+from ..schema import STATE_NAMES, Extended, Process, SkMem, Socket, Timer
 
 SOCK_DIAG_BY_FAMILY = 20
 
@@ -143,12 +143,14 @@ class InetParser:
     """Parses inet_diag replies of one (family, protocol) dump into Socket records.
 
     Holds the caches that make the hot loop cheap: address text by raw bytes and
-    interface names by index.
+    interface names by index.  ``owners`` (socket inode -> processes) fills
+    ``processes`` when ss -p was asked for.
     """
 
     def __init__(self, family: int, protocol: int, *, timers: bool = False, extended: bool = False,
                  memory: bool = False, info: bool = False,
-                 ifname: Callable[[int], Optional[str]] = lambda i: None) -> None:
+                 ifname: Callable[[int], Optional[str]] = lambda i: None,
+                 owners: Optional[dict[int, list[Process]]] = None) -> None:
         self.family = family
         self.family_name = "inet" if family == socket.AF_INET else "inet6"
         self.netid = INET_NETIDS[protocol]
@@ -157,12 +159,7 @@ class InetParser:
         self._msg = _INET_MSG_V4 if family == socket.AF_INET else _INET_MSG_V6
         self._addr_cache: dict[bytes, str] = {}
         self._ifname = ifname
-
-    def _addr(self, raw: bytes) -> str:
-        text = self._addr_cache.get(raw)
-        if text is None:
-            text = self._addr_cache[raw] = socket.inet_ntop(self.family, raw)
-        return text
+        self._owners = owners
 
     def __call__(self, buf: memoryview | bytes, start: int, end: int) -> Socket:
         if end - start < _INET_MSG_LEN:
@@ -170,41 +167,49 @@ class InetParser:
         (_family, state, timer, retrans, src, dst, ifindex, cookie0, cookie1,
          expires, rqueue, wqueue, uid, inode) = self._msg.unpack_from(buf, start)
         sport, dport = _PORTS.unpack_from(buf, start + 4)
-        addr = self._addr
-        sock = Socket(
-            self.family_name, self.netid,
-            STATE_NAMES[state] if state < 13 else "UNKNOWN",
-            rqueue, wqueue, addr(src), sport, addr(dst), dport,
-            self._ifname(ifindex) if ifindex else None,
-            inode, uid, cookie1 << 32 | cookie0,
-        )
+        cache = self._addr_cache
+        local = cache.get(src) or self._addr(src)
+        peer = cache.get(dst) or self._addr(dst)
+        processes = None
+        if self._owners is not None:  # inode 0 (TIME-WAIT, request socks) never has owners
+            processes = self._owners.get(inode, []) if inode else []
+        timer_rec = None
         if self.timers and timer:
-            sock.timer = Timer(name=TIMER_NAMES.get(timer, "unknown"), expires_ms=expires,
-                               retrans=retrans if timer != 3 else 0)
+            timer_rec = Timer(name=TIMER_NAMES.get(timer, "unknown"), expires_ms=expires,
+                              retrans=retrans if timer != 3 else 0)
+        v6only = extended = skmem = tcp_info = None
         # ss: the v6only flag is only sent for LISTEN and CLOSE sockets.
-        v6_unbound = self.family == socket.AF_INET6 and state in (ST_LISTEN, ST_CLOSE)
-        if self.want_attrs or v6_unbound:
-            self._attrs(sock, parse_attrs(buf, start + _INET_MSG_LEN, end))
-        return sock
+        if self.want_attrs or (self.family == socket.AF_INET6 and state in (ST_LISTEN, ST_CLOSE)):
+            v6only, extended, skmem, tcp_info = self._attrs(parse_attrs(buf, start + _INET_MSG_LEN, end))
+        return Socket(
+            self.family_name, self.netid, STATE_NAMES[state] if state < 13 else "UNKNOWN",
+            rqueue, wqueue, local, sport, peer, dport,
+            self._ifname(ifindex) if ifindex else None, inode, uid, cookie1 << 32 | cookie0,
+            v6only, processes, timer_rec, extended, skmem, tcp_info,
+        )
 
-    def _attrs(self, sock: Socket, attrs: dict[int, Any]) -> None:
-        v6only = attrs.get(INET_DIAG_SKV6ONLY)
-        if v6only is not None:
-            sock.v6only = bool(v6only[0])
+    def _addr(self, raw: bytes) -> str:
+        text = self._addr_cache[raw] = socket.inet_ntop(self.family, raw)
+        return text
+
+    def _attrs(self, attrs: dict[int, Any]) -> tuple:
+        raw = attrs.get(INET_DIAG_SKV6ONLY)
+        v6only = bool(raw[0]) if raw is not None else None
+        extended = skmem = tcp_info = None
         if self.extended:
-            ext = Extended(shutdown=SHUTDOWN_TEXT[attrs[INET_DIAG_SHUTDOWN][0] & 3]
-                           if INET_DIAG_SHUTDOWN in attrs else "<->")
+            extended = Extended(shutdown=SHUTDOWN_TEXT[attrs[INET_DIAG_SHUTDOWN][0] & 3]
+                                if INET_DIAG_SHUTDOWN in attrs else "<->")
             if INET_DIAG_MARK in attrs:
-                ext["fwmark"] = _U32.unpack_from(attrs[INET_DIAG_MARK])[0]
+                extended["fwmark"] = _U32.unpack_from(attrs[INET_DIAG_MARK])[0]
             if INET_DIAG_CGROUP_ID in attrs:
-                ext["cgroup_id"] = _U64.unpack_from(attrs[INET_DIAG_CGROUP_ID])[0]
-            sock.extended = ext
+                extended["cgroup_id"] = _U64.unpack_from(attrs[INET_DIAG_CGROUP_ID])[0]
         if self.memory and INET_DIAG_SKMEMINFO in attrs:
-            sock.skmem = parse_skmem(attrs[INET_DIAG_SKMEMINFO])
+            skmem = parse_skmem(attrs[INET_DIAG_SKMEMINFO])
         if self.info and INET_DIAG_INFO in attrs:
             cong = attrs.get(INET_DIAG_CONG)
             name = bytes(cong).split(b"\0", 1)[0].decode("ascii", "replace") if cong is not None else None
-            sock.tcp_info = parse_tcp_info(attrs[INET_DIAG_INFO], name)
+            tcp_info = parse_tcp_info(attrs[INET_DIAG_INFO], name)
+        return v6only, extended, skmem, tcp_info
 
 
 def parse_skmem(data: bytes | memoryview) -> SkMem:
@@ -227,7 +232,7 @@ def unix_name(raw: bytes | memoryview) -> str:
 
 
 def parse_unix(buf: memoryview | bytes, start: int, end: int, *, extended: bool = False,
-               memory: bool = False) -> Socket:
+               memory: bool = False, owners: Optional[dict[int, list[Process]]] = None) -> Socket:
     """One unix_diag_msg and its attributes."""
     if end - start < _UNIX_MSG_LEN:
         raise ProtocolError(f"unix_diag_msg of {end - start} bytes (need {_UNIX_MSG_LEN})")
@@ -237,13 +242,7 @@ def parse_unix(buf: memoryview | bytes, start: int, end: int, *, extended: bool 
     peer = attrs.get(UNIX_DIAG_PEER)
     rq, wq = _U32X2.unpack_from(attrs[UNIX_DIAG_RQLEN]) if UNIX_DIAG_RQLEN in attrs else (0, 0)
     uid = attrs.get(UNIX_DIAG_UID)
-    sock = Socket(
-        "unix", UNIX_NETIDS.get(kind, f"u_{kind}"),
-        STATE_NAMES[state] if state < 13 else "UNKNOWN",
-        rq, wq, unix_name(name) if name is not None else None, inode,
-        None, _U32.unpack_from(peer)[0] if peer is not None else 0,
-        None, inode, _U32.unpack_from(uid)[0] if uid is not None else None, cookie1 << 32 | cookie0,
-    )
+    ext = skmem = None
     if extended:
         shutdown = attrs.get(UNIX_DIAG_SHUTDOWN)
         ext = Extended(shutdown=SHUTDOWN_TEXT[shutdown[0] & 3] if shutdown is not None else "<->")
@@ -256,10 +255,15 @@ def parse_unix(buf: memoryview | bytes, start: int, end: int, *, extended: bool 
         icons = attrs.get(UNIX_DIAG_ICONS)
         if icons is not None:
             ext["peers"] = list(struct.unpack_from("=%dI" % (len(icons) // 4), icons))
-        sock.extended = ext
     if memory and UNIX_DIAG_MEMINFO in attrs:
-        sock.skmem = parse_skmem(attrs[UNIX_DIAG_MEMINFO])
-    return sock
+        skmem = parse_skmem(attrs[UNIX_DIAG_MEMINFO])
+    return Socket(
+        "unix", UNIX_NETIDS.get(kind, f"u_{kind}"), STATE_NAMES[state] if state < 13 else "UNKNOWN",
+        rq, wq, unix_name(name) if name is not None else None, inode,
+        None, _U32.unpack_from(peer)[0] if peer is not None else 0,
+        None, inode, _U32.unpack_from(uid)[0] if uid is not None else None, cookie1 << 32 | cookie0,
+        None, owners.get(inode, []) if owners is not None else None, None, ext, skmem,
+    )
 
 
 def unix_show_flags(extended: bool, memory: bool) -> int:

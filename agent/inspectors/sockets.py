@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ..filter import NEW_SYN_RECV, SYN_RECV, Selection
-from ..netlink import NETLINK_SOCK_DIAG, Netlink, NetlinkError, dump_all
-from ..schema import Socket, Warning
+from ..netlink import NETLINK_SOCK_DIAG, DumpInterrupted, Netlink, NetlinkError
+from ..schema import Process, Socket, Warning
 from . import procnet
 from .processes import CAP_SYS_PTRACE, has_capability, scan_owners
 from .sockdiag import (
@@ -32,6 +32,9 @@ _PROTOCOLS = {"tcp": IPPROTO_TCP, "udp": IPPROTO_UDP, "raw": IPPROTO_RAW}
 _FAMILIES = (("inet", socket.AF_INET, ""), ("inet6", socket.AF_INET6, "6"))
 # A diag module that is not built answers ENOENT (raw_diag here), an unknown family EINVAL.
 _MISSING_MODULE = (errno.ENOENT, errno.EINVAL, errno.EOPNOTSUPP, errno.EPROTONOSUPPORT)
+
+Owners = Optional[dict[int, list[Process]]]
+Warn = Callable[[Warning], None]
 
 
 @dataclass(frozen=True)
@@ -60,76 +63,87 @@ class InterfaceNames:
         return self._names[index]
 
 
-def _read(path: str) -> str:
-    with open(path) as f:
-        return f.read()
-
-
 def _kernel_states(states: int) -> int:
     # Request sockets carry the kernel's NEW_SYN_RECV state; ss asks for both.
     return states | (1 << NEW_SYN_RECV if states & 1 << SYN_RECV else 0)
 
 
-def dump_table(nl: Optional[Netlink], table: str, sel: Selection, details: Details,
-               ifname: Callable[[int], Optional[str]], warn: Callable[[Warning], None]) -> list[Socket]:
-    """All sockets of one table (unix, raw, udp, tcp) in the selected families and states."""
-    states = _kernel_states(sel.states)
+def _proc_fallback(table: str, families: list[tuple[str, int, str]], details: Details, owners: Owners,
+                   warn: Warn) -> list[Socket]:
     if table == "unix":
-        if "unix" not in sel.families:
-            return []
-        if nl is not None:
-            try:
-                show = unix_show_flags(details.extended, details.memory)
-                return dump_all(nl, SOCK_DIAG_BY_FAMILY, unix_request(states, show),
-                                lambda b, s, e: parse_unix(b, s, e, extended=details.extended,
-                                                           memory=details.memory))
-            except NetlinkError as exc:
-                if exc.errno not in _MISSING_MODULE:
-                    raise
-        warn(Warning("proc-fallback", "unix_diag is not available: unix sockets read from "
-                     "/proc/net/unix (no peers, queues or uids)"))
-        return procnet.parse_proc_unix(_read("/proc/net/unix"))
-    protocol = _PROTOCOLS[table]
-    ext = (EXT_MEMORY if details.memory else 0) | (EXT_INFO if details.info and table == "tcp" else 0)
-    out: list[Socket] = []
-    for name, family, suffix in _FAMILIES:
-        if name not in sel.families:
-            continue
-        if nl is not None:
-            parser = InetParser(family, protocol, timers=details.timers, extended=details.extended,
-                                memory=details.memory, info=details.info, ifname=ifname)
-            try:
-                out.extend(dump_all(nl, SOCK_DIAG_BY_FAMILY, inet_request(family, protocol, states, ext),
-                                    parser))
-                continue
-            except NetlinkError as exc:
-                if exc.errno not in _MISSING_MODULE:
-                    raise
-        path = f"/proc/net/{table}{suffix}"
+        warn(Warning("proc-fallback", "the kernel has no unix_diag: unix sockets are read from "
+                     "/proc/net/unix (no peers, queues or uids), as ss does"))
+        paths = [("/proc/net/unix", 0)]
+    else:
         warn(Warning("proc-fallback", f"the kernel has no {table}_diag: {table} sockets are read from "
                      f"/proc/net/{table}{{,6}} (no cookies, listener backlogs or ms timers), as ss does"))
+        paths = [(f"/proc/net/{table}{suffix}", family) for _name, family, suffix in families]
+    out: list[Socket] = []
+    for path, family in paths:
         try:
-            text = _read(path)
-        except FileNotFoundError:  # IPv6 disabled in this kernel or namespace
+            with open(path) as f:
+                text = f.read()
+        except FileNotFoundError:  # e.g. IPv6 disabled in this kernel or namespace
             continue
-        out.extend(procnet.parse_proc_inet(text, family, table, details.timers))
+        if table == "unix":
+            out += procnet.parse_proc_unix(text)
+        else:
+            out += procnet.parse_proc_inet(text, family, table, details.timers)
+    if owners is not None:
+        out = [s._replace(processes=owners.get(s.inode, []) if s.inode else []) for s in out]
     return out
 
 
-def collect(sel: Selection, details: Details, warn: Callable[[Warning], None]) -> Iterator[Socket]:
-    """Every selected socket, in ss's table order, with owners when asked for."""
-    owners = None
-    if details.processes:
-        scan = scan_owners()
-        owners = scan.owners
-        if scan.denied:
-            ptrace = has_capability(CAP_SYS_PTRACE)
-            why = ("CAP_SYS_PTRACE is missing from this agent's capabilities" if ptrace is False
-                   else "permission denied")
-            warn(Warning("process-attribution-denied",
-                         f"could not read the open files of {len(scan.denied)} processes ({why}): "
-                         "sockets they hold show no owner. Run as the same uid as the target or "
-                         "with CAP_SYS_PTRACE.", len(scan.denied)))
+def dump_table(nl: Optional[Netlink], table: str, sel: Selection, details: Details, owners: Owners,
+               ifname: Callable[[int], Optional[str]], warn: Warn) -> Iterator[list[Socket]]:
+    """Batches of sockets of one table (unix, raw, udp, tcp), one per netlink datagram,
+    in the selected families and states."""
+    states = _kernel_states(sel.states)
+    if table == "unix":
+        families = [("unix", socket.AF_UNIX, "")] if "unix" in sel.families else []
+    else:
+        families = [f for f in _FAMILIES if f[0] in sel.families]
+    if not families:
+        return
+    if nl is None:
+        yield _proc_fallback(table, families, details, owners, warn)
+        return
+    try:
+        if table == "unix":
+            show = unix_show_flags(details.extended, details.memory)
+            yield from nl.stream(SOCK_DIAG_BY_FAMILY, unix_request(states, show),
+                                 lambda b, s, e: parse_unix(b, s, e, extended=details.extended,
+                                                            memory=details.memory, owners=owners))
+            return
+        protocol = _PROTOCOLS[table]
+        ext = (EXT_MEMORY if details.memory else 0) | (EXT_INFO if details.info and table == "tcp" else 0)
+        for _name, family, _suffix in families:
+            parser = InetParser(family, protocol, timers=details.timers, extended=details.extended,
+                                memory=details.memory, info=details.info, ifname=ifname, owners=owners)
+            yield from nl.stream(SOCK_DIAG_BY_FAMILY, inet_request(family, protocol, states, ext), parser)
+    except NetlinkError as exc:
+        if exc.errno not in _MISSING_MODULE:
+            raise
+        yield _proc_fallback(table, families, details, owners, warn)
+
+
+def _owners(warn: Warn) -> dict[int, list[Process]]:
+    scan = scan_owners()
+    if scan.denied:
+        ptrace = has_capability(CAP_SYS_PTRACE)
+        why = ("CAP_SYS_PTRACE is missing from this agent's capabilities" if ptrace is False
+               else "permission denied")
+        warn(Warning("process-attribution-denied",
+                     f"could not read the open files of {len(scan.denied)} processes ({why}): "
+                     "sockets they hold show no owner. Run as the same uid as the target or "
+                     "with CAP_SYS_PTRACE.", len(scan.denied)))
+    return scan.owners
+
+
+def collect(sel: Selection, details: Details, warn: Warn) -> Iterator[list[Socket]]:
+    """Every selected socket in ss's table order, in batches as the kernel returns them
+    (so a writer can stream them), with owners when asked for."""
+    owners = _owners(warn) if details.processes else None
     try:
         nl: Optional[Netlink] = Netlink(NETLINK_SOCK_DIAG)
     except OSError as exc:
@@ -137,20 +151,24 @@ def collect(sel: Selection, details: Details, warn: Callable[[Warning], None]) -
         warn(Warning("netlink-unavailable", f"NETLINK_SOCK_DIAG could not be opened ({exc.strerror}): "
                      "reading /proc/net instead"))
     ifname = InterfaceNames()
-    warned: set[str] = set()
-
-    def warn_once(w: Warning) -> None:
-        if w.message not in warned:
-            warned.add(w.message)
-            warn(w)
+    matches = sel.matches
+    # The kernel applies the state mask itself; only expressions and /proc rows need a check here.
     try:
         for table in sel.tables():
-            for sock in dump_table(nl, table, sel, details, ifname, warn_once):
-                if sock.netid not in sel.netids or not sel.matches(sock):
-                    continue
-                if owners is not None:
-                    sock.processes = owners.get(sock.inode, []) if sock.inode else []
-                yield sock
+            try:
+                for batch in dump_table(nl, table, sel, details, owners, ifname, warn):
+                    if batch and (sel.expr is not None or batch[0].cookie is None):
+                        batch = [s for s in batch if matches(s)]
+                    if batch:
+                        yield batch
+            except DumpInterrupted:
+                warn(Warning("dump-interrupted", f"the {table} table changed while it was read: "
+                             "a socket may be missing or listed twice"))
     finally:
         if nl is not None:
             nl.close()
+
+
+def collect_all(sel: Selection, details: Details, warn: Warn) -> list[Socket]:
+    """``collect`` as one list, for analyses that need every socket at once."""
+    return [s for batch in collect(sel, details, warn) for s in batch]
