@@ -31,7 +31,7 @@ test-image: images
 	$(PYTHON) -m pytest -m docker tests/integration/test_image.py -v
 
 bench-image: image
-	bench/image_start.sh
+	$(PYTHON) bench/image_start.py
 
 clean-images:
 	-docker image rm sockdebug-agent:$$(scripts/build-images --print-version) \
