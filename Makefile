@@ -30,7 +30,7 @@ base-image: docker
 test-image: images
 	$(PYTHON) -m pytest -m docker tests/integration/test_image.py -v
 
-bench-image: image
+bench-image: docker
 	$(PYTHON) bench/image_start.py
 
 clean-images:
