@@ -8,12 +8,9 @@ Expressions are parsed once into a tree of predicates evaluated per Socket.
 
 from __future__ import annotations
 
-import fnmatch
-import ipaddress
 import socket
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Optional
+from typing import NamedTuple, Optional
 
 from .schema import Socket
 
@@ -56,8 +53,7 @@ class FilterError(ValueError):
         self.word, self.position = word, position
 
 
-@dataclass(frozen=True)
-class Selection:
+class Selection(NamedTuple):
     """Which tables, families and states to dump, and the expression to apply."""
 
     netids: frozenset[str]  #: tcp udp raw u_str u_dgr u_seq
@@ -266,9 +262,13 @@ def _resolve_port(text: str, parser: _Parser) -> Optional[int]:
 
 
 def _host_pred(is_src: bool, text: str, parser: _Parser) -> Pred:
+    import ipaddress
+
     fam, addr, port_text = _split_host(text)
     port = _resolve_port(port_text, parser) if port_text is not None else None
     if fam == "unix" or (addr and addr.startswith("/")) or (addr and addr.startswith("@")):
+        import fnmatch  # imported here, like ipaddress below: only expressions need them
+
         pattern = addr or "*"
 
         def unix_match(s: Socket) -> bool:
@@ -293,6 +293,8 @@ def _host_pred(is_src: bool, text: str, parser: _Parser) -> Pred:
 
 
 def _inet_pred(is_src: bool, net, port: Optional[int], fam: str) -> Pred:
+    import ipaddress
+
     v4 = net is not None and net.version == 4
     mapped_v4 = None
     if v4:  # an IPv4 rule also matches v4-mapped IPv6 sockets

@@ -13,7 +13,7 @@ import os
 import socket
 import struct
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 NETLINK_ROUTE = 0
 NETLINK_SOCK_DIAG = 4
@@ -71,30 +71,38 @@ def parse_attrs(buf: memoryview | bytes, start: int, end: int) -> dict[int, memo
     return attrs
 
 
-def iter_messages(buf: memoryview | bytes, size: int, seq: int) -> Iterator[tuple[int, int, int, int]]:
-    """Split one received datagram into ``(type, flags, payload_start, payload_end)``.
+def parse_datagram(buf: memoryview | bytes, size: int, seq: int, parse: Callable[[Any, int, int], T]
+                   ) -> tuple[list[T], bool, bool]:
+    """Split one received datagram: ``(items, done, interrupted)`` where ``items`` are
+    ``parse(buf, start, end)`` of its data messages (None results dropped), ``done``
+    says the reply is complete and ``interrupted`` that the kernel flagged the dump.
 
-    Raises ``NetlinkError`` for NLMSG_ERROR with a non-zero code and ``ProtocolError``
-    for lengths that do not fit.  Messages of another sequence number are skipped.
+    Pure (no I/O).  Raises ``NetlinkError`` for an error reply and ``ProtocolError``
+    for lengths that do not fit; messages of another sequence number are skipped.
+    This loop runs once per socket, hence the local names.
     """
+    items: list[T] = []
+    done = interrupted = False
+    unpack_header = NLMSGHDR.unpack_from
     off = 0
-    unpack = NLMSGHDR.unpack_from
     while off + 16 <= size:
-        length, kind, flags, msg_seq, _pid = unpack(buf, off)
-        if length < 16 or off + length > size:
-            raise ProtocolError(
-                f"netlink message of length {length} at offset {off} in a {size}-byte datagram")
+        length, kind, flags, msg_seq, _pid = unpack_header(buf, off)
+        end = off + length
+        if length < 16 or end > size:
+            raise ProtocolError(f"netlink message of length {length} at offset {off} in a {size}-byte datagram")
         if msg_seq == seq:
-            if kind == NLMSG_ERROR:
-                if length < 20:
-                    raise ProtocolError("truncated NLMSG_ERROR")
-                code = _INT.unpack_from(buf, off + 16)[0]
-                if code:
-                    raise NetlinkError(-code, os.strerror(-code))
-            yield kind, flags, off + 16, off + length
-        off += (length + 3) & ~3
+            if kind >= NLMSG_MIN_TYPE:
+                item = parse(buf, off + 16, end)
+                if item is not None:
+                    items.append(item)
+            else:
+                done = _control(buf, off + 16, end, kind) or done
+            if flags & NLM_F_DUMP_INTR:
+                interrupted = True
+        off = (end + 3) & ~3
     if off < size:
         raise ProtocolError(f"{size - off} stray bytes after the last netlink message")
+    return items, done, interrupted
 
 
 class Netlink:
@@ -134,29 +142,32 @@ class Netlink:
             size = recv_into(buf)
             if size == 0:
                 raise ProtocolError("netlink socket closed during a dump")
-            batch = []
-            done = False
-            for kind, msg_flags, start, end in iter_messages(view, size, seq):
-                if kind >= NLMSG_MIN_TYPE:
-                    item = parse(view, start, end)
-                    if item is not None:
-                        batch.append(item)
-                    interrupted = interrupted or bool(msg_flags & NLM_F_DUMP_INTR)
-                elif kind == NLMSG_DONE:
-                    if end - start >= 4:
-                        code = _INT.unpack_from(view, start)[0]
-                        if code < 0:
-                            raise NetlinkError(-code, os.strerror(-code))
-                    interrupted = interrupted or bool(msg_flags & NLM_F_DUMP_INTR)
-                    done = True
-                elif kind == NLMSG_ERROR:  # an ACK (code 0) ends a non-dump request
-                    done = True
+            batch, done, flagged = parse_datagram(view, size, seq, parse)
+            interrupted = interrupted or flagged
             if batch:
                 yield batch
             if done:
                 if interrupted:
                     raise DumpInterrupted()
                 return
+
+
+def _control(buf: memoryview | bytes, start: int, end: int, kind: int) -> bool:
+    """Handle a control message; True when it ends the exchange (DONE, or an ACK)."""
+    if kind == NLMSG_DONE:
+        if end - start >= 4:
+            code = _INT.unpack_from(buf, start)[0]
+            if code < 0:
+                raise NetlinkError(-code, os.strerror(-code))
+        return True
+    if kind == NLMSG_ERROR:
+        if end - start < 4:
+            raise ProtocolError("truncated NLMSG_ERROR")
+        code = _INT.unpack_from(buf, start)[0]
+        if code:
+            raise NetlinkError(-code, os.strerror(-code))
+        return True  # an ACK (code 0) ends a non-dump request
+    return False  # NOOP, OVERRUN: nothing to do
 
 
 def dump_all(nl: Netlink, msg_type: int, payload: bytes, parse: Callable[[memoryview, int, int], T]

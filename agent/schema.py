@@ -1,8 +1,9 @@
 """The JSON Lines record types: the one contract between the agent and its readers.
 
-Every line the agent prints is one record, a JSON object whose ``type`` names
-one of the dataclasses below.  Nested structures are ``TypedDict`` s (plain dicts
-at run time, so they serialise without conversion).  ``to_json`` and
+Every line the agent prints is one record, a JSON object whose ``type`` names one
+of the NamedTuples below (cheap to build, and no dataclasses import at start-up).
+Nested structures are ``TypedDict`` s (plain dicts at run time, so they serialise
+without conversion).  ``to_json`` and
 ``from_dict`` live here and nowhere else; the plugin imports this module.
 Field meanings follow ``ss``; ``docs/schema.md`` documents each one.
 
@@ -12,10 +13,8 @@ renaming, removing or changing the meaning of one bumps it.
 
 from __future__ import annotations
 
-import dataclasses
 import json
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, NamedTuple, Optional, TypedDict
+from typing import Any, NamedTuple, Optional, TypedDict
 
 SCHEMA_VERSION = 1
 
@@ -81,11 +80,9 @@ TcpInfo = dict[str, Any]
 
 # --- records -----------------------------------------------------------------------
 
-@dataclass(slots=True)
-class Hello:
+class Hello(NamedTuple):
     """First record of every stream: who is talking, about which namespace."""
 
-    type: ClassVar[str] = "hello"
     schema_version: int
     agent_version: str
     command: list[str]
@@ -97,32 +94,26 @@ class Hello:
     euid: Optional[int]
 
 
-@dataclass(slots=True)
-class End:
+class End(NamedTuple):
     """Last record of a complete stream; its absence means the stream broke."""
 
-    type: ClassVar[str] = "end"
     records: dict[str, int]
     elapsed_ms: float
     exit_code: int
 
 
-@dataclass(slots=True)
-class Warning:
+class Warning(NamedTuple):
     """A problem that did not stop the run; the records emitted are still right but may be
     incomplete in the way ``code`` says."""
 
-    type: ClassVar[str] = "warning"
     code: str
     message: str
     count: Optional[int] = None
 
 
-@dataclass(slots=True)
-class Error:
+class Error(NamedTuple):
     """A fatal problem; the stream ends after it (still with an ``end`` record)."""
 
-    type: ClassVar[str] = "error"
     code: str
     message: str
     hint: Optional[str] = None
@@ -158,21 +149,11 @@ class Socket(NamedTuple):
     skmem: Optional[SkMem] = None
     tcp_info: Optional[TcpInfo] = None
 
-    type = "socket"  # a class attribute, not a field (NamedTuple fields are annotated)
 
 
-@dataclass(slots=True)
-class TransportCount:
-    total: int
-    ipv4: int
-    ipv6: int
-
-
-@dataclass(slots=True)
-class Summary:
+class Summary(NamedTuple):
     """``ss -s`` plus a count per TCP state in this network namespace."""
 
-    type: ClassVar[str] = "summary"
     sockets_used: Optional[int]
     tcp_total: Optional[int]  #: alloc + tw, as ss prints after "TCP:" (alloc is global)
     tcp_estab: Optional[int]
@@ -185,18 +166,9 @@ class Summary:
     unix_sockets: int = 0
 
 
-@dataclass(slots=True)
-class NextHop:
-    gateway: Optional[str]
-    dev: Optional[str]
-    weight: int = 1
-
-
-@dataclass(slots=True)
-class Route:
+class Route(NamedTuple):
     """One route of one table (``ip route show table all``)."""
 
-    type: ClassVar[str] = "route"
     family: str  #: inet | inet6
     table: str  #: main | local | default | number
     route_type: str  #: unicast | local | broadcast | blackhole | unreachable | prohibit | ...
@@ -210,14 +182,12 @@ class Route:
     pref: Optional[str] = None  #: IPv6 router preference: low | medium | high
     src: Optional[str] = None  #: source-specific routing prefix ("from")
     nexthops: Optional[list[dict[str, Any]]] = None  #: multipath: [{gateway, dev, weight, flags}]
-    flags: list[str] = field(default_factory=list)
+    flags: tuple[str, ...] = ()
 
 
-@dataclass(slots=True)
-class Interface:
+class Interface(NamedTuple):
     """A link and its addresses (``ip -br addr`` and more)."""
 
-    type: ClassVar[str] = "interface"
     index: int
     name: str
     state: str  #: UP | DOWN | UNKNOWN | LOWERLAYERDOWN | ...
@@ -231,11 +201,9 @@ class Interface:
     stats: Optional[dict[str, int]] = None  #: rx/tx packets, bytes, errors, dropped (IFLA_STATS64)
 
 
-@dataclass(slots=True)
-class ProcessLimits:
+class ProcessLimits(NamedTuple):
     """One process's fd usage against its RLIMIT_NOFILE."""
 
-    type: ClassVar[str] = "process_limits"
     pid: int
     comm: str
     open_fds: Optional[int]  #: null when /proc/PID/fd cannot be read
@@ -245,21 +213,17 @@ class ProcessLimits:
     container_id: Optional[str] = None
 
 
-@dataclass(slots=True)
-class Limits:
+class Limits(NamedTuple):
     """System, network-namespace and counter figures; absent figures are null, never 0."""
 
-    type: ClassVar[str] = "limits"
     system: dict[str, Optional[int]]
     netns: dict[str, Any]
     counters: dict[str, dict[str, Optional[int]]]
 
 
-@dataclass(slots=True)
-class Finding:
+class Finding(NamedTuple):
     """A triage conclusion in plain language, with the figures behind it."""
 
-    type: ClassVar[str] = "finding"
     id: str
     severity: str  #: critical | warning | info
     title: str
@@ -269,32 +233,26 @@ class Finding:
 
 
 RECORD_TYPES: dict[str, type] = {
-    cls.type: cls
-    for cls in (Hello, End, Warning, Error, Socket, Summary, Route, Interface,
-                ProcessLimits, Limits, Finding)
+    "hello": Hello, "end": End, "warning": Warning, "error": Error, "socket": Socket, "summary": Summary,
+    "route": Route, "interface": Interface, "process_limits": ProcessLimits, "limits": Limits,
+    "finding": Finding,
 }
+for _name, _cls in RECORD_TYPES.items():
+    _cls.type = _name  # type: ignore[attr-defined]  # a class attribute, not a field
 SEVERITIES = ("critical", "warning", "info")
 
 
 # --- serialisation -----------------------------------------------------------------
 
-def _fields(cls: type) -> tuple[str, ...]:
-    return cls._fields if cls is Socket else tuple(f.name for f in dataclasses.fields(cls))
-
-
 def to_dict(record: Any) -> dict[str, Any]:
     """The record as the JSON object it is on the wire (``type`` first; unset optional
     socket extras left out)."""
+    out: dict[str, Any] = {"type": record.type}
     if type(record) is Socket:
-        out: dict[str, Any] = {"type": "socket"}
-        out.update((k, v) for k, v in zip(Socket._fields, record) if v is not None or k not in _SOCKET_EXTRAS)
-        return out
-    out = {"type": record.type}
-    for name in _fields(type(record)):
-        value = getattr(record, name)
-        if dataclasses.is_dataclass(value):
-            value = dataclasses.asdict(value)
-        out[name] = value
+        out.update((k, v) for k, v in zip(Socket._fields, record)
+                   if v is not None or k not in _SOCKET_EXTRAS)
+    else:
+        out.update(zip(record._fields, record))
     return out
 
 
@@ -366,4 +324,4 @@ def from_dict(obj: Any) -> Any:
         raise SchemaError(f"bad {cls.type} record: {exc}") from None
 
 
-_FIELD_NAMES = {cls: frozenset(_fields(cls)) for cls in RECORD_TYPES.values()}
+_FIELD_NAMES = {cls: frozenset(cls._fields) for cls in RECORD_TYPES.values()}

@@ -17,7 +17,7 @@ from collections import Counter
 from typing import Any, Optional
 
 from . import __version__
-from .schema import SCHEMA_VERSION, End, Error, Hello, Warning, to_json
+from .schema import SCHEMA_VERSION, End, Error, Hello, Socket, Warning, socket_to_json, to_json
 
 
 def _ns_inode(kind: str) -> Optional[int]:
@@ -47,8 +47,10 @@ class Writer:
     def emit_batch(self, records: list) -> None:
         """Write records that became ready together (one kernel batch) in one write:
         each is still a whole line, and none waits for later work."""
-        self.counts[records[0].type] += len(records)
-        self._write(("\n".join(map(to_json, records)) + "\n").encode())
+        first = records[0]
+        self.counts[first.type] += len(records)
+        encode = socket_to_json if type(first) is Socket else to_json
+        self._write(("\n".join(map(encode, records)) + "\n").encode())
 
     def hello(self, command: list[str]) -> None:
         uname = os.uname()

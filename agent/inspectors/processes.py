@@ -8,20 +8,16 @@ CAP_SYS_PTRACE; processes we may not read are counted, never silently skipped.
 from __future__ import annotations
 
 import os
-import re
-from dataclasses import dataclass, field
-from typing import Optional
+from typing import NamedTuple, Optional
 
 from ..schema import Process
 
 CAP_SYS_PTRACE = 19
-_CONTAINER_ID = re.compile(r"([0-9a-f]{64})")
 
 
-@dataclass
-class OwnerScan:
-    owners: dict[int, list[Process]] = field(default_factory=dict)  #: socket inode -> holders
-    denied: list[int] = field(default_factory=list)  #: pids whose fds we may not read
+class OwnerScan(NamedTuple):
+    owners: dict[int, list[Process]]  #: socket inode -> holders
+    denied: list[int]  #: pids whose fds we may not read
 
 
 def parse_comm(stat: bytes) -> str:
@@ -33,8 +29,10 @@ def parse_comm(stat: bytes) -> str:
 def parse_container_id(cgroup: str) -> Optional[str]:
     """The 64-hex container id in a /proc/PID/cgroup text (cgroupfs and systemd drivers,
     cgroup v1 and v2: ``.../<id>``, ``cri-containerd-<id>.scope``, ``docker-<id>.scope``)."""
+    import re  # only -p needs it
+
     for line in cgroup.splitlines():
-        match = _CONTAINER_ID.search(line.rsplit(":", 1)[-1])
+        match = re.search(r"([0-9a-f]{64})", line.rsplit(":", 1)[-1])
         if match:
             return match.group(1)
     return None
@@ -50,7 +48,7 @@ def read_text(path: str) -> Optional[str]:
 
 def scan_owners(proc: str = "/proc", with_containers: bool = True) -> OwnerScan:
     """Map socket inodes to the processes holding them."""
-    scan = OwnerScan()
+    scan = OwnerScan({}, [])
     owners = scan.owners
     readlink, listdir = os.readlink, os.listdir
     for entry in os.listdir(proc):

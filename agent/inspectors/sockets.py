@@ -6,8 +6,7 @@ from __future__ import annotations
 import errno
 import socket
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Optional
+from typing import NamedTuple, Optional
 
 from ..filter import NEW_SYN_RECV, SYN_RECV, Selection
 from ..netlink import NETLINK_SOCK_DIAG, DumpInterrupted, Netlink, NetlinkError
@@ -37,8 +36,7 @@ Owners = Optional[dict[int, list[Process]]]
 Warn = Callable[[Warning], None]
 
 
-@dataclass(frozen=True)
-class Details:
+class Details(NamedTuple):
     """Which optional parts each socket record carries (ss -p -o -e -m -i)."""
 
     processes: bool = False
