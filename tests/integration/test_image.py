@@ -83,9 +83,7 @@ def images(docker_engine: None) -> dict[str, str]:
         "version": version,
     }
     if os.environ.get("SOCKDEBUG_IMAGES_PREBUILT") != "1":
-        build = subprocess.run(
-            [str(BUILD_IMAGES), "agent", "testapp"], capture_output=True, text=True, timeout=1500
-        )
+        build = subprocess.run([str(BUILD_IMAGES), "agent", "testapp"], capture_output=True, text=True, timeout=1500)
         assert build.returncode == 0, f"scripts/build-images failed:\n{build.stderr[-4000:]}"
     for tag in (tags["agent"], tags["testapp"]):
         assert _docker("image", "inspect", tag, check=False).returncode == 0, f"{tag} was not built"
@@ -223,9 +221,7 @@ def test_attribution_with_sys_ptrace(images: dict[str, str], target: dict, conta
     )
     assert r.returncode == 0, r.stderr
     records = _records(r.stdout)
-    assert not [
-        w for w in records if w["type"] == "warning" and w.get("code") == "process-attribution-denied"
-    ]
+    assert not [w for w in records if w["type"] == "warning" and w.get("code") == "process-attribution-denied"]
     found = _assert_target_sockets(_sockets(records), target)
     for what, s in found.items():
         owners = {(p["pid"], p["comm"]) for p in s.get("processes") or []}
@@ -249,6 +245,21 @@ def test_no_ptrace_other_uid(images: dict[str, str], target: dict, containers: C
     assert len(warnings) == 1, warnings
     assert warnings[0]["code"] == "process-attribution-denied"
     assert "CAP_SYS_PTRACE" in warnings[0]["message"]
+
+
+def test_same_uid_needs_no_capability(images: dict[str, str], target: dict, containers: Containers) -> None:
+    """Same uid as the target: owners are attributed with every capability dropped."""
+    r = containers.run(
+        images["agent"],
+        "sockets",
+        "-tlp",
+        docker_args=(*_namespaces(target), "--cap-drop", "ALL", "--user", f"{target['uid']}:{target['uid']}"),
+    )
+    assert r.returncode == 0, r.stderr
+    records = _records(r.stdout)
+    assert not [w for w in records if w["type"] == "warning"]
+    s = _find(_sockets(records), "LISTEN", "127.0.0.1", 8080)
+    assert {(p["pid"], p["comm"]) for p in s["processes"]} == {(target["pid"], "python3")}
 
 
 def test_read_only_rootfs_json_lines(images: dict[str, str], target: dict, containers: Containers) -> None:
