@@ -39,8 +39,11 @@ RUN set -eu; \
 
 # 2. Assemble the runtime root: interpreter, its shared libraries (found with
 #    ldd, cached with ldconfig), the standard library minus tests/GUI/build
-#    tooling, the staged packages; bytecode compiled ahead of time with
-#    unchecked hashes so nothing is ever written or re-validated at start.
+#    tooling and the modules that drag in big libraries the agent never uses
+#    (ssl/_hashlib: OpenSSL; nis: Kerberos; sqlite, dbm, curses, readline;
+#    hashlib keeps its built-in algorithms), the staged packages; bytecode
+#    compiled ahead of time with unchecked hashes so nothing is ever written
+#    or re-validated at start.
 RUN set -eu; \
     py=$(python3 -c 'import os, sys; print(os.path.realpath(sys.executable))'); \
     pyver=$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])'); \
@@ -62,6 +65,7 @@ RUN set -eu; \
       --exclude=pydoc_data --exclude=distutils --exclude='config-*' --exclude=EXTERNALLY-MANAGED \
       --exclude='_tkinter.*' --exclude='_curses*' --exclude='readline.*' --exclude='_dbm.*' \
       --exclude='_gdbm.*' --exclude='_sqlite3.*' --exclude=sqlite3 --exclude=dbm \
+      --exclude='_ssl.*' --exclude='_hashlib.*' --exclude='nis.*' --exclude='_crypt.*' \
       $paths | tar -C /rootfs -xf -; \
     { echo "$py"; find /rootfs -type f \( -name '*.so' -o -name '*.so.*' \); } > /tmp/elves; \
     while read -r f; do ldd "$f"; done < /tmp/elves > /tmp/ldd.txt 2>&1; \
@@ -76,7 +80,7 @@ RUN set -eu; \
     sed -i "1s|^#!.*|#!$py -I|" /rootfs/usr/local/bin/sockdebug-agent; \
     python3 -m compileall -q -j 0 --invalidation-mode unchecked-hash -s /rootfs -p / \
       "/rootfs${stdlib}" /rootfs/usr/local/lib >/dev/null; \
-    chroot /rootfs "$py" -I -c 'import sockdebug_agent, psutil, ctypes, json, socket, argparse'; \
+    chroot /rootfs "$py" -I -c 'import sockdebug_agent, psutil, ctypes, json, socket, argparse, hashlib, random; hashlib.sha256()'; \
     chroot /rootfs /usr/local/bin/sockdebug-agent --version | tee /tmp/version; \
     grep -qF "$VERSION" /tmp/version || { echo "build: --version does not say $VERSION" >&2; exit 1; }; \
     du -sh /rootfs
