@@ -77,8 +77,9 @@ def run_sockets(args: argparse.Namespace, out: Writer) -> int:
 @command("summary")
 def run_summary(args: argparse.Namespace, out: Writer) -> int:
     from .inspectors.sockets import Details, collect_all
-    from .inspectors.summary import collect_summary
+    from .inspectors.summary import collect_summary, read_counters
 
+    counters = read_counters()  # first: the dump's own netlink socket would be counted
     states: Counter[str] = Counter()
     udp = unix = 0
     for sock in collect_all(select(all_states=True), Details(), out.emit):
@@ -88,7 +89,7 @@ def run_summary(args: argparse.Namespace, out: Writer) -> int:
             udp += 1
         elif sock.family == "unix":
             unix += 1
-    out.emit(collect_summary(states, udp, unix))
+    out.emit(collect_summary(states, udp, unix, counters))
     return EXIT_OK
 
 

@@ -200,8 +200,10 @@ class InetParser:
         v6only = bool(raw[0]) if raw is not None else None
         extended = skmem = tcp_info = None
         if self.extended:
-            extended = Extended(shutdown=SHUTDOWN_TEXT[attrs[INET_DIAG_SHUTDOWN][0] & 3]
-                                if INET_DIAG_SHUTDOWN in attrs else "<->")
+            extended = Extended()
+            shutdown = attrs.get(INET_DIAG_SHUTDOWN)
+            if shutdown:  # not sent for TIME-WAIT and request socks: ss then prints none either
+                extended["shutdown"] = SHUTDOWN_TEXT[shutdown[0] & 3]
             if INET_DIAG_MARK in attrs:
                 extended["fwmark"] = _U32.unpack_from(attrs[INET_DIAG_MARK])[0]
             if INET_DIAG_CGROUP_ID in attrs:
@@ -248,7 +250,9 @@ def parse_unix(buf: memoryview | bytes, start: int, end: int, *, extended: bool 
     ext = skmem = None
     if extended:
         shutdown = attrs.get(UNIX_DIAG_SHUTDOWN)
-        ext = Extended(shutdown=SHUTDOWN_TEXT[shutdown[0] & 3] if shutdown is not None else "<->")
+        ext = Extended()
+        if shutdown:  # always sent by unix_diag; left out (as ss does) if it ever is not
+            ext["shutdown"] = SHUTDOWN_TEXT[shutdown[0] & 3]
         vfs = attrs.get(UNIX_DIAG_VFS)
         if vfs is not None:
             vfs_ino, dev = _U32X2.unpack_from(vfs)

@@ -36,9 +36,18 @@ def build_summary(sockstat: dict[str, dict[str, int]], sockstat6: dict[str, dict
     )
 
 
-def collect_summary(tcp_states: Counter, udp_sockets: int, unix_sockets: int) -> Summary:
-    sockstat = parse_sockstat(read_optional("/proc/net/sockstat") or "")
-    sockstat6 = parse_sockstat(read_optional("/proc/net/sockstat6") or "")
-    snmp = parse_counter_pairs(read_optional("/proc/net/snmp") or "")
+def read_counters() -> tuple[str, str, str]:
+    """The texts of sockstat, sockstat6 and snmp.  Read them before opening any socket:
+    "sockets: used" counts the agent's own netlink socket, and still does for a while
+    after it is closed (netlink sockets are freed after an RCU grace period)."""
+    return tuple(read_optional(f"/proc/net/{name}") or "" for name in ("sockstat", "sockstat6", "snmp"))
+
+
+def collect_summary(tcp_states: Counter, udp_sockets: int, unix_sockets: int,
+                    counters: Optional[tuple[str, str, str]] = None) -> Summary:
+    text, text6, snmp_text = counters if counters is not None else read_counters()
+    sockstat = parse_sockstat(text)
+    sockstat6 = parse_sockstat(text6)
+    snmp = parse_counter_pairs(snmp_text)
     return build_summary(sockstat, sockstat6, snmp.get("Tcp", {}).get("CurrEstab"), dict(tcp_states),
                          udp_sockets, unix_sockets)
