@@ -277,6 +277,8 @@ def test_read_only_rootfs_json_lines(images: dict[str, str], target: dict, conta
     assert all(isinstance(rec, dict) and "type" in rec for rec in records)
     assert records[0]["type"] == "hello"
     assert records[-1]["type"] == "end"
+    assert records[-1]["exit_code"] == 0
+    assert "Traceback" not in r.stderr, r.stderr
     _find(_sockets(records), "LISTEN", "127.0.0.1", 8080)
     # Nothing was (or tried to be) written: every module is precompiled.
     name = containers.names[-1]
