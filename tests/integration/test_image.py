@@ -35,7 +35,10 @@ AGENT_TIMEOUT = 60
 
 
 def _docker(*args: str, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, check=check)
+    r = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, check=False)
+    if check and r.returncode != 0:
+        raise AssertionError(f"docker {' '.join(args)} exited {r.returncode}: {r.stderr.strip()[-2000:]}")
+    return r
 
 
 def _name(role: str) -> str:
