@@ -2,6 +2,10 @@
 
     sockdebug-agent [--netns NAME|PATH | --target-pid PID] sockets [-tuwx46alpoemi] [state S] [FILTER]
     sockdebug-agent [--netns NAME|PATH | --target-pid PID] summary
+    sockdebug-agent [--netns NAME|PATH | --target-pid PID] routes | interfaces
+    sockdebug-agent [--netns NAME|PATH | --target-pid PID] limits [--all-processes]
+    sockdebug-agent [--netns NAME|PATH | --target-pid PID] triage [--fail-on SEVERITY] [--sockets]
+    sockdebug-agent --psutil sockets|limits ...   (the portable path, automatic off Linux)
     sockdebug-agent --version
 
 Every run prints ``hello`` first and ``end`` last; failures become an ``error`` record,
@@ -11,14 +15,15 @@ a line on stderr and a non-zero exit code (errors.py), never a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Optional
 
-from . import __version__, namespaces
-from .errors import EXIT_AGENT, EXIT_OK, EXIT_USAGE, AgentError, UsageError
+from . import __version__, namespaces, serve
+from .errors import EXIT_AGENT, EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, AgentError, UsageError
 from .filter import FilterError, select
 from .stream import Writer
 
@@ -67,10 +72,23 @@ def run_sockets(args: argparse.Namespace, out: Writer) -> int:
     from .inspectors.sockets import Details, collect
 
     sel = selection_from_args(args)
+    if portable_path(args):
+        from .inspectors import portable
+
+        found = portable.collect_sockets(sel, args.processes, out.emit)
+        if found:
+            out.emit_batch(found)
+        return EXIT_OK
     details = Details(processes=args.processes, timers=args.options or args.extended,
                       extended=args.extended, memory=args.memory, info=args.info)
     for batch in collect(sel, details, out.emit):
         out.emit_batch(batch)
+    return EXIT_OK
+
+
+@command("serve")
+def run_serve(args: argparse.Namespace, out: Writer) -> int:
+    serve.run(args.idle_timeout)
     return EXIT_OK
 
 
@@ -91,6 +109,117 @@ def run_summary(args: argparse.Namespace, out: Writer) -> int:
             unix += 1
     out.emit(collect_summary(states, udp, unix, counters))
     return EXIT_OK
+
+
+def portable_path(args: argparse.Namespace) -> bool:
+    """psutil instead of netlink and /proc: off Linux, or when --psutil forces it."""
+    return bool(getattr(args, "psutil", False)) or not sys.platform.startswith("linux")
+
+
+def _linux_only(args: argparse.Namespace) -> None:
+    if portable_path(args):
+        raise UsageError(f"`{args.command}` reads rtnetlink and /proc, which exist only on Linux "
+                         "(and not with --psutil)", "on other systems only `sockets` and `limits` work")
+
+
+def _warn_denied(out: Writer, denied: list[int]) -> None:
+    if denied:
+        out.warning("process-limits-denied",
+                    f"could not read the open files or network namespace of {len(denied)} processes "
+                    f"(pids {', '.join(map(str, denied[:10]))}{', ...' if len(denied) > 10 else ''}): "
+                    "they have no process_limits record. Run as root with CAP_SYS_PTRACE.", len(denied))
+
+
+@command("routes")
+def run_routes(args: argparse.Namespace, out: Writer) -> int:
+    from .inspectors import routes
+
+    _linux_only(args)
+    for route in routes.collect():
+        out.emit(route)
+    return EXIT_OK
+
+
+@command("interfaces")
+def run_interfaces(args: argparse.Namespace, out: Writer) -> int:
+    from .inspectors import interfaces
+
+    _linux_only(args)
+    for link in interfaces.collect():
+        out.emit(link)
+    return EXIT_OK
+
+
+@command("limits")
+def run_limits(args: argparse.Namespace, out: Writer) -> int:
+    if portable_path(args):
+        from .inspectors import portable
+
+        out.emit(portable.missing_warning("limits", portable.MISSING_LIMITS_FIELDS))
+        for record in portable.collect_process_limits(out.emit):
+            out.emit(record)
+        out.emit(portable.collect_limits())
+        return EXIT_OK
+    from .inspectors import limits
+    from .inspectors.sockets import Details, collect_all
+
+    scan = limits.collect_process_limits(all_netns=args.all_processes)
+    _warn_denied(out, scan.denied)
+    for record in scan.records:
+        out.emit(record)
+    sockets = collect_all(select(tcp=True, udp=True, all_states=True), Details(), out.emit)
+    out.emit(limits.collect_limits(sockets))
+    return EXIT_OK
+
+
+@command("triage")
+def run_triage(args: argparse.Namespace, out: Writer) -> int:
+    from . import triage
+    from .inspectors import interfaces, limits, routes
+    from .inspectors.sockets import Details, collect_all
+    from .inspectors.summary import collect_summary, read_counters
+    from .netlink import NETLINK_ROUTE, Netlink
+
+    _linux_only(args)
+    counters = read_counters()
+    sockets = collect_all(select(all_states=True),
+                          Details(processes=True, timers=True, memory=True, info=True), out.emit)
+    states = Counter(s.state for s in sockets if s.netid == "tcp")
+    udp = sum(1 for s in sockets if s.netid == "udp")
+    unix = sum(1 for s in sockets if s.family == "unix")
+    data = triage.TriageInput(sockets=sockets, summary=collect_summary(states, udp, unix, counters))
+    try:
+        with Netlink(NETLINK_ROUTE) as nl:
+            data.interfaces = interfaces.collect(nl)
+            data.routes = routes.collect(nl, {i.index: i.name for i in data.interfaces})
+    except OSError as exc:
+        out.warning("rtnetlink-unavailable", f"routes and interfaces could not be read ({exc}): "
+                    "the route findings were not checked")
+    scan = limits.collect_process_limits()
+    _warn_denied(out, scan.denied)
+    data.processes = scan.records
+    data.limits = limits.collect_limits(sockets)
+    findings = triage.triage(data)
+    for record in (*findings, data.summary, data.limits, *scan.records, *(data.routes or ()),
+                   *(data.interfaces or ())):
+        out.emit(record)
+    if args.sockets and sockets:
+        out.emit_batch(sockets)
+    if args.fail_on != "never" and triage.at_or_above(findings, args.fail_on):
+        return EXIT_FINDINGS
+    return EXIT_OK
+
+
+def _add_inspection_commands(sub) -> None:
+    sub.add_parser("routes", help="every route of every table, IPv4 and IPv6 (ip route show table all)")
+    sub.add_parser("interfaces", help="links and their addresses (ip -d addr)")
+    p = sub.add_parser("limits", help="open fds against their limits, kernel limits and pressure counters")
+    p.add_argument("--all-processes", action="store_true",
+                   help="every visible process, not only those in the inspected network namespace")
+    p = sub.add_parser("triage", help="findings in plain language, most severe first, then the figures")
+    p.add_argument("--fail-on", choices=("critical", "warning", "info", "never"), default="never",
+                   help="exit 1 when a finding is at least this severe (default: never)")
+    p.add_argument("--sockets", action="store_true", help="also emit every socket record")
 
 
 def _add_socket_flags(p: argparse.ArgumentParser) -> None:
@@ -124,9 +253,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="inspect this network namespace (ip netns name, or an nsfs path)")
     target.add_argument("--target-pid", type=int, metavar="PID",
                         help="inspect the network namespace of this process (like nsenter --net)")
+    parser.add_argument("--psutil", action="store_true",
+                        help="read sockets and limits through psutil, as off Linux (for testing that path)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_socket_flags(sub.add_parser("sockets", help="list sockets, like ss"))
     sub.add_parser("summary", help="socket totals and TCP state counts, like ss -s")
+    serve = sub.add_parser("serve", help="stay alive for queries exec'd next to it (the plugin's ephemeral "
+                           "container); exit after --idle-timeout seconds without one")
+    serve.add_argument("--idle-timeout", type=float, default=900, metavar="SECONDS")
+    _add_inspection_commands(sub)
     return parser
 
 
@@ -146,6 +281,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if path is not None:
             namespaces.enter(path)
         out.hello(command_line)
+        if os.environ.get(serve.SERVE_ENV) and args.command != "serve":
+            serve.keep_alive()
         code = COMMANDS[args.command](args, out)
     except AgentError as exc:
         code = exc.exit_code

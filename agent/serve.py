@@ -1,0 +1,59 @@
+"""``sockdebug-agent serve``: keep an ephemeral agent container alive for exec reuse.
+
+Ephemeral containers can never be removed from a pod, so the plugin starts one
+``serve`` process per target container and execs each query next to it.  Each
+query (exec'd with SOCKDEBUG_SERVE=1 in the container's environment) sends the
+serve process SIGUSR1; after ``idle_timeout`` seconds without one, it exits and the
+container ends.  No files are written and no socket is opened.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+SERVE_ENV = "SOCKDEBUG_SERVE"
+
+
+def run(idle_timeout: float) -> None:
+    """Sleep until no query has come for ``idle_timeout`` seconds (or SIGTERM)."""
+    last = time.monotonic()
+
+    def poke(_sig: int, _frame: object) -> None:
+        nonlocal last
+        last = time.monotonic()
+
+    signal.signal(signal.SIGUSR1, poke)
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    while True:
+        left = idle_timeout - (time.monotonic() - last)
+        if left <= 0:
+            return
+        time.sleep(min(left, 60.0))
+
+
+def _is_serve(cmdline: bytes, comm: bytes) -> bool:
+    """``[python] .../sockdebug-agent serve ...`` run by Python (not a wrapper such as
+    ``timeout`` that merely has those words in its arguments)."""
+    if not (comm.startswith(b"sockdebug-agen") or comm.startswith(b"python")):
+        return False
+    args = cmdline.split(b"\0")
+    return any(a.endswith(b"sockdebug-agent") and args[i + 1:i + 2] == [b"serve"] for i, a in enumerate(args))
+
+
+def keep_alive(proc: str = "/proc") -> None:
+    """Tell the serve process(es) of this container that a query ran (best effort)."""
+    me = os.getpid()
+    for entry in os.listdir(proc):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            with open(f"{proc}/{entry}/cmdline", "rb") as f:
+                cmdline = f.read()
+            with open(f"{proc}/{entry}/comm", "rb") as f:
+                comm = f.read()
+            if _is_serve(cmdline, comm):
+                os.kill(int(entry), signal.SIGUSR1)
+        except OSError:  # gone, or not ours to signal
+            continue
