@@ -31,9 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def docker(*args: str, timeout: float = 120) -> str:
-    return subprocess.run(
-        ["docker", *args], capture_output=True, text=True, check=True, timeout=timeout
-    ).stdout
+    return subprocess.run(["docker", *args], capture_output=True, text=True, check=True, timeout=timeout).stdout
 
 
 def timed_run(cmd: list[str]) -> dict[str, float]:

@@ -65,9 +65,7 @@ class Server:
             "backlog_full": [],
         }
 
-    def listen(
-        self, family: int, host: str, port: int, backlog: int = 128, accept: bool = True
-    ) -> socket.socket:
+    def listen(self, family: int, host: str, port: int, backlog: int = 128, accept: bool = True) -> socket.socket:
         s = socket.socket(family, socket.SOCK_STREAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == socket.AF_INET6:
@@ -167,9 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         help="outgoing TCP connection held open (retried until --connect-timeout)",
     )
     p.add_argument("--connect-timeout", type=float, default=30.0)
-    p.add_argument(
-        "--udp", action="append", type=parse_addr, default=[], metavar="HOST:PORT", help="bound UDP socket"
-    )
+    p.add_argument("--udp", action="append", type=parse_addr, default=[], metavar="HOST:PORT", help="bound UDP socket")
     p.add_argument(
         "--unix",
         action="append",
@@ -177,9 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         metavar="PATH",
         help="listening unix stream socket (@name for the abstract namespace)",
     )
-    p.add_argument(
-        "--close-wait", type=int, default=0, metavar="N", help="leak N server-side sockets in CLOSE-WAIT"
-    )
+    p.add_argument("--close-wait", type=int, default=0, metavar="N", help="leak N server-side sockets in CLOSE-WAIT")
     p.add_argument(
         "--close-wait-listen",
         type=parse_addr,
