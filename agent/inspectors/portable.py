@@ -11,6 +11,7 @@ number that is always present (queues, inode).
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 from collections.abc import Callable
@@ -18,15 +19,14 @@ from typing import Any, Optional
 
 from ..filter import Selection
 from ..schema import STATE_NAMES, Limits, Process, ProcessLimits, Socket, Warning
-from .limits import COUNTERS, NETNS_SYSCTLS, local_ports_in_use, percent
+from .limits import COUNTERS, NETNS_SYSCTLS, percent
 
 Warn = Callable[[Warning], None]
 
 MISSING_SOCKET_FIELDS = ("recv_q", "send_q", "inode", "uid", "cookie", "interface", "v6only", "timer",
                          "extended", "skmem", "tcp_info", "unix and raw sockets")
 MISSING_LIMITS_FIELDS = ("system.file_handles_allocated", "system.file_handles_free", "system.file_max",
-                         "system.nr_open", "netns (all but local_ports_in_use)", "counters",
-                         "container_id")
+                         "system.nr_open", "netns", "counters", "container_id")
 
 # psutil's CONN_* values -> ss's state names.
 _STATES = {
@@ -35,6 +35,7 @@ _STATES = {
     "LAST_ACK": "LAST-ACK", "LISTEN": "LISTEN", "CLOSING": "CLOSING",
 }
 _TABLE_ORDER = {"udp": 0, "tcp": 1}
+_STATE_ORDER = {name: i for i, name in enumerate(STATE_NAMES)}
 
 
 def _psutil():
@@ -100,27 +101,22 @@ def _connections(psutil: Any, warn: Warn) -> list[Any]:
     try:
         return list(psutil.net_connections(kind="inet"))
     except psutil.AccessDenied:
-        # macOS without root: only our own user's processes, one at a time.
-        conns, denied = [], 0
-        for proc in psutil.process_iter():
-            try:
-                conns.extend(c._replace(pid=proc.pid) if hasattr(c, "_replace") and not hasattr(c, "pid")
-                             else c for c in _proc_connections(proc))
-            except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
-                denied += 1
-        if denied:
-            warn(Warning("process-attribution-denied",
-                         f"psutil could not read the sockets of {denied} processes: run as root/Administrator",
-                         denied))
-        return conns
-
-
-def _proc_connections(proc: Any) -> list[Any]:
-    method = getattr(proc, "net_connections", None) or proc.connections  # psutil < 6
-    out = []
-    for c in method(kind="inet"):
-        out.append(_WithPid(c, proc.pid))
-    return out
+        pass
+    # macOS without root: the processes we may read, one at a time.
+    conns, denied = [], 0
+    for proc in psutil.process_iter():
+        try:
+            method = getattr(proc, "net_connections", None) or proc.connections  # psutil < 6
+            conns.extend(_WithPid(c, proc.pid) for c in method(kind="inet"))
+        except (psutil.AccessDenied, psutil.ZombieProcess):
+            denied += 1
+        except psutil.NoSuchProcess:
+            pass
+    if denied:
+        warn(Warning("process-attribution-denied",
+                     f"psutil could not read the sockets of {denied} processes: run as root/Administrator",
+                     denied))
+    return conns
 
 
 class _WithPid:
@@ -137,32 +133,24 @@ def collect_sockets(sel: Selection, processes: bool, warn: Warn) -> list[Socket]
     psutil = _psutil()
     warn(missing_warning("sockets", MISSING_SOCKET_FIELDS))
     names = _Names(psutil)
-    merged: dict[tuple, tuple[Socket, list[Process]]] = {}
+    merged: dict[tuple, tuple[Any, list[Process]]] = {}
     for conn in _connections(psutil, warn):
         sock = connection_to_socket(conn, None)
-        if sock is None or sock.netid not in sel.netids or sock.family not in sel.families:
-            continue
-        if not sel.matches(sock):
+        if (sock is None or sock.netid not in sel.netids or sock.family not in sel.families
+                or not sel.matches(sock)):
             continue
         key = (sock.family, sock.netid, sock.state, sock.local_address, sock.local_port,
                sock.peer_address, sock.peer_port)
-        entry = merged.setdefault(key, (sock, []))
+        _first, owners = merged.setdefault(key, (conn, []))
         if conn.pid is not None:
-            entry[1].append(Process(pid=conn.pid, comm=names(conn.pid), fd=conn.fd if conn.fd >= 0 else -1))
+            owners.append(Process(pid=conn.pid, comm=names(conn.pid), fd=conn.fd))
     out = []
-    for sock, owners in merged.values():
-        if processes:
-            owners.sort(key=lambda p: (p["pid"], p["fd"]))
-            sock = sock._replace(processes=owners) if hasattr(sock, "_replace") else _with(sock, owners)
-        out.append(sock)
-    out.sort(key=lambda s: (_TABLE_ORDER[s.netid], s.family, STATE_NAMES.index(s.state)
-                            if s.state in STATE_NAMES else 99, s.local_port, s.peer_port))
+    for conn, owners in merged.values():
+        owners.sort(key=lambda p: (p["pid"], p["fd"]))
+        out.append(connection_to_socket(conn, owners if processes else None))
+    out.sort(key=lambda s: (_TABLE_ORDER[s.netid], s.family, _STATE_ORDER.get(s.state, 99),
+                            s.local_port, s.peer_port))
     return out
-
-
-def _with(sock: Socket, owners: list[Process]) -> Socket:
-    sock.processes = owners  # type: ignore[misc]  # dataclass variant of Socket
-    return sock
 
 
 def collect_process_limits(warn: Warn) -> list[ProcessLimits]:
@@ -183,7 +171,7 @@ def collect_process_limits(warn: Warn) -> list[ProcessLimits]:
                 if rlimit_nofile is not None and hasattr(proc, "rlimit"):
                     soft, hard = (None if v == psutil.RLIM_INFINITY else v
                                   for v in proc.rlimit(rlimit_nofile))
-                elif proc.pid == _own_pid():
+                elif proc.pid == os.getpid():
                     soft, hard = _own_nofile()
         except (psutil.AccessDenied, psutil.ZombieProcess):
             denied += 1
@@ -199,12 +187,6 @@ def collect_process_limits(warn: Warn) -> list[ProcessLimits]:
     return out
 
 
-def _own_pid() -> int:
-    import os
-
-    return os.getpid()
-
-
 def _own_nofile() -> tuple[Optional[int], Optional[int]]:
     try:
         import resource
@@ -215,12 +197,12 @@ def _own_nofile() -> tuple[Optional[int], Optional[int]]:
     return (None if soft == inf else soft), (None if hard == inf else hard)
 
 
-def collect_limits(sockets: list[Socket]) -> Limits:
-    """The limits record with what psutil can know: the local ports in use (without the
-    ephemeral range, every port counts).  Everything else is null."""
+def collect_limits() -> Limits:
+    """The limits record on this path: every figure null (none of them exists outside
+    Linux's /proc), with the same keys as on Linux so readers need no special case."""
     netns: dict[str, Any] = {key: None for key, _path in NETNS_SYSCTLS}
     netns["ip_local_port_range"] = None
-    netns["local_ports_in_use"] = local_ports_in_use(sockets, (1, 65535))
+    netns["local_ports_in_use"] = None
     return Limits(
         system={"file_handles_allocated": None, "file_handles_free": None, "file_max": None, "nr_open": None},
         netns=netns,

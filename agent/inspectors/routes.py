@@ -158,7 +158,7 @@ def parse_route(buf: memoryview | bytes, start: int, end: int, links: Mapping[in
         pref=(PREFS.get(pref[0], str(pref[0])) if len(pref) else None) if pref is not None else None,
         src=src,
         nexthops=nexthops,
-        flags=flag_names(flags),
+        flags=tuple(flag_names(flags)),
     )
 
 
