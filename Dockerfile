@@ -20,7 +20,7 @@ LABEL sockdebug.stage=build
 COPY . /src/
 
 # 1. Install the agent distribution (no plugin extra: no typer, no kubernetes
-#    client) and psutil into a staging root.
+#    client) and psutil into a staging root, then drop the plugin package.
 RUN set -eu; \
     cd /src; \
     if ls dist/sockdebug-"$VERSION"-*.whl >/dev/null 2>&1; then \
@@ -35,7 +35,10 @@ RUN set -eu; \
     if [ -n "$pip_whl" ]; then pip="python3 /src/$pip_whl/pip"; else pip="python3 -m pip"; fi; \
     $pip install --root /staging --no-compile --no-warn-script-location --break-system-packages \
         --disable-pip-version-check --no-cache-dir "$@" "sockdebug==$VERSION"; \
-    test -x /staging/usr/local/bin/sockdebug-agent
+    test -x /staging/usr/local/bin/sockdebug-agent; \
+    # The distribution also carries the kubectl plugin package: not needed here.
+    rm -rf /staging/usr/local/lib/python3*/*-packages/sockdebug_plugin; \
+    ls -d /staging/usr/local/lib/python3*/*-packages/sockdebug_agent
 
 # 2. Assemble the runtime root: interpreter, its shared libraries (found with
 #    ldd, cached with ldconfig), the standard library minus tests/GUI/build
@@ -81,6 +84,7 @@ RUN set -eu; \
     python3 -m compileall -q -j 0 --invalidation-mode unchecked-hash -s /rootfs -p / \
       "/rootfs${stdlib}" /rootfs/usr/local/lib >/dev/null; \
     chroot /rootfs "$py" -I -c 'import sockdebug_agent, psutil, ctypes, json, socket, argparse, hashlib, random; hashlib.sha256()'; \
+    if chroot /rootfs "$py" -I -c 'import sockdebug_plugin' 2>/dev/null; then echo "build: plugin in image" >&2; exit 1; fi; \
     chroot /rootfs /usr/local/bin/sockdebug-agent --version | tee /tmp/version; \
     grep -qF "$VERSION" /tmp/version || { echo "build: --version does not say $VERSION" >&2; exit 1; }; \
     du -sh /rootfs

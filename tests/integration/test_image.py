@@ -210,6 +210,15 @@ def test_image_basics(images: dict[str, str], containers: Containers) -> None:
     assert inspect["Config"]["Entrypoint"] == ["/usr/local/bin/sockdebug-agent"]
     assert inspect["Size"] < 100_000_000, f"agent image is {inspect['Size'] / 1e6:.1f} MB"
 
+    # Only the agent and psutil: not the plugin, typer or the Kubernetes client.
+    probe = (
+        "import importlib.util as u; print([m for m in ('sockdebug_agent', 'psutil', 'sockdebug_plugin', "
+        "'typer', 'kubernetes', 'yaml') if u.find_spec(m)])"
+    )
+    r = containers.run(images["agent"], "-I", "-c", probe, docker_args=("--network", "none", "--entrypoint", "python3"))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "['sockdebug_agent', 'psutil']"
+
     for shell in ("/bin/sh", "/bin/bash", "/usr/bin/apt-get", "/usr/bin/dpkg"):
         r = containers.run(images["agent"], docker_args=("--network", "none", "--entrypoint", shell))
         assert r.returncode != 0, f"{shell} exists in the agent image"
