@@ -28,6 +28,9 @@ RUN set -eu; \
       set -- --no-index --find-links /src/dist; \
     else \
       echo "build: no dist/sockdebug-$VERSION-*.whl in the context, building from source (needs PyPI)"; \
+      python3 -m pip --version >/dev/null 2>&1 || { \
+        echo "build: this base has no pip either: run 'make image' (or scripts/build-images wheels) first" >&2; \
+        exit 1; }; \
       python3 -m pip wheel --no-deps --no-cache-dir -w /tmp/wheels /src; \
       set -- --find-links /tmp/wheels; \
     fi; \
