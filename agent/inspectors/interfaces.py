@@ -24,8 +24,8 @@ _IFADDRMSG = struct.Struct("=BBBBI")  # family, prefixlen, flags, scope, index
 _U32 = struct.Struct("=I")
 _STATS64 = struct.Struct("=8Q")
 
-IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER = 1, 3, 4, 10
-IFLA_STATS64, IFLA_OPERSTATE, IFLA_LINKINFO = 23, 16, 18
+IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER = 1, 3, 4, 5, 10
+IFLA_STATS64, IFLA_OPERSTATE, IFLA_LINKINFO, IFLA_LINK_NETNSID = 23, 16, 18, 37
 IFLA_INFO_KIND = 1
 
 IFA_ADDRESS, IFA_LOCAL, IFA_LABEL, IFA_BROADCAST, IFA_FLAGS = 1, 2, 3, 4, 8
@@ -72,6 +72,7 @@ class Link(NamedTuple):
     link_type: str
     master: Optional[int]
     stats: Optional[dict[str, int]]
+    peer: Optional[int] = None  #: IFLA_LINK in this namespace (a veth's other end), for M-DOWN
 
 
 def link_request() -> bytes:
@@ -111,6 +112,9 @@ def parse_link(buf: memoryview | bytes, start: int, end: int) -> Link:
     mac = attrs.get(IFLA_ADDRESS)
     oper = attrs.get(IFLA_OPERSTATE)
     master = attrs.get(IFLA_MASTER)
+    peer = attrs.get(IFLA_LINK)
+    if IFLA_LINK_NETNSID in attrs:
+        peer = None  # the other end lives in another namespace: its flags are not ours to read
     kind = None
     info = attrs.get(IFLA_LINKINFO)
     if info is not None:
@@ -130,6 +134,7 @@ def parse_link(buf: memoryview | bytes, start: int, end: int) -> Link:
         mac=":".join("%02x" % b for b in bytes(mac)) if mac is not None else None,
         flags=link_flag_names(flags), kind=kind, link_type=LINK_TYPES.get(ifi_type, str(ifi_type)),
         master=_u32(master, "IFLA_MASTER") if master is not None else None, stats=stats,
+        peer=_u32(peer, "IFLA_LINK") if peer is not None else None,
     )
 
 
@@ -178,15 +183,19 @@ def parse_addr(buf: memoryview | bytes, start: int, end: int) -> Optional[tuple[
 def build_interfaces(links: list[Link], addrs: list[tuple[int, dict[str, Any]]]) -> list[Interface]:
     """Links in index order with their addresses (in dump order) and master names."""
     names = {link.index: link.name for link in links}
+    up = {link.index for link in links if "UP" in link.flags}
     by_index: dict[int, list[dict[str, Any]]] = {}
     for index, entry in addrs:
         by_index.setdefault(index, []).append(entry)
     out = []
     for link in sorted(links, key=lambda lk: lk.index):
         master = None if link.master is None else names.get(link.master, str(link.master))
+        flags = link.flags
+        if link.peer and link.peer not in up:  # ip's M-DOWN: the link this one sits on is down
+            flags = [*flags, "M-DOWN"]
         out.append(Interface(
             index=link.index, name=link.name, state=link.state, mtu=link.mtu, mac=link.mac,
-            flags=link.flags, kind=link.kind, addresses=by_index.get(link.index, []),
+            flags=flags, kind=link.kind, addresses=by_index.get(link.index, []),
             link_type=link.link_type, master=master, stats=link.stats,
         ))
     return out
