@@ -1,0 +1,86 @@
+"""Incremental JSON Lines reader for the agent's stream (exec, logs or a subprocess).
+
+Bytes arrive in arbitrary chunks; complete lines become schema records as soon as
+they arrive.  Framing is checked: ``hello`` first, ``end`` last.  Anything else —
+garbage, a record of an unknown type, a stream that stops before ``end`` — is an
+``AgentError`` that says what was received.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any, Optional
+
+from sockdebug_agent.schema import SCHEMA_VERSION, End, Error, Hello, SchemaError, from_dict
+
+from .errors import AgentError
+
+_EXCERPT = 120
+
+
+def _excerpt(line: bytes) -> str:
+    text = line[:_EXCERPT].decode("utf-8", "replace")
+    text = "".join(c if c.isprintable() else "\\x%02x" % ord(c) for c in text)
+    return text + ("…" if len(line) > _EXCERPT else "")
+
+
+class StreamReader:
+    """Feed it bytes; it returns the records completed by each chunk."""
+
+    def __init__(self, source: str):
+        self.source = source  #: where the bytes come from, for error messages
+        self.counts: Counter[str] = Counter()
+        self.hello: Optional[Hello] = None
+        self.end: Optional[End] = None
+        self.error: Optional[Error] = None
+        self._partial = b""
+        self._lines = 0
+
+    def feed(self, data: bytes) -> list[Any]:
+        if not data:
+            return []
+        chunks = (self._partial + data).split(b"\n")
+        self._partial = chunks.pop()
+        return [self._record(line) for line in chunks if line.strip()]
+
+    def _record(self, line: bytes) -> Any:
+        self._lines += 1
+        if self.end is not None:
+            raise AgentError(f"{self.source}: data after the end record (line {self._lines}: {_excerpt(line)})",
+                             "the agent's output is mixed with something else; check the image's entrypoint")
+        try:
+            record = from_dict(json.loads(line))
+        except (ValueError, SchemaError) as exc:
+            raise AgentError(
+                f"{self.source}: line {self._lines} is not an agent record ({exc}): {_excerpt(line)}",
+                "is --image a sockdebug agent image of a compatible version?") from None
+        kind = record.type
+        if self.hello is None:
+            if kind != "hello":
+                raise AgentError(f"{self.source}: the stream did not start with a hello record "
+                                 f"(got {kind})", "is --image a sockdebug agent image?")
+            if record.schema_version != SCHEMA_VERSION:
+                raise AgentError(
+                    f"{self.source}: agent {record.agent_version} speaks schema {record.schema_version}, "
+                    f"this plugin schema {SCHEMA_VERSION}",
+                    "use an agent image of the same release as the plugin (--image)")
+            self.hello = record
+        elif kind == "end":
+            self.end = record
+        elif kind == "error":
+            self.error = record
+        self.counts[kind] += 1
+        return record
+
+    def close(self) -> None:
+        """The stream has ended: complain if it ended early."""
+        if self._partial.strip():
+            self._record(self._partial)
+            self._partial = b""
+        if self.end is not None:
+            return
+        got = ", ".join(f"{n} {k}" for k, n in sorted(self.counts.items())) or "nothing"
+        raise AgentError(f"{self.source}: the agent's stream broke off before its end record (received {got})",
+                         "the agent container may have been killed (OOM, eviction) or the connection dropped; "
+                         "run again, or look at `kubectl logs` of the sockdebug container")

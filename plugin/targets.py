@@ -1,0 +1,162 @@
+"""TARGET words (``pod/x``, ``deploy/x``, ``svc/x``, ``node/x``, ...) to concrete pods and
+containers, and pod-spec knowledge the renderers need (container names by id)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+from .errors import TargetError, UsageError
+
+# Accepted spellings (kubectl's short names included) -> canonical kind.
+KINDS = {
+    "pod": "pod", "pods": "pod", "po": "pod",
+    "deployment": "deployments", "deployments": "deployments", "deploy": "deployments",
+    "statefulset": "statefulsets", "statefulsets": "statefulsets", "sts": "statefulsets",
+    "daemonset": "daemonsets", "daemonsets": "daemonsets", "ds": "daemonsets",
+    "replicaset": "replicasets", "replicasets": "replicasets", "rs": "replicasets",
+    "job": "jobs", "jobs": "jobs",
+    "service": "service", "services": "service", "svc": "service",
+    "node": "node", "nodes": "node", "no": "node",
+}
+DEFAULT_CONTAINER_ANNOTATION = "kubectl.kubernetes.io/default-container"
+
+
+class TargetRef(NamedTuple):
+    kind: str  #: pod | deployments | ... | service | node
+    name: str
+
+
+class Target(NamedTuple):
+    """One container of one running pod to inspect."""
+
+    namespace: str
+    pod: dict
+    container: str
+
+    @property
+    def pod_name(self) -> str:
+        return self.pod["metadata"]["name"]
+
+
+def parse_target(text: str) -> TargetRef:
+    """``NAME`` means a pod, as in kubectl; ``KIND/NAME`` any supported kind."""
+    if not text:
+        raise UsageError("no target given", "usage: kubectl sockdebug pod/NAME [options]")
+    kind, sep, name = text.partition("/")
+    if not sep:
+        return TargetRef("pod", text)
+    canonical = KINDS.get(kind.lower())
+    if canonical is None:
+        raise UsageError(f"unsupported target kind {kind!r} in {text!r}",
+                         "use pod/, deploy/, sts/, ds/, rs/, job/, svc/ or node/")
+    if not name or "/" in name:
+        raise UsageError(f"invalid target {text!r}", "write KIND/NAME, e.g. deploy/api")
+    return TargetRef(canonical, name)
+
+
+def pick_container(pod: dict, requested: Optional[str]) -> str:
+    """-c, else the default-container annotation, else the first container (kubectl's rule)."""
+    names = [c["name"] for c in pod.get("spec", {}).get("containers", [])]
+    if requested is not None:
+        if requested not in names:
+            raise TargetError(f"pod {pod['metadata']['name']} has no container {requested!r}",
+                              f"containers: {', '.join(names)}")
+        return requested
+    annotated = (pod["metadata"].get("annotations") or {}).get(DEFAULT_CONTAINER_ANNOTATION)
+    if annotated in names:
+        return annotated
+    if not names:
+        raise TargetError(f"pod {pod['metadata']['name']} has no containers", "")
+    return names[0]
+
+
+def check_running(pod: dict, container: str) -> None:
+    name = pod["metadata"]["name"]
+    phase = pod.get("status", {}).get("phase")
+    if phase != "Running":
+        raise TargetError(f"pod {name} is {phase or 'not running'}, not Running",
+                          "inspect a running pod: its network namespace exists only while it runs")
+    for status in pod["status"].get("containerStatuses") or []:
+        if status.get("name") == container and "running" not in (status.get("state") or {}):
+            state = next(iter(status.get("state") or {"unknown": {}}))
+            reason = (status["state"].get(state) or {}).get("reason", "") if status.get("state") else ""
+            raise TargetError(f"container {container} of pod {name} is {state} {reason}".rstrip(),
+                              "targetContainerName needs a running container: pick another with -c, "
+                              "or wait until it runs")
+
+
+def selector_string(match_labels: dict) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(match_labels.items()))
+
+
+def workload_selector(obj: dict) -> str:
+    """A workload's spec.selector as a label selector string (matchLabels and
+    matchExpressions In/NotIn/Exists/DoesNotExist)."""
+    sel = obj.get("spec", {}).get("selector") or {}
+    parts = [selector_string(sel.get("matchLabels") or {})] if sel.get("matchLabels") else []
+    for expr in sel.get("matchExpressions") or []:
+        key, op, values = expr["key"], expr["operator"], expr.get("values") or []
+        if op == "In":
+            parts.append(f"{key} in ({','.join(values)})")
+        elif op == "NotIn":
+            parts.append(f"{key} notin ({','.join(values)})")
+        elif op == "Exists":
+            parts.append(key)
+        elif op == "DoesNotExist":
+            parts.append(f"!{key}")
+    if not parts:
+        raise TargetError(f"{obj.get('kind', 'object')} {obj['metadata']['name']} has no pod selector", "")
+    return ",".join(parts)
+
+
+def running_pods(pods: list[dict]) -> list[dict]:
+    """Running pods first, oldest first (stable choice of 'one pod of it')."""
+    live = [p for p in pods if p.get("status", {}).get("phase") == "Running"
+            and not p["metadata"].get("deletionTimestamp")]
+    return sorted(live, key=lambda p: (p["metadata"].get("creationTimestamp", ""), p["metadata"]["name"]))
+
+
+def container_ids(pod: dict) -> dict[str, str]:
+    """64-hex container id -> container name, from every container status of the pod."""
+    status = pod.get("status", {})
+    out = {}
+    for key in ("containerStatuses", "initContainerStatuses", "ephemeralContainerStatuses"):
+        for s in status.get(key) or []:
+            cid = (s.get("containerID") or "").rpartition("://")[2]
+            if cid:
+                out[cid] = s["name"]
+    return out
+
+
+def resolve(kube, ref: TargetRef, namespace: str, container: Optional[str], *, all_pods: bool = False
+            ) -> list[Target]:
+    """The running pods (and containers) a pod/workload/service target stands for."""
+    if ref.kind == "node":
+        raise UsageError("node targets are resolved by the node runner", "")
+    if ref.kind == "pod":
+        pod = kube.get_pod(namespace, ref.name)
+        chosen = pick_container(pod, container)
+        check_running(pod, chosen)
+        return [Target(namespace, pod, chosen)]
+    if ref.kind == "service":
+        svc = kube.get_service(namespace, ref.name)
+        selector = (svc.get("spec") or {}).get("selector")
+        if not selector:
+            raise TargetError(f"service {ref.name} has no selector (its endpoints are managed by hand)",
+                              "target the pods directly: kubectl sockdebug pod/NAME")
+        what, selector_text = f"service {ref.name}", selector_string(selector)
+        all_pods = True  # a Service's answer is about all of its pods
+    else:
+        obj = kube.get_workload(namespace, ref.kind, ref.name)
+        what, selector_text = f"{ref.kind[:-1]} {ref.name}", workload_selector(obj)
+    pods = running_pods(kube.list_pods(namespace, selector_text))
+    if not pods:
+        raise TargetError(f"{what} has no running pods (selector {selector_text})",
+                          "check `kubectl get pods -l " + selector_text + "`")
+    chosen_pods = pods if all_pods else pods[:1]
+    out = []
+    for pod in chosen_pods:
+        name = pick_container(pod, container)
+        check_running(pod, name)
+        out.append(Target(namespace, pod, name))
+    return out
