@@ -51,6 +51,7 @@ def selection_from_args(args: argparse.Namespace):
     try:
         return select(tcp=args.tcp, udp=args.udp, raw=args.raw, unix=args.unix, ipv4=args.ipv4,
                       ipv6=args.ipv6, all_states=args.all, listening=args.listening, words=args.filter,
+                      preferred_family=getattr(args, "preferred_family", None),
                       local_port_range=_local_port_range())
     except FilterError as exc:
         words = list(args.filter)
@@ -222,14 +223,27 @@ def _add_inspection_commands(sub) -> None:
     p.add_argument("--sockets", action="store_true", help="also emit every socket record")
 
 
+class _FamilyFlag(argparse.Action):
+    """store_true that also remembers the last family flag given: ss parses the
+    addresses and ports of a filter in that family (``-x``: unix name patterns)."""
+
+    def __init__(self, option_strings, dest, family: str, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=False, **kwargs)
+        self.family = family
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, True)
+        namespace.preferred_family = self.family
+
+
 def _add_socket_flags(p: argparse.ArgumentParser) -> None:
     flag = p.add_argument
     flag("-t", "--tcp", action="store_true", help="TCP sockets")
     flag("-u", "--udp", action="store_true", help="UDP sockets")
     flag("-w", "--raw", action="store_true", help="RAW sockets")
-    flag("-x", "--unix", action="store_true", help="unix domain sockets")
-    flag("-4", "--ipv4", action="store_true", help="IPv4 only")
-    flag("-6", "--ipv6", action="store_true", help="IPv6 only")
+    flag("-x", "--unix", action=_FamilyFlag, family="unix", help="unix domain sockets")
+    flag("-4", "--ipv4", action=_FamilyFlag, family="inet", help="IPv4 only")
+    flag("-6", "--ipv6", action=_FamilyFlag, family="inet6", help="IPv6 only")
     flag("-a", "--all", action="store_true", help="listening and non-listening sockets")
     flag("-l", "--listening", action="store_true", help="listening sockets only")
     flag("-p", "--processes", action="store_true", help="owning processes (pid, comm, fd)")

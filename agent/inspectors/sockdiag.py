@@ -69,6 +69,20 @@ def inet_request(family: int, protocol: int, states: int, ext: int = 0) -> bytes
     return _INET_REQ.pack(family, protocol, ext, raw_protocol, states)
 
 
+# INET_DIAG_REQ_BYTECODE holding one inet_diag_bc_op {INET_DIAG_BC_AUTO, yes 4, no 8}: the
+# kernel keeps sockets without SOCK_BINDPORT_LOCK, its meaning of ss's `autobound`.
+AUTOBOUND_BYTECODE = struct.pack("=HHBBH", 8, 1, 6, 4, 8)
+_COOKIE = struct.Struct("=II")
+
+
+def inet_cookie(buf: memoryview | bytes, start: int, end: int) -> int:
+    """Only the cookie of an inet_diag_msg (sockid.cookie at offset 44)."""
+    if end - start < _INET_MSG_LEN:
+        raise ProtocolError(f"inet_diag_msg of {end - start} bytes (need {_INET_MSG_LEN})")
+    low, high = _COOKIE.unpack_from(buf, start + 44)
+    return high << 32 | low
+
+
 def unix_request(states: int, show: int) -> bytes:
     return _UNIX_REQ.pack(socket.AF_UNIX, 0, 0, states, 0, show, 0xFFFFFFFF, 0xFFFFFFFF)
 

@@ -8,12 +8,13 @@ import socket
 from collections.abc import Callable, Iterator
 from typing import NamedTuple, Optional
 
-from ..filter import NEW_SYN_RECV, SYN_RECV, Selection
+from ..filter import NEW_SYN_RECV, SYN_RECV, Selection, Unlocked
 from ..netlink import NETLINK_SOCK_DIAG, DumpInterrupted, Netlink, NetlinkError
 from ..schema import Process, Socket, Warning
 from . import procnet
 from .processes import CAP_SYS_PTRACE, has_capability, scan_owners
 from .sockdiag import (
+    AUTOBOUND_BYTECODE,
     EXT_INFO,
     EXT_MEMORY,
     IPPROTO_RAW,
@@ -21,6 +22,7 @@ from .sockdiag import (
     IPPROTO_UDP,
     SOCK_DIAG_BY_FAMILY,
     InetParser,
+    inet_cookie,
     inet_request,
     parse_unix,
     unix_request,
@@ -115,7 +117,11 @@ def dump_table(nl: Optional[Netlink], table: str, sel: Selection, details: Detai
             return
         protocol = _PROTOCOLS[table]
         ext = (EXT_MEMORY if details.memory else 0) | (EXT_INFO if details.info and table == "tcp" else 0)
-        for _name, family, _suffix in families:
+        for name, family, _suffix in families:
+            if sel.netlink_family is not None and name != sel.netlink_family:
+                continue  # ss asks the kernel for its preferred family only (-4 or -6 given last)
+            if sel.unlocked is not None:  # the expression uses `autobound`: see filter.py
+                _unlocked(nl, family, protocol, states, sel.unlocked)
             parser = InetParser(family, protocol, timers=details.timers, extended=details.extended,
                                 memory=details.memory, info=details.info, ifname=ifname, owners=owners)
             yield from nl.stream(SOCK_DIAG_BY_FAMILY, inet_request(family, protocol, states, ext), parser)
@@ -123,6 +129,19 @@ def dump_table(nl: Optional[Netlink], table: str, sel: Selection, details: Detai
         if exc.errno not in _MISSING_MODULE:
             raise
         yield _proc_fallback(table, families, details, owners, warn)
+
+
+def _unlocked(nl: Netlink, family: int, protocol: int, states: int, into: Unlocked) -> None:
+    """Cookies of the sockets the kernel's INET_DIAG_BC_AUTO accepts (no SOCK_BINDPORT_LOCK),
+    which ss's bytecode for `autobound` keeps; no attribute reports that lock."""
+    try:
+        for cookies in nl.stream(SOCK_DIAG_BY_FAMILY, inet_request(family, protocol, states) + AUTOBOUND_BYTECODE,
+                                 inet_cookie):
+            into.update(cookies)
+    except DumpInterrupted:  # the main dump will say so, if the table is still changing
+        pass
+    except NetlinkError:  # bytecode refused: judge autobound by the port range alone
+        into.known = False
 
 
 def _owners(warn: Warn) -> dict[int, list[Process]]:
