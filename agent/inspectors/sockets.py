@@ -21,8 +21,8 @@ from .sockdiag import (
     IPPROTO_TCP,
     IPPROTO_UDP,
     SOCK_DIAG_BY_FAMILY,
-    InetParser,
     inet_cookie,
+    inet_parser,
     inet_request,
     parse_unix,
     unix_request,
@@ -122,7 +122,7 @@ def dump_table(nl: Optional[Netlink], table: str, sel: Selection, details: Detai
                 continue  # ss asks the kernel for its preferred family only (-4 or -6 given last)
             if sel.unlocked is not None:  # the expression uses `autobound`: see filter.py
                 _unlocked(nl, family, protocol, states, sel.unlocked)
-            parser = InetParser(family, protocol, timers=details.timers, extended=details.extended,
+            parser = inet_parser(family, protocol, timers=details.timers, extended=details.extended,
                                 memory=details.memory, info=details.info, ifname=ifname, owners=owners)
             yield from nl.stream(SOCK_DIAG_BY_FAMILY, inet_request(family, protocol, states, ext), parser)
     except NetlinkError as exc:
