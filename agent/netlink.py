@@ -92,7 +92,10 @@ def parse_datagram(buf: memoryview | bytes, size: int, seq: int, parse: Callable
             raise ProtocolError(f"netlink message of length {length} at offset {off} in a {size}-byte datagram")
         if msg_seq == seq:
             if kind >= NLMSG_MIN_TYPE:
-                item = parse(buf, off + 16, end)
+                try:
+                    item = parse(buf, off + 16, end)
+                except (struct.error, IndexError) as exc:  # a parser read past a short field
+                    raise ProtocolError(f"malformed message of type {kind} at offset {off}: {exc}") from None
                 if item is not None:
                     items.append(item)
             else:

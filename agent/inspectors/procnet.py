@@ -10,6 +10,7 @@ from __future__ import annotations
 import socket
 from typing import Optional
 
+from ..netlink import ProtocolError
 from ..schema import STATE_NAMES, Socket, Timer
 from .sockdiag import TIMER_NAMES, UNIX_NETIDS
 
@@ -27,6 +28,13 @@ def _inet_addr(text: str, family: int) -> tuple[str, int]:
 
 def parse_proc_inet(text: str, family: int, netid: str, timers: bool = False) -> list[Socket]:
     """Rows of /proc/net/tcp|udp|raw (or the ``6`` variants) as Socket records."""
+    try:
+        return _parse_proc_inet(text, family, netid, timers)
+    except (ValueError, IndexError) as exc:  # not the kernel's format
+        raise ProtocolError(f"malformed /proc/net/{netid} row: {exc}") from None
+
+
+def _parse_proc_inet(text: str, family: int, netid: str, timers: bool) -> list[Socket]:
     family_name = "inet" if family == socket.AF_INET else "inet6"
     out = []
     for line in text.splitlines()[1:]:
@@ -51,6 +59,13 @@ def parse_proc_inet(text: str, family: int, netid: str, timers: bool = False) ->
 
 def parse_proc_unix(text: str) -> list[Socket]:
     """Rows of /proc/net/unix: no peer and no queue data exist there (ss prints ``* 0``)."""
+    try:
+        return _parse_proc_unix(text)
+    except (ValueError, IndexError) as exc:  # not the kernel's format
+        raise ProtocolError(f"malformed /proc/net/unix row: {exc}") from None
+
+
+def _parse_proc_unix(text: str) -> list[Socket]:
     out = []
     for line in text.splitlines()[1:]:
         f = line.split(None, 7)
