@@ -25,10 +25,9 @@ _INET_REQ = struct.Struct("=BBBBI48x")
 _UNIX_REQ = struct.Struct("=BBHIIIII")
 
 # inet_diag_msg (72 bytes), one layout per family so IPv4 reads only 4 address bytes.
-# Ports are big-endian and read separately; everything else is host order.
-_INET_MSG_V4 = struct.Struct("=BBBB4x4s12x4s12xIIIIIIII")
-_INET_MSG_V6 = struct.Struct("=BBBB4x16s16sIIIIIIII")
-_PORTS = struct.Struct("!HH")
+# Ports are big-endian, read in host order here and swapped by the parser.
+_INET_MSG_V4 = struct.Struct("=BBBBHH4s12x4s12xIIIIIIII")
+_INET_MSG_V6 = struct.Struct("=BBBBHH16s16sIIIIIIII")
 _INET_MSG_LEN = 72
 _UNIX_MSG = struct.Struct("=BBBBIII")
 _UNIX_MSG_LEN = 16
@@ -61,6 +60,8 @@ ST_LISTEN, ST_CLOSE = 10, 7
 # NamedTuple's generated __new__ is a Python function; the C constructor with all
 # fields in order is several times cheaper in the per-socket loop.
 _new_socket = tuple.__new__
+# State text by kernel state number, padded so any byte indexes it.
+_STATE_TEXT = tuple(STATE_NAMES) + ("UNKNOWN",) * (256 - len(STATE_NAMES))
 
 
 def inet_request(family: int, protocol: int, states: int, ext: int = 0) -> bytes:
@@ -156,82 +157,85 @@ def parse_tcp_info(data: bytes | memoryview, congestion: Optional[str] = None) -
 
 # --- inet ------------------------------------------------------------------------------
 
-class InetParser:
-    """Parses inet_diag replies of one (family, protocol) dump into Socket records.
+def inet_parser(family: int, protocol: int, *, timers: bool = False, extended: bool = False,
+                memory: bool = False, info: bool = False,
+                ifname: Callable[[int], Optional[str]] = lambda i: None,
+                owners: Optional[dict[int, list[Process]]] = None) -> Callable[[Any, int, int], Socket]:
+    """A parser of inet_diag replies of one (family, protocol) dump into Socket records.
 
-    Holds the caches that make the hot loop cheap: address text by raw bytes and
-    interface names by index.  ``owners`` (socket inode -> processes) fills
-    ``processes`` when ss -p was asked for.
+    A closure rather than a class: this runs once per socket (tens of thousands per
+    run) and local variables are the cheapest lookups Python has.  It caches address
+    text by raw bytes; ``owners`` (socket inode -> processes) fills ``processes`` for
+    ss -p.
     """
+    family_name = "inet" if family == socket.AF_INET else "inet6"
+    netid = INET_NETIDS[protocol]
+    unpack = (_INET_MSG_V4 if family == socket.AF_INET else _INET_MSG_V6).unpack_from
+    ntop = socket.inet_ntop
+    cache: dict[bytes, str] = {}
+    want_attrs = extended or memory or info
+    v6 = family == socket.AF_INET6
+    states = _STATE_TEXT
+    new = _new_socket
 
-    def __init__(self, family: int, protocol: int, *, timers: bool = False, extended: bool = False,
-                 memory: bool = False, info: bool = False,
-                 ifname: Callable[[int], Optional[str]] = lambda i: None,
-                 owners: Optional[dict[int, list[Process]]] = None) -> None:
-        self.family = family
-        self.family_name = "inet" if family == socket.AF_INET else "inet6"
-        self.netid = INET_NETIDS[protocol]
-        self.timers, self.extended, self.memory, self.info = timers, extended, memory, info
-        self.want_attrs = extended or memory or info
-        self._msg = _INET_MSG_V4 if family == socket.AF_INET else _INET_MSG_V6
-        self._addr_cache: dict[bytes, str] = {}
-        self._ifname = ifname
-        self._owners = owners
+    def attrs_of(buf: Any, start: int, end: int) -> tuple:
+        try:
+            return _inet_attrs(parse_attrs(buf, start, end))
+        except (struct.error, IndexError) as exc:  # an attribute shorter than its type
+            raise ProtocolError(f"malformed inet_diag attribute: {exc}") from None
 
-    def __call__(self, buf: memoryview | bytes, start: int, end: int) -> Socket:
-        if end - start < _INET_MSG_LEN:
-            raise ProtocolError(f"inet_diag_msg of {end - start} bytes (need {_INET_MSG_LEN})")
-        (_family, state, timer, retrans, src, dst, ifindex, cookie0, cookie1,
-         expires, rqueue, wqueue, uid, inode) = self._msg.unpack_from(buf, start)
-        sport, dport = _PORTS.unpack_from(buf, start + 4)
-        cache = self._addr_cache
-        local = cache.get(src) or self._addr(src)
-        peer = cache.get(dst) or self._addr(dst)
-        processes = None
-        if self._owners is not None:  # inode 0 (TIME-WAIT, request socks) never has owners
-            processes = self._owners.get(inode, []) if inode else []
-        timer_rec = None
-        if self.timers and timer:
-            timer_rec = Timer(name=TIMER_NAMES.get(timer, "unknown"), expires_ms=expires,
-                              retrans=retrans if timer != 3 else 0)
-        v6only = extended = skmem = tcp_info = None
-        # ss: the v6only flag is only sent for LISTEN and CLOSE sockets.
-        if self.want_attrs or (self.family == socket.AF_INET6 and state in (ST_LISTEN, ST_CLOSE)):
-            try:
-                v6only, extended, skmem, tcp_info = self._attrs(parse_attrs(buf, start + _INET_MSG_LEN, end))
-            except (struct.error, IndexError) as exc:  # an attribute shorter than its type
-                raise ProtocolError(f"malformed inet_diag attribute: {exc}") from None
-        return _new_socket(Socket, (
-            self.family_name, self.netid, STATE_NAMES[state] if state < 13 else "UNKNOWN",
-            rqueue, wqueue, local, sport, peer, dport,
-            self._ifname(ifindex) if ifindex else None, inode, uid, cookie1 << 32 | cookie0,
-            v6only, processes, timer_rec, extended, skmem, tcp_info,
-        ))
-
-    def _addr(self, raw: bytes) -> str:
-        text = self._addr_cache[raw] = socket.inet_ntop(self.family, raw)
-        return text
-
-    def _attrs(self, attrs: dict[int, Any]) -> tuple:
+    def _inet_attrs(attrs: dict[int, Any]) -> tuple:
         raw = attrs.get(INET_DIAG_SKV6ONLY)
         v6only = bool(raw[0]) if raw is not None else None
-        extended = skmem = tcp_info = None
-        if self.extended:
-            extended = Extended()
+        ext = skmem = tcp_info = None
+        if extended:
+            ext = Extended()
             shutdown = attrs.get(INET_DIAG_SHUTDOWN)
             if shutdown:  # not sent for TIME-WAIT and request socks: ss then prints none either
-                extended["shutdown"] = SHUTDOWN_TEXT[shutdown[0] & 3]
+                ext["shutdown"] = SHUTDOWN_TEXT[shutdown[0] & 3]
             if INET_DIAG_MARK in attrs:
-                extended["fwmark"] = _U32.unpack_from(attrs[INET_DIAG_MARK])[0]
+                ext["fwmark"] = _U32.unpack_from(attrs[INET_DIAG_MARK])[0]
             if INET_DIAG_CGROUP_ID in attrs:
-                extended["cgroup_id"] = _U64.unpack_from(attrs[INET_DIAG_CGROUP_ID])[0]
-        if self.memory and INET_DIAG_SKMEMINFO in attrs:
+                ext["cgroup_id"] = _U64.unpack_from(attrs[INET_DIAG_CGROUP_ID])[0]
+        if memory and INET_DIAG_SKMEMINFO in attrs:
             skmem = parse_skmem(attrs[INET_DIAG_SKMEMINFO])
-        if self.info and INET_DIAG_INFO in attrs:
+        if info and INET_DIAG_INFO in attrs:
             cong = attrs.get(INET_DIAG_CONG)
             name = bytes(cong).split(b"\0", 1)[0].decode("ascii", "replace") if cong is not None else None
             tcp_info = parse_tcp_info(attrs[INET_DIAG_INFO], name)
-        return v6only, extended, skmem, tcp_info
+        return v6only, ext, skmem, tcp_info
+
+    def parse(buf: Any, start: int, end: int) -> Socket:
+        if end - start < _INET_MSG_LEN:
+            raise ProtocolError(f"inet_diag_msg of {end - start} bytes (need {_INET_MSG_LEN})")
+        (_family, state, timer, retrans, sport, dport, src, dst, ifindex, cookie0, cookie1,
+         expires, rqueue, wqueue, uid, inode) = unpack(buf, start)
+        local = cache.get(src)
+        if local is None:
+            local = cache[src] = ntop(family, src)
+        peer = cache.get(dst)
+        if peer is None:
+            peer = cache[dst] = ntop(family, dst)
+        processes = None
+        if owners is not None:  # inode 0 (TIME-WAIT, request socks) never has owners
+            processes = owners.get(inode, []) if inode else []
+        timer_rec = None
+        if timers and timer:
+            timer_rec = Timer(name=TIMER_NAMES.get(timer, "unknown"), expires_ms=expires,
+                              retrans=retrans if timer != 3 else 0)
+        v6only = ext = skmem = tcp_info = None
+        # ss: the v6only flag is only sent for LISTEN and CLOSE sockets.
+        if want_attrs or (v6 and state in (ST_LISTEN, ST_CLOSE)):
+            v6only, ext, skmem, tcp_info = attrs_of(buf, start + _INET_MSG_LEN, end)
+        # Ports are big-endian on the wire, read in host order with the rest: swap here.
+        return new(Socket, (
+            family_name, netid, states[state], rqueue, wqueue,
+            local, (sport >> 8) | (sport & 0xFF) << 8, peer, (dport >> 8) | (dport & 0xFF) << 8,
+            ifname(ifindex) if ifindex else None, inode, uid, cookie1 << 32 | cookie0,
+            v6only, processes, timer_rec, ext, skmem, tcp_info,
+        ))
+
+    return parse
 
 
 def parse_skmem(data: bytes | memoryview) -> SkMem:
