@@ -93,15 +93,37 @@ def target_info(t: Any) -> dict[str, Any]:
 
 
 def run_queries(session, t: Any, queries: list[list[str]], namespace: str) -> Iterator[Any]:
-    ids = {} if isinstance(t, tuple) else container_ids(t.pod)
+    """Records of every query in one target, each owner tagged with its container."""
+    if isinstance(t, tuple):
+        for query in queries:
+            yield from session.query_node(t[1], namespace, query)
+        return
+    ids = container_ids(t.pod)
     for query in queries:
-        records = (session.query_node(t[1], namespace, query) if isinstance(t, tuple)
-                   else session.query(t, query))
+        records = session.query(t, query)
+        if query[0] == "sockets" and "-p" in query and t.siblings():
+            records = _with_sibling_owners(session, t, query, list(records))
         for rec in records:
             if rec.type == "socket" and rec.processes:
                 for p in rec.processes:
                     p["container"] = ids.get(p.get("container_id", ""))
             yield rec
+
+
+def _with_sibling_owners(session, t: Any, query: list[str], records: list[Any]) -> list[Any]:
+    """Sockets held by another container's processes show no owner from the target
+    container's PID namespace: ask that container's agent too, only when such sockets
+    exist (each container asked gains an agent container once)."""
+    unowned = {r.inode for r in records if r.type == "socket" and r.inode and not r.processes}
+    owners: dict[int, list] = {}
+    for sibling in t.siblings():
+        if not unowned - owners.keys():
+            break
+        for rec in session.query(t._replace(container=sibling), query):
+            if rec.type == "socket" and rec.processes and rec.inode in unowned:
+                owners[rec.inode] = rec.processes
+    return [r._replace(processes=owners[r.inode]) if r.type == "socket" and r.inode in owners else r
+            for r in records]
 
 
 def collect(session, targets: list[Any], queries: list[list[str]], namespace: str) -> list[render.Result]:

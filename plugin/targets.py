@@ -33,6 +33,14 @@ class Target(NamedTuple):
     pod: dict
     container: str
 
+    def siblings(self) -> list[str]:
+        """The pod's other running containers: their processes live in PID namespaces the
+        agent of ``container`` cannot see (unless the pod shares one)."""
+        if self.pod.get("spec", {}).get("shareProcessNamespace"):
+            return []
+        return [s["name"] for s in self.pod.get("status", {}).get("containerStatuses") or []
+                if s["name"] != self.container and "running" in (s.get("state") or {})]
+
     @property
     def pod_name(self) -> str:
         return self.pod["metadata"]["name"]
