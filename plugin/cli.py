@@ -158,7 +158,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args == ["inspect"]:
         args = ["inspect", "--help"]
     try:
-        app(args=args, prog_name="kubectl sockdebug", standalone_mode=False)
+        # Without standalone mode click returns (not raises) a command's typer.Exit code.
+        rc = app(args=args, prog_name="kubectl sockdebug", standalone_mode=False)
     except typer.Exit as exc:
         return int(exc.exit_code or EXIT_OK)
     except SockdebugError as exc:
@@ -168,7 +169,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 130
     except Exception as exc:  # click usage errors and anything unforeseen: one line, no traceback
         return _unexpected(exc)
-    return EXIT_OK
+    return rc if isinstance(rc, int) else EXIT_OK
 
 
 def _fail(cause: str, hint: Optional[str], code: int) -> int:
@@ -181,14 +182,15 @@ def _fail(cause: str, hint: Optional[str], code: int) -> int:
 
 
 def _unexpected(exc: Exception) -> int:
-    import click
-
-    if isinstance(exc, click.exceptions.UsageError):
+    # click's exceptions, or the copy recent typer (0.29) vendors as typer._click (click itself may
+    # then not be installed at all): matched by class name, not by importing click.
+    kinds = {cls.__name__ for cls in type(exc).__mro__}
+    if "UsageError" in kinds:
         hint = "see `kubectl sockdebug --help`"
         return _fail(exc.format_message(), hint, UsageError("").exit_code)
-    if isinstance(exc, click.exceptions.Abort):
+    if "Abort" in kinds:
         return 130
-    if isinstance(exc, click.exceptions.ClickException):
+    if "ClickException" in kinds:
         return _fail(exc.format_message(), None, 2)
     return _fail(f"unexpected {type(exc).__name__}: {exc}",
                  "please report this at https://github.com/sockdebug/sockdebug/issues with the command line", 6)
