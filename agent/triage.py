@@ -185,6 +185,10 @@ def _counter(limits: Optional[Limits], group: str, name: str) -> Optional[int]:
     return limits.counters.get(group, {}).get(name)
 
 
+def _count(n: int, singular: str, plural: Optional[str] = None) -> str:
+    return f"{n} {singular if n == 1 else plural or singular + 's'}"
+
+
 def _pct(ratio: float) -> float:
     return round(ratio * 100, 1)
 
@@ -264,6 +268,7 @@ def close_wait_leaks(data: TriageInput) -> list[Finding]:
                   "its peers closed",
             evidence={"pid": pid, "comm": procs[0]["comm"] if procs else None, "close_wait": len(socks),
                       "recv_q_bytes": sum(s.recv_q for s in socks),
+                      "distinct_peers": len(peers),
                       "peers": [{"peer": p, "count": n} for p, n in peers.most_common(_MAX_ITEMS)],
                       "local_ports": sorted({s.local_port for s in socks})[:_MAX_ITEMS]},
             explanation=(
@@ -316,8 +321,9 @@ def accept_queues(data: TriageInput) -> list[Finding]:
                 "1 s, 3 s, 7 s — not refusals. Usual causes: the accept loop is blocked or too slow "
                 "(all workers busy, a GC pause, a deadlock), or the backlog is too small for bursts."),
             next_step=(
-                f"Check that {_who(procs)} is alive and accepting (a thread dump, or `strace -fp PID -e "
-                f"trace=accept4`); watch Recv-Q with `ss -ltn 'sport = :{sock.local_port}'`. "
+                f"Check that {_who(procs)} is alive and accepting (a thread dump, or `strace -fp "
+                f"{procs[0]['pid'] if len(procs) == 1 else 'PID'} -e trace=accept4`); watch Recv-Q with "
+                f"`ss -ltn 'sport = :{sock.local_port}'`. "
                 + ("The backlog is already at net.core.somaxconn: raise that sysctl for the pod as well "
                    "as the application's backlog." if capped else
                    f"Raise the application's listen backlog (capped by net.core.somaxconn={somaxconn})."
@@ -340,7 +346,7 @@ def listen_overflows(data: TriageInput) -> list[Finding]:
     return [Finding(
         id="listen-overflows",
         severity="warning",
-        title=f"The kernel has dropped {worst} incoming connections at a full accept queue "
+        title=f"The kernel has dropped {_count(worst, 'incoming connection')} at a full accept queue "
               "(ListenOverflows/ListenDrops)",
         evidence={"ListenOverflows": overflows, "ListenDrops": drops,
                   "TCPReqQFullDrop": _counter(data.limits, "TcpExt", "TCPReqQFullDrop"),
@@ -373,7 +379,8 @@ def syn_sent_stuck(data: TriageInput) -> list[Finding]:
         out.append(Finding(
             id="syn-sent-stuck",
             severity="critical" if len(socks) >= threshold("syn_sent.critical") else "warning",
-            title=f"{len(socks)} connection attempts to {dest} get no answer (stuck in SYN-SENT)",
+            title=f"{_count(len(socks), 'connection attempt')} to {dest} "
+                  f"{'gets' if len(socks) == 1 else 'get'} no answer (stuck in SYN-SENT)",
             evidence={"destination": dest, "sockets": len(socks),
                       "max_syn_retransmits": max(s.timer["retrans"] for s in socks),  # type: ignore[index]
                       "processes": procs},
@@ -687,7 +694,7 @@ def no_route_to_peer(data: TriageInput) -> list[Finding]:
         out.append(Finding(
             id="no-route-to-peer",
             severity="critical",
-            title=f"{len(socks)} connections to {peer}, but {why}",
+            title=f"{_count(len(socks), 'connection')} to {peer}, but {why}",
             evidence={"peer": peer, "sockets": len(socks), "matched_route": matched,
                       "states": dict(Counter(s.state for s in socks)),
                       "connections": [f"{endpoint(s.local_address, s.local_port)} -> "
@@ -735,7 +742,8 @@ def retransmissions(data: TriageInput) -> list[Finding]:
     return [Finding(
         id="retransmissions-high",
         severity="critical" if worst >= crit else "warning",
-        title=f"{len(bad)} TCP connections retransmit {_pct(warn)}% or more of their segments "
+        title=f"{_count(len(bad), 'TCP connection')} {'retransmits' if len(bad) == 1 else 'retransmit'} "
+              f"{_pct(warn)}% or more of {'its' if len(bad) == 1 else 'their'} segments "
               f"(worst {_pct(worst)}%, to {connections[0]['peer']})",
         evidence={"connections": connections, "count": len(bad),
                   "RetransSegs": _counter(data.limits, "Tcp", "RetransSegs"),
@@ -770,7 +778,7 @@ def udp_rcvbuf_errors(data: TriageInput) -> list[Finding]:
     return [Finding(
         id="udp-rcvbuf-errors",
         severity="warning",
-        title=f"{errors} UDP datagrams dropped because a receive buffer was full (Udp RcvbufErrors)",
+        title=f"{_count(errors, 'UDP datagram')} dropped because a receive buffer was full (Udp RcvbufErrors)",
         evidence={"RcvbufErrors": errors, "InErrors": _counter(data.limits, "Udp", "InErrors"),
                   "InDatagrams": _counter(data.limits, "Udp", "InDatagrams"),
                   "sockets": suspects[:_MAX_ITEMS]},
