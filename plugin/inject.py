@@ -83,6 +83,9 @@ def build_profile(name: str, pod: dict, container: str) -> Profile:
                        f"{name} profile cannot add CAP_SYS_PTRACE and the pod spec does not say which "
                        f"uid/gid container {container!r} runs as")
     if name == "baseline":
+        if uid is None and (pod.get("spec", {}).get("securityContext") or {}).get("runAsNonRoot"):
+            # the pod's runAsNonRoot covers ephemeral containers too, and the agent image is root
+            same_ids = {"runAsUser": NOBODY}
         return Profile(name, same_ids, owners_cost)
     if name == "restricted":
         ctx = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "runAsNonRoot": True,
