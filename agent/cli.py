@@ -257,8 +257,19 @@ def _add_socket_flags(p: argparse.ArgumentParser) -> None:
          help="ss state words and filter expression, e.g. state established '( dport = :443 )'")
 
 
+class _UsageExit(Exception):
+    """An argparse usage error (already printed to stderr), for a framed stream."""
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str):  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise _UsageExit(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _ArgumentParser(
         prog="sockdebug-agent",
         description="ss-grade socket inspection of any network namespace, as JSON Lines.")
     parser.add_argument("--version", action="version", version=f"sockdebug-agent {__version__}")
@@ -284,12 +295,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
+    command_line = ["sockdebug-agent", *argv]
     try:
         args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse has printed usage or --help/--version
+    except SystemExit as exc:  # argparse has printed --help/--version
         return int(exc.code or 0) and EXIT_USAGE
+    except _UsageExit as exc:  # bad flags: usage on stderr, and still a framed stream on stdout
+        out = Writer()
+        out.hello(command_line)
+        out.error("usage", str(exc), "see sockdebug-agent --help")
+        out.end(EXIT_USAGE)
+        return EXIT_USAGE
     out = Writer()
-    command_line = ["sockdebug-agent", *argv]
     try:
         path = namespaces.netns_path(args.netns, args.target_pid)
         if path is not None:

@@ -318,7 +318,8 @@ def from_dict(obj: Any) -> Any:
     agents stay readable, missing required ones raise ``SchemaError``."""
     if not isinstance(obj, dict):
         raise SchemaError(f"expected a JSON object, got {type(obj).__name__}")
-    cls = RECORD_TYPES.get(obj.get("type"))  # type: ignore[arg-type]
+    kind = obj.get("type")
+    cls = RECORD_TYPES.get(kind) if isinstance(kind, str) else None  # a list would not hash
     if cls is None:
         raise SchemaError(f"unknown record type {obj.get('type')!r}")
     names = _FIELD_NAMES[cls]
