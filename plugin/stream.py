@@ -25,6 +25,14 @@ def _excerpt(line: bytes) -> str:
     return text + ("…" if len(line) > _EXCERPT else "")
 
 
+def _is_json(line: bytes) -> bool:
+    try:
+        json.loads(line)
+    except ValueError:
+        return False
+    return True
+
+
 class StreamReader:
     """Feed it bytes; it returns the records completed by each chunk."""
 
@@ -75,12 +83,15 @@ class StreamReader:
 
     def close(self) -> None:
         """The stream has ended: complain if it ended early."""
-        if self._partial.strip():
-            self._record(self._partial)
-            self._partial = b""
+        partial, self._partial, cut = self._partial, b"", ""
+        if partial.strip():
+            if self.end is None and not _is_json(partial):  # cut off mid-record: a truncation, not garbage
+                cut = f", then a cut-off line: {_excerpt(partial)}"
+            else:
+                self._record(partial)
         if self.end is not None:
             return
         got = ", ".join(f"{n} {k}" for k, n in sorted(self.counts.items())) or "nothing"
-        raise AgentError(f"{self.source}: the agent's stream broke off before its end record (received {got})",
+        raise AgentError(f"{self.source}: the agent's stream broke off before its end record (received {got}{cut})",
                          "the agent container may have been killed (OOM, eviction) or the connection dropped; "
                          "run again, or look at `kubectl logs` of the sockdebug container")
