@@ -67,10 +67,10 @@ def format_table(headers: Sequence[str], rows: Iterable[Sequence[str]], right: f
     def line(cells: Sequence[str]) -> str:
         parts = []
         for i, cell in enumerate(cells):
-            if i == last:
-                parts.append(cell)
-            elif i in right:
+            if i in right:  # before the last-column case: a right-aligned last column needs its padding
                 parts.append(cell.rjust(widths[i]))
+            elif i == last:
+                parts.append(cell)
             else:
                 parts.append(cell.ljust(widths[i]))
         return " ".join(parts).rstrip()
@@ -119,13 +119,17 @@ def timer_text(timer: Optional[dict]) -> str:
 
 
 def ms_text(ms: int) -> str:
-    """ss's timer format (the 6.11+ spelling, without 6.1's 1.688ms bug)."""
+    """ss's timer format (the 6.11+ spelling, without 6.1's 1.688ms bug), digit for digit:
+    ``068ms``, ``1.688sec``, ``13sec`` (no ms from 10 s on), ``1min30sec``, ``10min`` (no
+    sec from 10 min on).  An expired timer is ``0ms``, where ss prints an empty field."""
+    if ms <= 0:
+        return "0ms"
     minutes, secs, rest = ms // 60000, (ms // 1000) % 60, ms % 1000
     if minutes:
         return f"{minutes}min" + (f"{secs}sec" if secs and minutes < 10 else "")
     if secs:
-        return f"{secs}.{rest // 100}sec" if rest and secs < 10 else f"{secs}sec"
-    return f"{rest}ms"
+        return f"{secs}.{rest:03d}sec" if rest and secs < 10 else f"{secs}sec"
+    return f"{rest:03d}ms"
 
 
 def info_text(info: Optional[dict]) -> str:
