@@ -119,6 +119,8 @@ def candidates(words: Sequence[str]) -> list[str]:
         pods = [n for n in _names(kube, "pod") if n.startswith(partial)]
         return sub + pods + [p for p in KIND_PREFIXES if p.startswith(partial)]
     except Exception:  # no cluster, no permission: offer what we have
+        if prev in VALUE_FLAGS:
+            return []  # a namespace, context or container is wanted, never a TARGET prefix
         return sub + [p for p in KIND_PREFIXES if p.startswith(partial)]
 
 
