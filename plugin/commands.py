@@ -55,14 +55,20 @@ def connect(conn: dict[str, Optional[str]]):
     return Kube(kubeconfig=conn.get("kubeconfig"), context=conn.get("context"), namespace=conn.get("namespace"))
 
 
-def _session(kube, agent: dict[str, Any]):
-    from .transport import AgentSession, Options
-
+def check_agent_options(agent: dict[str, Any]) -> None:
+    """Validate the agent options before any API call."""
     if agent["profile"] not in ("auto", "general", "baseline", "restricted", "netadmin"):
         raise UsageError(f"unknown --profile {agent['profile']!r}", "use auto, general, baseline, restricted "
                          "or netadmin")
     if agent["pull_policy"] not in ("Always", "IfNotPresent", "Never"):
         raise UsageError(f"unknown --image-pull-policy {agent['pull_policy']!r}", "use Always, IfNotPresent or Never")
+    if agent["timeout"] <= 0:
+        raise UsageError("--timeout must be positive", "e.g. --timeout 60")
+
+
+def _session(kube, agent: dict[str, Any]):
+    from .transport import AgentSession, Options
+
     return AgentSession(kube, Options(image=agent["image"], pull_policy=agent["pull_policy"],
                                       profile=agent["profile"], timeout=agent["timeout"]))
 
@@ -151,6 +157,7 @@ def inspect(target: Optional[str], words: list[str], *, conn: dict, agent: dict,
     if watch is not None and watch <= 0:
         raise UsageError("--watch needs a positive interval", "e.g. --watch=2")
     queries = agent_queries(words, socket_flags, views, output)
+    check_agent_options(agent)
     kube = connect(conn)
     targets = resolve_targets(kube, target, kube.namespace, container, selector, all_namespaces, all_pods)
     session = _session(kube, agent)
@@ -233,6 +240,7 @@ def triage(target: str, *, conn: dict, agent: dict, container: Optional[str], ou
         raise UsageError(f"unknown output format {output!r}", "use table, json, yaml or jsonl")
     if fail_on not in (None, "warning", "critical"):
         raise UsageError(f"unknown --fail-on {fail_on!r}", "use warning or critical")
+    check_agent_options(agent)
     kube = connect(conn)
     targets = resolve_targets(kube, target, kube.namespace, container, None, False, False)
     session = _session(kube, agent)
