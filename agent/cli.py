@@ -5,6 +5,7 @@
     sockdebug-agent [--netns NAME|PATH | --target-pid PID] routes | interfaces
     sockdebug-agent [--netns NAME|PATH | --target-pid PID] limits [--all-processes]
     sockdebug-agent [--netns NAME|PATH | --target-pid PID] triage [--fail-on SEVERITY] [--sockets]
+    sockdebug-agent pods [-tulp ...]     (on a node, hostPID: every pod's network namespace, once each)
     sockdebug-agent --psutil sockets|limits ...   (the portable path, automatic off Linux)
     sockdebug-agent --version
 
@@ -211,6 +212,24 @@ def run_triage(args: argparse.Namespace, out: Writer) -> int:
     return EXIT_OK
 
 
+@command("pods")
+def run_pods(args: argparse.Namespace, out: Writer) -> int:
+    from .inspectors import podns
+    from .inspectors.sockets import Details, collect_all
+
+    _linux_only(args)
+    if args.netns or args.target_pid is not None:
+        raise UsageError("`pods` enters every pod's network namespace itself", "drop --netns / --target-pid")
+    sel = selection_from_args(args)
+    details = Details(timers=args.options or args.extended, extended=args.extended, memory=args.memory,
+                      info=args.info)  # owners come from one walk of every process, not one per namespace
+    for record, sockets in podns.collect(lambda: collect_all(sel, details, out.emit), args.processes, out.emit):
+        out.emit(record)
+        if sockets:
+            out.emit_batch(sockets)
+    return EXIT_OK
+
+
 def _add_inspection_commands(sub) -> None:
     sub.add_parser("routes", help="every route of every table, IPv4 and IPv6 (ip route show table all)")
     sub.add_parser("interfaces", help="links and their addresses (ip -d addr)")
@@ -282,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="read sockets and limits through psutil, as off Linux (for testing that path)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_socket_flags(sub.add_parser("sockets", help="list sockets, like ss"))
+    _add_socket_flags(sub.add_parser("pods", help="on a node (host PID namespace, root): a netns record per pod "
+                                     "network namespace (found through /proc/PID/cgroup), then its sockets"))
     sub.add_parser("summary", help="socket totals and TCP state counts, like ss -s")
     serve = sub.add_parser("serve", help="stay alive for queries exec'd next to it (the plugin's ephemeral "
                            "container); exit after --idle-timeout seconds without one")

@@ -232,10 +232,21 @@ class Finding(NamedTuple):
     next_step: str
 
 
+class NetNs(NamedTuple):
+    """``pods`` (node agent): a network namespace about to be inspected; the socket records
+    that follow, up to the next ``netns`` record, are its sockets."""
+
+    netns_inode: int
+    host: bool  #: the node's own network namespace (hostNetwork pods, the node's daemons)
+    pod_uids: list[str]  #: pods with a process in it (from /proc/PID/cgroup)
+    pids: int  #: processes in it
+    error: Optional[str] = None  #: why it could not be entered (no sockets follow)
+
+
 RECORD_TYPES: dict[str, type] = {
     "hello": Hello, "end": End, "warning": Warning, "error": Error, "socket": Socket, "summary": Summary,
     "route": Route, "interface": Interface, "process_limits": ProcessLimits, "limits": Limits,
-    "finding": Finding,
+    "finding": Finding, "netns": NetNs,
 }
 for _name, _cls in RECORD_TYPES.items():
     _cls.type = _name  # type: ignore[attr-defined]  # a class attribute, not a field
