@@ -102,6 +102,34 @@ def inspect(
         watch=watch))
 
 
+@app.command("sweep")
+def sweep(
+    namespace: Optional[str] = Flags.namespace,
+    all_namespaces: bool = typer.Option(False, "-A", "--all-namespaces", help="every namespace"),
+    selector: Optional[str] = typer.Option(None, "-l", "--selector", help="only pods with these labels"),
+    via: str = typer.Option("ephemeral", "--via", help="ephemeral: an agent container in each pod (reused when "
+                            "running); node: one short-lived privileged pod per node (or the node-agent DaemonSet), "
+                            "nothing added to the pods"),
+    context: Optional[str] = Flags.context,
+    kubeconfig: Optional[str] = Flags.kubeconfig,
+    output: str = typer.Option("table", "-o", "--output", help="table|json|yaml"),
+    fail_on: Optional[str] = typer.Option(None, "--fail-on", help="exit 1 on findings of this severity or worse "
+                                          "(warning|critical)"),
+    parallel: int = typer.Option(8, "--parallel", help="pods (or nodes) inspected at once"),
+    profile: str = Flags.profile,
+    image: Optional[str] = Flags.image,
+    image_pull_policy: str = Flags.pull,
+    timeout: float = Flags.timeout,
+) -> None:
+    """Every port problem in scope: what pods and Services declare against what really listens."""
+    from . import sweep_run
+
+    conn = dict(namespace=namespace, context=context, kubeconfig=kubeconfig)
+    agent = dict(image=image or _image_default(), pull_policy=image_pull_policy, profile=profile, timeout=timeout)
+    raise typer.Exit(sweep_run.run(conn=conn, agent=agent, all_namespaces=all_namespaces, selector=selector, via=via,
+                                   output=output, fail_on=fail_on, parallel=parallel))
+
+
 @app.command("triage")
 def triage(
     target: str = typer.Argument(..., help="pod/NAME, NAME, a workload, or node/NAME"),

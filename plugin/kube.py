@@ -287,6 +287,17 @@ class Kube:
         finally:
             resp.release_conn()
 
+    def log_tail(self, namespace: str, pod: str, container: str, *, lines: int = 20, previous: bool = False) -> str:
+        """The last ``lines`` a container wrote (``previous``: in its last terminated run)."""
+        resp = self._request(
+            "GET", f"/api/v1/namespaces/{namespace}/pods/{pod}/log",
+            query=[("container", container), ("tailLines", str(lines)), ("previous", "true" if previous else "false")],
+            stream=True, what=("get", "pods/log", namespace))
+        try:
+            return resp.data.decode("utf-8", "replace")
+        finally:
+            resp.release_conn()
+
 
 def _exec_error(reason: str, namespace: str, pod: str) -> SockdebugError:
     if "403" in reason or "Forbidden" in reason:

@@ -1,0 +1,488 @@
+"""``kubectl sockdebug sweep``: collect the specs and every running pod's listening sockets,
+then hand them to the pure analysis in ``sweep.py`` and render its findings.
+
+Two ways to read the sockets:
+
+``--via ephemeral`` (default)
+    per pod, the agent of an ``AgentSession`` (a running ``serve`` agent is reused, else
+    one is added as an ephemeral container: each pod keeps it in its spec), a few pods at
+    a time.  hostNetwork pods are asked from each running container, because only the
+    sockets their own processes hold are theirs (the node's namespace is shared).
+``--via node``
+    one agent per node instead of one per pod: ``sockdebug-agent pods -tul -p`` in the
+    node-agent DaemonSet (manifests/node-agent.yaml) when it runs there, else in a
+    short-lived pod (host PID and network namespaces, CAP_SYS_PTRACE + CAP_SYS_ADMIN) that
+    is deleted afterwards.  It enters each pod's network namespace itself; nothing is added
+    to the pods.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sys
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Optional
+
+from . import sweep as analysis
+from .errors import AccessError, FindingsError, SockdebugError, UsageError
+from .targets import Target, container_ids
+
+VIAS = ("ephemeral", "node")
+OUTPUTS = ("table", "json", "yaml")
+PARALLEL = 8
+AGENT_QUERY = ["sockets", "-tul", "-p"]
+NODE_QUERY = ["pods", "-tul", "-p"]
+NODE_AGENT_NAMESPACE = "sockdebug-system"
+NODE_AGENT_SELECTOR = "app.kubernetes.io/name=sockdebug-node-agent,app.kubernetes.io/component=daemonset"
+NODE_AGENT_CONTAINER = "agent"
+LOG_LINES = 30
+
+
+class Progress:
+    """``[#####.....] 12/50 pods 3.1s`` on stderr, redrawn with ``\\r`` when stderr is a
+    terminal; silent otherwise.  ``note`` prints a line without tearing the bar."""
+
+    def __init__(self, total: int, what: str, stream=None, tty: Optional[bool] = None):
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty() if tty is None else tty
+        self.total, self.what, self.done = total, what, 0
+        self.started = time.monotonic()
+        self._lock = threading.Lock()
+        self._seen: set[str] = set()
+
+    def _bar(self) -> str:
+        width = 30
+        filled = width * self.done // self.total if self.total else width
+        return (f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} {self.what} "
+                f"{time.monotonic() - self.started:.1f}s")
+
+    def tick(self, n: int = 1) -> None:
+        with self._lock:
+            self.done += n
+            if self.tty:
+                self.stream.write(self._bar())
+                self.stream.flush()
+
+    def note(self, text: str) -> None:
+        with self._lock:
+            if text in self._seen:
+                return
+            self._seen.add(text)
+            if self.tty:
+                self.stream.write("\r\x1b[K")
+            self.stream.write(text + "\n")
+            if self.tty and self.done:
+                self.stream.write(self._bar())
+            self.stream.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            if self.tty:
+                self.stream.write("\r\x1b[K")
+                self.stream.flush()
+
+
+class Collected:
+    """What the collection learned, in the shape ``SweepInput`` wants."""
+
+    def __init__(self) -> None:
+        self.sockets: dict[analysis.PodKey, list[Any]] = {}
+        self.uninspected: dict[analysis.PodKey, str] = {}
+        self.host: dict[str, dict[int, Any]] = defaultdict(dict)  #: node -> inode -> unattributed host socket
+        self.host_owned: dict[str, set[int]] = defaultdict(set)  #: node -> inodes some pod owns
+        self.warnings: list[str] = []
+
+    def host_listeners(self) -> dict[str, list[Any]]:
+        return {node: [s for inode, s in socks.items() if inode not in self.host_owned[node]]
+                for node, socks in self.host.items()}
+
+
+def _tag_containers(sockets: list[Any], ids: dict[str, str]) -> list[Any]:
+    for s in sockets:
+        for p in s.processes or []:
+            p["container"] = ids.get(p.get("container_id") or "")
+    return sockets
+
+
+def _running(pod: dict) -> bool:
+    return pod.get("status", {}).get("phase") == "Running" and not pod["metadata"].get("deletionTimestamp")
+
+
+def _why_not_running(pod: dict) -> str:
+    states = []
+    for s in pod.get("status", {}).get("containerStatuses") or []:
+        state = s.get("state") or {}
+        kind = next(iter(state), "unknown")
+        states.append(f"{s['name']}: {(state.get(kind) or {}).get('reason') or kind}")
+    return "no running container" + (f" ({', '.join(states)})" if states else "")
+
+
+# --- --via ephemeral -------------------------------------------------------------------------
+
+def collect_ephemeral(session, pods: list[dict], progress: Progress, parallel: int = PARALLEL) -> Collected:
+    got = Collected()
+    jobs: list[tuple[dict, list[str]]] = []
+    for pod in pods:
+        if not _running(pod):
+            continue
+        running = analysis.running_containers(pod)
+        names = [c["name"] for c in analysis._containers(pod) if c["name"] in running]
+        if not names:
+            got.uninspected[analysis.key(pod)] = _why_not_running(pod)
+            continue
+        if pod.get("spec", {}).get("hostNetwork") and not pod.get("spec", {}).get("shareProcessNamespace"):
+            jobs.append((pod, names))  # only sockets their own processes hold are theirs: ask each container
+        else:
+            from .targets import pick_container
+
+            default = pick_container(pod, None)
+            jobs.append((pod, [default if default in running else names[0]]))
+    progress.total = len(jobs)
+    lock = threading.Lock()
+
+    def one(job: tuple[dict, list[str]]) -> None:
+        pod, names = job
+        k = analysis.key(pod)
+        ids = container_ids(pod)
+        node = pod.get("spec", {}).get("nodeName") or ""
+        host_network = bool(pod.get("spec", {}).get("hostNetwork"))
+        try:
+            seen: dict[int, Any] = {}
+            for name in names:
+                for rec in session.query(Target(k[0], pod, name), AGENT_QUERY):
+                    if rec.type == "socket":
+                        ident = rec.inode or id(rec)
+                        prev = seen.get(ident)
+                        if prev is None or (rec.processes and not prev.processes):
+                            seen[ident] = rec
+                    elif rec.type == "warning" and rec.code not in ("process-attribution-denied",):
+                        with lock:
+                            got.warnings.append(f"pod/{k[1]} -n {k[0]}: {rec.message}")
+            socks = _tag_containers(list(seen.values()), ids)
+            with lock:
+                if host_network:
+                    mine = [s for s in socks if any(p.get("container") for p in s.processes or [])]
+                    got.sockets[k] = mine
+                    got.host_owned[node].update(s.inode for s in mine)
+                    for s in socks:
+                        got.host[node].setdefault(s.inode, s._replace(processes=[
+                            p for p in s.processes or [] if not p.get("container")]))
+                else:
+                    got.sockets[k] = socks
+        except SockdebugError as exc:
+            with lock:
+                got.uninspected[k] = exc.cause
+        finally:
+            progress.tick()
+
+    if jobs:
+        with ThreadPoolExecutor(max_workers=min(parallel, len(jobs))) as pool:
+            list(pool.map(one, jobs))
+    return got
+
+
+# --- --via node ---------------------------------------------------------------------------------
+
+def node_agent_pod(name: str, node: str, image: str, pull_policy: str, command: list[str]) -> dict:
+    """A short-lived pod on ``node`` in the node's PID and network namespaces, with just the
+    capabilities ``pods`` needs: SYS_PTRACE (other processes' fds and namespaces) and
+    SYS_ADMIN (setns)."""
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "sockdebug-node-agent",
+                                              "app.kubernetes.io/component": "sweep"}},
+        "spec": {
+            "nodeName": node, "hostNetwork": True, "hostPID": True, "restartPolicy": "Never",
+            "tolerations": [{"operator": "Exists"}], "automountServiceAccountToken": False,
+            "terminationGracePeriodSeconds": 0,
+            "containers": [{
+                "name": NODE_AGENT_CONTAINER, "image": image, "imagePullPolicy": pull_policy, "command": command,
+                "securityContext": {"runAsUser": 0, "runAsNonRoot": False,
+                                    "capabilities": {"add": ["SYS_PTRACE", "SYS_ADMIN"]}},
+            }],
+        },
+    }
+
+
+def _read(reader, chunks: Iterator[bytes]) -> Iterator[Any]:
+    for chunk in chunks:
+        yield from reader.feed(chunk)
+
+
+def _finish(reader, returncode: Optional[int] = None, stderr: bytes = b"") -> None:
+    from .transport import _finish as finish  # one place decides what a failed agent stream means
+
+    finish(reader, returncode, stderr)
+
+
+def run_on_node(kube, opts, namespace: str, node: str, daemon_pod: Optional[str]) -> list[Any]:
+    """The ``pods`` records of one node, from the DaemonSet's agent or a short-lived pod."""
+    from . import inject
+    from .stream import StreamReader
+
+    command = ["sockdebug-agent", *NODE_QUERY]
+    if daemon_pod:
+        reader = StreamReader(f"node agent {daemon_pod} on {node}")
+        stream = kube.exec(NODE_AGENT_NAMESPACE, daemon_pod, NODE_AGENT_CONTAINER, command)
+        records = list(_read(reader, stream.chunks(inject.deadline(opts.timeout))))
+        _finish(reader, stream.returncode, stream.stderr)
+        return records
+    name = f"sockdebug-sweep-{secrets.token_hex(3)}"
+    kube.create_pod(namespace, node_agent_pod(name, node, opts.image, opts.pull_policy, command))
+    try:
+        deadline = inject.deadline(opts.timeout)
+        last: dict = {}
+        for pod in kube.watch_pod(namespace, name, deadline):
+            last = pod
+            if pod.get("status", {}).get("phase") in ("Running", "Succeeded", "Failed"):
+                break
+            for s in pod.get("status", {}).get("containerStatuses") or []:
+                waiting = (s.get("state") or {}).get("waiting") or {}
+                if waiting.get("reason") in inject.FATAL_WAITING:
+                    reason = waiting["reason"]
+                    raise inject.InjectError(f"{inject.FATAL_WAITING[reason]} ({reason}: "
+                                             f"{waiting.get('message', '').strip()})", inject._pull_hint(reason))
+        if last.get("status", {}).get("phase") not in ("Running", "Succeeded", "Failed"):
+            raise inject.InjectError(f"the node agent pod did not start within {opts.timeout:g}s",
+                                     "check `kubectl describe pod` events; raise --timeout")
+        reader = StreamReader(f"node agent {name} on {node}")
+        records = list(_read(reader, kube.logs(namespace, name, NODE_AGENT_CONTAINER, follow=True,
+                                               timeout=opts.timeout)))
+        _finish(reader)
+        return records
+    finally:
+        kube.delete_pod(namespace, name)
+
+
+def daemonset_agents(kube) -> dict[str, str]:
+    """node -> running pod of the node-agent DaemonSet (empty when it is not installed, or
+    we may not see it)."""
+    try:
+        pods = kube.list_pods(NODE_AGENT_NAMESPACE, NODE_AGENT_SELECTOR)
+    except SockdebugError:
+        return {}
+    out = {}
+    for p in pods:
+        node = p.get("spec", {}).get("nodeName")
+        statuses = p.get("status", {}).get("containerStatuses") or []
+        if node and _running(p) and any(s["name"] == NODE_AGENT_CONTAINER and "running" in (s.get("state") or {})
+                                        for s in statuses):
+            out[node] = p["metadata"]["name"]
+    return out
+
+
+def attribute_node(records: list[Any], node: str, pods_by_uid: dict[str, dict], in_scope: set, got: Collected
+                   ) -> None:
+    """Sort one node's ``netns`` + ``socket`` stream into per-pod sockets and the node's own
+    (unattributed) listeners."""
+    on_node = [p for p in pods_by_uid.values() if p.get("spec", {}).get("nodeName") == node]
+    owner_of: dict[str, tuple[dict, str]] = {}  # container id -> (pod, container name)
+    for p in on_node:
+        for cid, name in container_ids(p).items():
+            owner_of[cid] = (p, name)
+    current = None
+    groups: list[tuple[Any, list[Any]]] = []
+    for rec in records:
+        if rec.type == "netns":
+            current = (rec, [])
+            groups.append(current)
+        elif rec.type == "socket" and current is not None:
+            current[1].append(rec)
+        elif rec.type == "warning" and rec.code not in ("process-attribution-denied", "netns-denied"):
+            got.warnings.append(f"node/{node}: {rec.message}")
+    for ns, socks in groups:
+        pods = [pods_by_uid[u] for u in ns.pod_uids if u in pods_by_uid]
+        if ns.error:
+            for p in pods:
+                got.uninspected.setdefault(analysis.key(p), f"the node agent could not enter its network "
+                                                            f"namespace: {ns.error}")
+            continue
+        if not ns.host:
+            for p in pods:
+                got.sockets[analysis.key(p)] = _tag_containers([s._replace(processes=[dict(x) for x in
+                                                                                     s.processes or []])
+                                                                for s in socks], container_ids(p))
+            continue
+        mine: dict[analysis.PodKey, list[Any]] = {analysis.key(p): [] for p in pods
+                                                  if p.get("spec", {}).get("hostNetwork")}
+        for s in socks:
+            holders = {}
+            procs = []
+            for proc in s.processes or []:
+                owner = owner_of.get(proc.get("container_id") or "")
+                if owner:
+                    holders[analysis.key(owner[0])] = owner[0]
+                    procs.append({**proc, "container": owner[1]})
+                else:
+                    procs.append(dict(proc))
+            if holders:
+                for k in holders:
+                    own = [p for p in procs if p.get("container")
+                           and analysis.key(owner_of[p.get("container_id") or ""][0]) == k]
+                    mine.setdefault(k, []).append(s._replace(processes=own))
+                got.host_owned[node].add(s.inode)
+            else:
+                got.host[node][s.inode] = s._replace(processes=procs)
+        for k, lst in mine.items():
+            got.sockets[k] = lst
+
+
+def collect_node(kube, opts, namespace: str, pods: list[dict], all_pods: list[dict], progress: Progress,
+                 parallel: int = PARALLEL) -> Collected:
+    got = Collected()
+    scope = {analysis.key(p) for p in pods}
+    running = [p for p in pods if _running(p)]
+    nodes = sorted({p["spec"]["nodeName"] for p in running if p.get("spec", {}).get("nodeName")})
+    daemons = daemonset_agents(kube)
+    progress.total = len(nodes)
+    if nodes:
+        with_ds = [n for n in nodes if n in daemons]
+        if with_ds:
+            progress.note(f"sweep --via node: using the node-agent DaemonSet in {NODE_AGENT_NAMESPACE} on "
+                          f"{len(with_ds)} node(s)")
+        if len(with_ds) < len(nodes):
+            progress.note(f"sweep --via node: creating one short-lived pod per node in namespace {namespace} "
+                          f"(host PID and network namespaces, CAP_SYS_PTRACE+SYS_ADMIN) on "
+                          f"{len(nodes) - len(with_ds)} node(s); they are deleted afterwards")
+    by_uid = {p["metadata"].get("uid"): p for p in [*all_pods, *pods] if p["metadata"].get("uid")}
+    lock = threading.Lock()
+
+    def one(node: str) -> None:
+        try:
+            records = run_on_node(kube, opts, namespace, node, daemons.get(node))
+            with lock:
+                attribute_node(records, node, by_uid, scope, got)
+        except SockdebugError as exc:
+            with lock:
+                for p in running:
+                    if p["spec"].get("nodeName") == node:
+                        got.uninspected.setdefault(analysis.key(p), f"node agent on {node} failed: {exc.cause}")
+        finally:
+            progress.tick()
+
+    if nodes:
+        with ThreadPoolExecutor(max_workers=min(parallel, len(nodes))) as pool:
+            list(pool.map(one, nodes))
+    for p in running:
+        k = analysis.key(p)
+        if k not in got.sockets and k not in got.uninspected:
+            got.uninspected[k] = (f"no process of this pod was found on node {p['spec'].get('nodeName')}"
+                                  if analysis.running_containers(p) else _why_not_running(p))
+    # only pods in scope are reported as inspected
+    got.sockets = {k: v for k, v in got.sockets.items() if k in scope}
+    return got
+
+
+# --- logs of crash-looping containers ------------------------------------------------------------
+
+def crash_logs(kube, pods: list[dict], parallel: int = PARALLEL) -> dict[tuple[str, str, str], str]:
+    """The last lines of every failing container's previous run (the bind error is there)."""
+    wanted = [(analysis.key(p), c["name"]) for p in pods if _running(p)
+              for c in analysis._containers(p) if analysis.trouble(p, c["name"])]
+
+    def one(item: tuple[analysis.PodKey, str]) -> tuple[tuple[str, str, str], str]:
+        (ns, name), container = item
+        try:
+            return (ns, name, container), kube.log_tail(ns, name, container, lines=LOG_LINES, previous=True)
+        except SockdebugError:
+            try:
+                return (ns, name, container), kube.log_tail(ns, name, container, lines=LOG_LINES)
+            except SockdebugError:
+                return (ns, name, container), ""
+
+    if not wanted:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(parallel, len(wanted))) as pool:
+        return dict(pool.map(one, wanted))
+
+
+# --- the command ------------------------------------------------------------------------------------
+
+def _list_or(fn: Callable[[], list[dict]], fallback: list[dict]) -> list[dict]:
+    try:
+        return fn()
+    except AccessError:
+        return fallback
+
+
+def run(*, conn: dict, agent: dict, all_namespaces: bool, selector: Optional[str], via: str, output: str,
+        fail_on: Optional[str], parallel: int = PARALLEL, out=None, err=None) -> int:
+    from .commands import _session, check_agent_options, connect
+    from .render import use_color
+
+    out = out or sys.stdout
+    err = err or sys.stderr
+    if via not in VIAS:
+        raise UsageError(f"unknown --via {via!r}", "use ephemeral or node")
+    if output not in OUTPUTS:
+        raise UsageError(f"unknown output format {output!r}", "use table, json or yaml")
+    if fail_on not in (None, "warning", "critical", "info"):
+        raise UsageError(f"unknown --fail-on {fail_on!r}", "use warning or critical")
+    if parallel < 1:
+        raise UsageError("--parallel must be at least 1", "e.g. --parallel 8")
+    check_agent_options(agent)
+    started = time.monotonic()
+    kube = connect(conn)
+    scope_ns = None if all_namespaces else kube.namespace
+    pods = [p for p in kube.list_pods(scope_ns, selector) if not p["metadata"].get("deletionTimestamp")]
+    scoped_wide = all_namespaces and not selector
+    context = [] if scoped_wide else _list_or(lambda: kube.list_pods(None), [])
+    services = kube.list_services(scope_ns) if scoped_wide else _list_or(
+        lambda: kube.list_services(None), kube.list_services(scope_ns))
+    running = [p for p in pods if _running(p)]
+    progress = Progress(len(running), "pods" if via == "ephemeral" else "nodes", err)
+    if via == "ephemeral":
+        session = _session(kube, agent)
+        session.opts = session.opts._replace(note=_ephemeral_note(progress))
+        if running:
+            progress.note(f"sweep --via ephemeral: each of the {len(running)} running pod(s) without a running "
+                          "sockdebug agent gains an ephemeral container (it stays in the pod spec); "
+                          "--via node avoids that")
+        got = collect_ephemeral(session, pods, progress, parallel)
+    else:
+        from .transport import Options
+
+        opts = Options(image=agent["image"], pull_policy=agent["pull_policy"], profile=agent["profile"],
+                       timeout=agent["timeout"], note=progress.note)
+        got = collect_node(kube, opts, kube.namespace, pods, context, progress, parallel)
+    logs = crash_logs(kube, pods, parallel)
+    progress.close()
+    for w in got.warnings:
+        print(f"warning: {w}", file=err)
+    data = analysis.SweepInput(pods=pods, services=services, sockets=got.sockets, uninspected=got.uninspected,
+                               context_pods=context, host_listeners=got.host_listeners(), logs=logs)
+    report = analysis.analyse(data)
+    scope = {"namespaces": None if all_namespaces else [kube.namespace], "selector": selector, "via": via,
+             "elapsed_s": round(time.monotonic() - started, 2)}
+    if output == "table":
+        out.write(analysis.text(report, scope, use_color(out)) + "\n")
+    else:
+        doc = analysis.document(report, scope)
+        if output == "json":
+            import json
+
+            json.dump(doc, out, indent=2)
+            out.write("\n")
+        else:
+            import yaml
+
+            yaml.dump(doc, out, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), sort_keys=False)
+    out.flush()
+    if fail_on:
+        worst = analysis.at_or_above(report.findings, fail_on)
+        if worst:
+            raise FindingsError(f"{len(worst)} finding(s) at or above {fail_on}", "see the findings above")
+    return 0
+
+
+def _ephemeral_note(progress: Progress) -> Callable[[str], None]:
+    """Per-pod injection lines are the up-front note's business; other notes once each."""
+    def note(text: str) -> None:
+        if text.startswith("adding ephemeral container "):
+            return
+        progress.note(text)
+    return note

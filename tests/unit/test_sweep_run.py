@@ -1,0 +1,129 @@
+"""plugin/sweep_run.py without a cluster: how the node agent's netns/socket stream and the
+per-pod agents' answers are attributed to pods, the progress bar, and the node pod spec."""
+
+from __future__ import annotations
+
+import io
+from typing import Optional
+
+from sockdebug_agent.schema import NetNs, Socket, Warning
+from sockdebug_plugin import sweep_run
+from sockdebug_plugin.errors import InjectError
+
+NODE = "node-1"
+
+
+def cid(n: int) -> str:
+    return f"{n:064x}"
+
+
+def pod(name: str, uid: str, containers: dict[str, int], host_network: bool = False, ns: str = "shop",
+        running: bool = True) -> dict:
+    statuses = [{"name": c, "containerID": f"containerd://{cid(n)}", "restartCount": 0,
+                 "state": {"running": {}} if running else {"waiting": {"reason": "CrashLoopBackOff"}}}
+                for c, n in containers.items()]
+    spec = {"nodeName": NODE, "containers": [{"name": c} for c in containers]}
+    if host_network:
+        spec["hostNetwork"] = True
+    return {"metadata": {"name": name, "namespace": ns, "uid": uid}, "spec": spec,
+            "status": {"phase": "Running", "containerStatuses": statuses}}
+
+
+def sock(port: int, inode: int, owners=(), addr: str = "0.0.0.0") -> Socket:
+    procs = [{"pid": pid, "comm": comm, "fd": 3, **({"container_id": c} if c else {})} for pid, comm, c in owners]
+    return Socket("inet", "tcp", "LISTEN", 0, 128, addr, port, "0.0.0.0", 0, inode=inode, processes=procs)
+
+
+def test_attribute_node_splits_pods_host_network_pods_and_the_node():
+    web = pod("web", "u-web", {"app": 1, "side": 2})
+    hostnet = pod("hostnet", "u-host", {"app": 3}, host_network=True)
+    records = [
+        NetNs(1, True, ["u-host", "u-agent"], 80),
+        sock(10250, 11, [(5, "kubelet", None)], "127.0.0.1"),
+        sock(24711, 12, [(40, "python3", cid(3))], "127.0.0.1"),
+        Warning("no-pods", "whatever"),
+        NetNs(2, False, ["u-web"], 3),
+        sock(8080, 21, [(100, "python3", cid(1))]),
+        sock(15000, 22, [(101, "envoy", cid(2))]),
+        sock(9000, 23, []),
+    ]
+    got = sweep_run.Collected()
+    sweep_run.attribute_node(records, NODE, {"u-web": web, "u-host": hostnet}, set(), got)
+    assert sorted(got.sockets) == [("shop", "hostnet"), ("shop", "web")]
+    web_socks = got.sockets["shop", "web"]
+    assert [(s.local_port, [p.get("container") for p in s.processes]) for s in web_socks] == [
+        (8080, ["app"]), (15000, ["side"]), (9000, [])]
+    assert [(s.local_port, s.processes[0]["container"]) for s in got.sockets["shop", "hostnet"]] == [(24711, "app")]
+    host = got.host_listeners()[NODE]
+    assert [(s.local_port, s.processes[0]["comm"]) for s in host] == [(10250, "kubelet")]
+    assert got.warnings == ["node/node-1: whatever"]
+
+
+def test_attribute_node_namespace_that_could_not_be_entered():
+    web = pod("web", "u-web", {"app": 1})
+    got = sweep_run.Collected()
+    sweep_run.attribute_node([NetNs(2, False, ["u-web"], 1, error="no process left in it")], NODE,
+                             {"u-web": web}, set(), got)
+    assert got.sockets == {} and "no process left" in got.uninspected["shop", "web"]
+
+
+class FakeSession:
+    def __init__(self, answers: dict, fail: Optional[dict] = None):
+        self.answers, self.fail, self.asked = answers, fail or {}, []
+
+    def query(self, target, args):
+        self.asked.append((target.pod_name, target.container, tuple(args)))
+        if target.pod_name in self.fail:
+            raise InjectError(self.fail[target.pod_name], "hint")
+        yield from self.answers.get((target.pod_name, target.container), [])
+
+
+def test_collect_ephemeral_one_agent_per_pod_and_each_container_of_host_network_pods():
+    web = pod("web", "u-web", {"app": 1, "side": 2})
+    hostnet = pod("hostnet", "u-host", {"a": 3, "b": 4}, host_network=True)
+    broken = pod("broken", "u-b", {"app": 5})
+    crashing = pod("crashing", "u-c", {"app": 6}, running=False)
+    answers = {
+        ("web", "app"): [sock(8080, 21, [(100, "python3", cid(1))]), sock(15000, 22, [])],
+        ("hostnet", "a"): [sock(10250, 11, []), sock(24711, 12, [(40, "python3", cid(3))]), sock(24712, 13, [])],
+        ("hostnet", "b"): [sock(10250, 11, []), sock(24711, 12, []), sock(24712, 13, [(41, "python3", cid(4))])],
+    }
+    session = FakeSession(answers, fail={"broken": "Pod Security admission rejected the agent container"})
+    progress = sweep_run.Progress(0, "pods", io.StringIO(), tty=False)
+    got = sweep_run.collect_ephemeral(session, [web, hostnet, broken, crashing], progress, parallel=2)
+    assert sorted((p, c) for p, c, _ in session.asked) == [("broken", "app"), ("hostnet", "a"), ("hostnet", "b"),
+                                                          ("web", "app")]
+    assert all(args == ("sockets", "-tul", "-p") for _, _, args in session.asked)
+    assert [s.local_port for s in got.sockets["shop", "web"]] == [8080, 15000]
+    assert sorted((s.local_port, s.processes[0]["container"]) for s in got.sockets["shop", "hostnet"]) == [
+        (24711, "a"), (24712, "b")]
+    assert [s.local_port for s in got.host_listeners()[NODE]] == [10250]
+    assert got.uninspected["shop", "broken"] == "Pod Security admission rejected the agent container"
+    assert got.uninspected["shop", "crashing"] == "no running container (app: CrashLoopBackOff)"
+    assert progress.done == 3 and progress.total == 3
+
+
+def test_progress_bar_only_on_a_terminal():
+    tty = io.StringIO()
+    p = sweep_run.Progress(4, "pods", tty, tty=True)
+    p.tick()
+    p.note("hello")
+    p.note("hello")  # said once
+    p.tick()
+    p.close()
+    text = tty.getvalue()
+    assert "\r[#######.......................] 1/4 pods" in text and text.count("hello") == 1
+    assert text.endswith("\r\x1b[K")
+    plain = io.StringIO()
+    p = sweep_run.Progress(4, "pods", plain, tty=False)
+    p.tick()
+    p.note("hello")
+    p.close()
+    assert plain.getvalue() == "hello\n"
+
+
+def test_node_agent_pod_spec():
+    spec = sweep_run.node_agent_pod("x", NODE, "img:1", "Never", ["sockdebug-agent", "pods", "-tul", "-p"])["spec"]
+    assert spec["hostPID"] and spec["hostNetwork"] and spec["nodeName"] == NODE and spec["restartPolicy"] == "Never"
+    ctx = spec["containers"][0]["securityContext"]
+    assert ctx["capabilities"]["add"] == ["SYS_PTRACE", "SYS_ADMIN"] and "privileged" not in ctx
