@@ -17,6 +17,7 @@ service-port-not-listening      critical  a Service's targetPort resolves to a p
                                           selected pod has no listener at all
 loopback-only-listener          critical  a Service points at a port the pod only listens on
                                 warning   loopback for; warning when only a containerPort does
+                                info      (info for a hostNetwork pod: node-local agents do that)
 named-port-missing              critical  a named targetPort that a selected pod does not declare
 named-port-mismatch             warning   a named targetPort resolving to different numbers
                                           across the Service's pods
@@ -816,6 +817,13 @@ class _Sweep:
                                "only. Service traffic arrives on the pod's own IP address, so every connection "
                                "through the Service is refused, while `curl localhost` inside the pod works "
                                "fine — the classic 'works in the pod, not from outside'.")
+            elif pod.get("spec", {}).get("hostNetwork"):
+                title = (f"hostNetwork pod {k[1]} declares port {port}/{proto} but listens on it only on the "
+                         f"node's loopback ({', '.join(addresses)})")
+                severity = "info"
+                explanation = ("Only processes on the same node can reach it. That is usual for a node-local "
+                               "agent (and declaring the port reserves it on the node); it is a bug if other "
+                               "pods or nodes are meant to connect.")
             else:
                 title = (f"pod {k[1]} declares port {port}/{proto} but listens on it only on loopback "
                          f"({', '.join(addresses)})")
