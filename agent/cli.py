@@ -24,8 +24,9 @@ from collections.abc import Callable, Sequence
 from typing import Optional
 
 from . import __version__, namespaces, serve
-from .errors import EXIT_AGENT, EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, AgentError, UsageError
+from .errors import EXIT_AGENT, EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, AgentError, KernelError, UsageError
 from .filter import FilterError, select
+from .netlink import NetlinkError, ProtocolError
 from .stream import Writer
 
 Command = Callable[[argparse.Namespace, Writer], int]
@@ -313,7 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     # Die quietly like ss when the reader goes away (| head).
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    if hasattr(signal, "SIGPIPE"):  # not on Windows
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     command_line = ["sockdebug-agent", *argv]
@@ -339,6 +341,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except AgentError as exc:
         code = exc.exit_code
         _fail(out, command_line, exc.code, exc.message, exc.hint)
+    except (NetlinkError, ProtocolError) as exc:
+        code = KernelError.exit_code
+        _fail(out, command_line, KernelError.code, f"the kernel's netlink answer could not be used: {exc}",
+              "run again; if it persists, report it with `uname -r` and the command line")
     except Exception as exc:  # last resort: a record and one line, no traceback
         code = EXIT_AGENT
         _fail(out, command_line, "internal", f"{type(exc).__name__}: {exc}",

@@ -44,7 +44,8 @@ def enter(path: str) -> None:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         raise NamespaceError(f"no network namespace at {path}",
-                             "list names with `ip netns list`, or pass a pid with --target-pid") from None
+                             "--netns takes an `ip netns list` name or an nsfs path; "
+                             "--target-pid a running pid") from None
     except PermissionError:
         raise NamespaceError(f"may not open {path}",
                              "run as root (CAP_SYS_ADMIN and CAP_SYS_PTRACE)") from None

@@ -324,6 +324,11 @@ class SchemaError(ValueError):
     """A JSON object that is not a valid record of this schema."""
 
 
+class UnknownRecordType(SchemaError):
+    """A record type this schema does not know: from a newer agent (new types keep the
+    schema version), so readers may skip it."""
+
+
 def from_dict(obj: Any) -> Any:
     """The record for one decoded JSON object; unknown fields are ignored so that newer
     agents stay readable, missing required ones raise ``SchemaError``."""
@@ -332,7 +337,7 @@ def from_dict(obj: Any) -> Any:
     kind = obj.get("type")
     cls = RECORD_TYPES.get(kind) if isinstance(kind, str) else None  # a list would not hash
     if cls is None:
-        raise SchemaError(f"unknown record type {obj.get('type')!r}")
+        raise UnknownRecordType(f"unknown record type {obj.get('type')!r}")
     names = _FIELD_NAMES[cls]
     try:
         return cls(**{k: v for k, v in obj.items() if k in names})

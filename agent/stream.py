@@ -53,11 +53,16 @@ class Writer:
         self._write(("\n".join(map(encode, records)) + "\n").encode())
 
     def hello(self, command: list[str]) -> None:
-        uname = os.uname()
+        if hasattr(os, "uname"):
+            release, euid = os.uname().release, os.geteuid()
+        else:  # Windows
+            import platform
+
+            release, euid = platform.release(), None
         self.emit(Hello(
             schema_version=SCHEMA_VERSION, agent_version=__version__, command=command,
-            kernel=uname.release, hostname=socket.gethostname(), platform=sys.platform,
-            netns_inode=_ns_inode("net"), pidns_inode=_ns_inode("pid"), euid=os.geteuid(),
+            kernel=release, hostname=socket.gethostname(), platform=sys.platform,
+            netns_inode=_ns_inode("net"), pidns_inode=_ns_inode("pid"), euid=euid,
         ))
 
     def warning(self, code: str, message: str, count: Optional[int] = None) -> None:

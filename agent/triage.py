@@ -296,8 +296,8 @@ def accept_queues(data: TriageInput) -> list[Finding]:
     warn_ratio, min_backlog = threshold("accept_queue.warning"), threshold("accept_queue.min_backlog")
     out = []
     for sock in _tcp(data):
-        if sock.state != "LISTEN" or sock.recv_q <= 0:
-            continue
+        if sock.state != "LISTEN" or sock.recv_q <= 0 or sock.cookie is None:
+            continue  # no cookie: a /proc row, whose Send-Q is 0, not the backlog
         backlog = sock.send_q
         full = sock.recv_q >= backlog * threshold("accept_queue.critical")
         near = backlog >= min_backlog and sock.recv_q >= backlog * warn_ratio

@@ -139,7 +139,7 @@ def triage(
     container: Optional[str] = Flags.container,
     output: str = typer.Option("table", "-o", "--output", help="table|json|yaml|jsonl"),
     fail_on: Optional[str] = typer.Option(None, "--fail-on", help="exit 1 on findings of this severity or worse "
-                                          "(warning|critical)"),
+                                          "(info|warning|critical)"),
     profile: str = Flags.profile,
     image: Optional[str] = Flags.image,
     image_pull_policy: str = Flags.pull,

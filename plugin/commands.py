@@ -15,7 +15,7 @@ from typing import Any, Optional
 from sockdebug_agent.filter import FilterError, select
 
 from . import render
-from .errors import EXIT_OK, UsageError
+from .errors import EXIT_OK, TargetError, UsageError
 from .targets import Target, container_ids, parse_target, pick_container, resolve, running_pods
 
 _SOCKET_LETTERS = (("listening", "-l"), ("all_states", "-a"), ("tcp", "-t"), ("udp", "-u"), ("unix", "-x"),
@@ -83,7 +83,7 @@ def resolve_targets(kube, target: Optional[str], namespace: str, container: Opti
         pods = running_pods(kube.list_pods(None if all_namespaces else namespace, selector))
         if not pods:
             where = "any namespace" if all_namespaces else f"namespace {namespace}"
-            raise UsageError(f"no running pods match {selector!r} in {where}", "check `kubectl get pods -l ...`")
+            raise TargetError(f"no running pods match {selector!r} in {where}", "check `kubectl get pods -l ...`")
         return [Target(p["metadata"]["namespace"], p, pick_container(p, container)) for p in pods]
     ref = parse_target(target)
     if ref.kind == "node":
@@ -238,8 +238,8 @@ def triage(target: str, *, conn: dict, agent: dict, container: Optional[str], ou
 
     if output not in ("table", "json", "yaml", "jsonl"):
         raise UsageError(f"unknown output format {output!r}", "use table, json, yaml or jsonl")
-    if fail_on not in (None, "warning", "critical"):
-        raise UsageError(f"unknown --fail-on {fail_on!r}", "use warning or critical")
+    if fail_on not in (None, "info", "warning", "critical"):
+        raise UsageError(f"unknown --fail-on {fail_on!r}", "use info, warning or critical")
     check_agent_options(agent)
     kube = connect(conn)
     targets = resolve_targets(kube, target, kube.namespace, container, None, False, False)

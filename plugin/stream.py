@@ -12,7 +12,7 @@ import json
 from collections import Counter
 from typing import Any, Optional
 
-from sockdebug_agent.schema import SCHEMA_VERSION, End, Error, Hello, SchemaError, from_dict
+from sockdebug_agent.schema import SCHEMA_VERSION, End, Error, Hello, SchemaError, UnknownRecordType, from_dict
 
 from .errors import AgentError
 
@@ -50,7 +50,8 @@ class StreamReader:
             return []
         chunks = (self._partial + data).split(b"\n")
         self._partial = chunks.pop()
-        return [self._record(line) for line in chunks if line.strip()]
+        records = (self._record(line) for line in chunks if line.strip())
+        return [r for r in records if r is not None]
 
     def _record(self, line: bytes) -> Any:
         self._lines += 1
@@ -59,6 +60,9 @@ class StreamReader:
                              "the agent's output is mixed with something else; check the image's entrypoint")
         try:
             record = from_dict(json.loads(line))
+        except UnknownRecordType:  # from a newer agent: new types keep the schema version
+            self.counts["unknown"] += 1
+            return None
         except (ValueError, SchemaError) as exc:
             raise AgentError(
                 f"{self.source}: line {self._lines} is not an agent record ({exc}): {_excerpt(line)}",

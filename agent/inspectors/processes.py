@@ -67,6 +67,9 @@ def scan_owners(proc: str = "/proc", with_containers: bool = True) -> OwnerScan:
             for fd in listdir(dirfd):
                 try:
                     target = readlink(fd, dir_fd=dirfd)
+                except PermissionError:  # listable but not readable: a more privileged process
+                    scan.denied.append(pid)
+                    break
                 except OSError:  # fd closed meanwhile
                     continue
                 if target.startswith("socket:["):

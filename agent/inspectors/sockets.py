@@ -69,13 +69,14 @@ def _kernel_states(states: int) -> int:
 
 
 def _proc_fallback(table: str, families: list[tuple[str, int, str]], details: Details, owners: Owners,
+                   why: str,
                    warn: Warn) -> list[Socket]:
     if table == "unix":
-        warn(Warning("proc-fallback", "the kernel has no unix_diag: unix sockets are read from "
+        warn(Warning("proc-fallback", f"{why or 'the kernel has no unix_diag'}: unix sockets are read from "
                      "/proc/net/unix (no peers, queues or uids), as ss does"))
         paths = [("/proc/net/unix", 0)]
     else:
-        warn(Warning("proc-fallback", f"the kernel has no {table}_diag: {table} sockets are read from "
+        warn(Warning("proc-fallback", f"{why or f'the kernel has no {table}_diag'}: {table} sockets are read from "
                      f"/proc/net/{table}{{,6}} (no cookies, listener backlogs or ms timers), as ss does"))
         paths = [(f"/proc/net/{table}{suffix}", family) for _name, family, suffix in families]
     out: list[Socket] = []
@@ -106,14 +107,15 @@ def dump_table(nl: Optional[Netlink], table: str, sel: Selection, details: Detai
     if not families:
         return
     if nl is None:
-        yield _proc_fallback(table, families, details, owners, warn)
+        yield _proc_fallback(table, families, details, owners, "netlink is unavailable", warn)
         return
     try:
         if table == "unix":
             show = unix_show_flags(details.extended, details.memory)
-            yield from nl.stream(SOCK_DIAG_BY_FAMILY, unix_request(states, show),
-                                 lambda b, s, e: parse_unix(b, s, e, extended=details.extended,
-                                                            memory=details.memory, owners=owners))
+            yield from _warn_if_interrupted(
+                nl.stream(SOCK_DIAG_BY_FAMILY, unix_request(states, show),
+                          lambda b, s, e: parse_unix(b, s, e, extended=details.extended, memory=details.memory,
+                                                     owners=owners)), "unix", warn)
             return
         protocol = _PROTOCOLS[table]
         ext = (EXT_MEMORY if details.memory else 0) | (EXT_INFO if details.info and table == "tcp" else 0)
@@ -124,11 +126,23 @@ def dump_table(nl: Optional[Netlink], table: str, sel: Selection, details: Detai
                 _unlocked(nl, family, protocol, states, sel.unlocked)
             parser = inet_parser(family, protocol, timers=details.timers, extended=details.extended,
                                 memory=details.memory, info=details.info, ifname=ifname, owners=owners)
-            yield from nl.stream(SOCK_DIAG_BY_FAMILY, inet_request(family, protocol, states, ext), parser)
+            yield from _warn_if_interrupted(
+                nl.stream(SOCK_DIAG_BY_FAMILY, inet_request(family, protocol, states, ext), parser),
+                f"{table} ({name})", warn)
     except NetlinkError as exc:
         if exc.errno not in _MISSING_MODULE:
             raise
-        yield _proc_fallback(table, families, details, owners, warn)
+        yield _proc_fallback(table, families, details, owners, "", warn)
+
+
+def _warn_if_interrupted(batches: Iterator[list[Socket]], what: str, warn: Warn) -> Iterator[list[Socket]]:
+    """Pass a dump's batches through; an interrupted dump (already streamed, so it cannot
+    be retried) becomes a warning and the next family or table is still read."""
+    try:
+        yield from batches
+    except DumpInterrupted:
+        warn(Warning("dump-interrupted", f"the {what} table changed while it was read: "
+                     "a socket may be missing or listed twice"))
 
 
 def _unlocked(nl: Netlink, family: int, protocol: int, states: int, into: Unlocked) -> None:
@@ -172,15 +186,11 @@ def collect(sel: Selection, details: Details, warn: Warn) -> Iterator[list[Socke
     # The kernel applies the state mask itself; only expressions and /proc rows need a check here.
     try:
         for table in sel.tables():
-            try:
-                for batch in dump_table(nl, table, sel, details, owners, ifname, warn):
-                    if batch and (sel.expr is not None or batch[0].cookie is None):
-                        batch = [s for s in batch if matches(s)]
-                    if batch:
-                        yield batch
-            except DumpInterrupted:
-                warn(Warning("dump-interrupted", f"the {table} table changed while it was read: "
-                             "a socket may be missing or listed twice"))
+            for batch in dump_table(nl, table, sel, details, owners, ifname, warn):
+                if batch and (sel.expr is not None or batch[0].cookie is None):
+                    batch = [s for s in batch if matches(s)]
+                if batch:
+                    yield batch
     finally:
         if nl is not None:
             nl.close()

@@ -21,8 +21,8 @@ def tcp(state, local="10.0.0.5", lport=8080, peer="10.0.0.9", pport=40000, rq=0,
                   processes=procs, **extra)
 
 
-def listener(local="0.0.0.0", port=8080, rq=0, backlog=128, pids=(100,)):
-    return tcp("LISTEN", local, port, "0.0.0.0" if ":" not in local else "::", 0, rq, backlog, pids)
+def listener(local="0.0.0.0", port=8080, rq=0, backlog=128, pids=(100,), cookie=1):
+    return tcp("LISTEN", local, port, "0.0.0.0" if ":" not in local else "::", 0, rq, backlog, pids, cookie=cookie)
 
 
 def limits(netns=None, counters=None, system=None) -> Limits:
@@ -126,6 +126,8 @@ def test_accept_queue_full_nearly_full_and_small_backlogs():
     found = triage.accept_queues(TriageInput(sockets=socks, limits=lim))
     assert [(f.evidence["listener"], f.severity) for f in found] == [
         ("0.0.0.0:5", "critical"), ("0.0.0.0:1", "critical"), ("0.0.0.0:2", "warning")]
+    # A /proc row (no cookie) has Send-Q 0, not the backlog: never judged.
+    assert triage.accept_queues(TriageInput(sockets=[listener(port=6, rq=1, backlog=0, cookie=None)])) == []
     capped = found[0]
     assert capped.evidence["somaxconn"] == 4096 and "somaxconn" in capped.next_step
     assert found[1].evidence == {"listener": "0.0.0.0:1", "recv_q": 2, "backlog": 1,
