@@ -1,0 +1,303 @@
+"""kubectl-sockdebug end to end on a real API server and kubelet (issue 6).
+
+Runs against the cluster KUBECONFIG points to (the local cluster of
+hack/local-cluster in CI, kind for users) with the agent image
+``sockdebug-agent:VERSION`` and the test workload ``sockdebug-testapp:VERSION``
+present on the node.  Each test module works in namespaces it creates and deletes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import time
+
+import pytest
+import yaml
+from sockdebug_agent import __version__
+
+pytestmark = pytest.mark.e2e
+
+IMAGE = os.environ.get("SOCKDEBUG_IMAGE", f"sockdebug-agent:{__version__}")
+TESTAPP = os.environ.get("SOCKDEBUG_TESTAPP_IMAGE", f"sockdebug-testapp:{__version__}")
+PULL = os.environ.get("SOCKDEBUG_PULL_POLICY", "IfNotPresent")
+PLUGIN = shutil.which("kubectl-sockdebug")
+
+
+def kubectl(*args: str, input: str | None = None, check: bool = True, kubeconfig: str | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    if kubeconfig:
+        env["KUBECONFIG"] = kubeconfig
+    return subprocess.run(["kubectl", *args], input=input, text=True, capture_output=True, check=check, env=env,
+                          timeout=timeout)
+
+
+def sockdebug(*args: str, kubeconfig: str | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    if kubeconfig:
+        env["KUBECONFIG"] = kubeconfig
+    return subprocess.run([PLUGIN, *args, "--image", IMAGE, "--image-pull-policy", PULL], text=True,
+                          capture_output=True, env=env, timeout=timeout)
+
+
+def report(args: list[str], **kw) -> dict:
+    """`-o json` of the plugin, parsed; fails the test with stderr on a non-zero exit."""
+    proc = sockdebug(*args, "-o", "json", **kw)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def listeners(doc: dict) -> dict[tuple[str, int], dict]:
+    return {(s["local_address"], s["local_port"]): s for item in doc["items"] for s in item.get("sockets", [])
+            if s["state"] == "LISTEN"}
+
+
+def ephemeral_names(ns: str, pod: str) -> list[str]:
+    out = kubectl("-n", ns, "get", "pod", pod, "-o", "jsonpath={.spec.ephemeralContainers[*].name}").stdout
+    return out.split()
+
+
+def app_pod(name: str, ns: str, args: list[str], *, sidecar: list[str] | None = None, labels: dict | None = None,
+            ids: bool = True) -> dict:
+    security = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+    if ids:
+        security.update(runAsUser=1000, runAsGroup=1000)
+    ctx = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+    containers = [{"name": "app", "image": TESTAPP, "imagePullPolicy": PULL, "args": args, "securityContext": ctx,
+                   "ports": [{"name": "http", "containerPort": 8080}, {"name": "metrics", "containerPort": 9090}]}]
+    if sidecar:
+        containers.append({"name": "sidecar", "image": TESTAPP, "imagePullPolicy": PULL, "args": sidecar,
+                           "securityContext": ctx})
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": ns, "labels": labels or {"app": name}},
+            "spec": {"securityContext": security, "containers": containers, "terminationGracePeriodSeconds": 0}}
+
+
+def apply(*objs: dict) -> None:
+    kubectl("apply", "-f", "-", input=yaml.safe_dump_all(objs))
+
+
+def wait_ready(ns: str, selector: str = "", name: str = "", timeout: int = 120) -> None:
+    what = [f"pod/{name}"] if name else ["pods", "-l", selector]
+    kubectl("-n", ns, "wait", "--for=condition=Ready", *what, f"--timeout={timeout}s", timeout=timeout + 30)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    if PLUGIN is None:
+        pytest.skip("kubectl-sockdebug is not on PATH (pip install -e '.[plugin]')")
+    if kubectl("version", "--request-timeout=5s", check=False).returncode != 0:
+        pytest.skip("no Kubernetes cluster answers at KUBECONFIG")
+    return os.environ.get("KUBECONFIG")
+
+
+@pytest.fixture(scope="module")
+def namespaces(cluster):
+    made: list[str] = []
+
+    def make(level: str | None = None) -> str:
+        name = f"sde2e-{secrets.token_hex(3)}"
+        labels = {"pod-security.kubernetes.io/enforce": level} if level else {}
+        apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}})
+        for _ in range(60):  # the ServiceAccount controller must create "default" first
+            if kubectl("-n", name, "get", "serviceaccount", "default", check=False).returncode == 0:
+                break
+            time.sleep(0.5)
+        made.append(name)
+        return name
+
+    yield make
+    for name in made:
+        kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="module")
+def app(namespaces):
+    """One namespace with the classic pod: 127.0.0.1:8080, 0.0.0.0:9090, a connection, a
+    sidecar on 15000; a Deployment and a Service in front of it."""
+    ns = namespaces()
+    apply(app_pod("api", ns, ["--listen", "127.0.0.1:8080", "--listen", "0.0.0.0:9090", "--connect",
+                              "127.0.0.1:9090"], sidecar=["--listen", "0.0.0.0:15000"]),
+          {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "api", "namespace": ns},
+           "spec": {"selector": {"app": "api"}, "ports": [{"port": 80, "targetPort": "metrics"}]}},
+          {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": ns},
+           "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                    "template": {"metadata": {"labels": {"app": "web"}},
+                                 "spec": app_pod("x", ns, ["--listen", "0.0.0.0:7000"])["spec"]}}})
+    wait_ready(ns, name="api")
+    wait_ready(ns, selector="app=web")
+    return ns
+
+
+def test_listening_shows_bind_addresses_pids_processes_and_containers(app):
+    doc = report(["pod/api", "-n", app, "--listening"])
+    found = listeners(doc)
+    assert ("127.0.0.1", 8080) in found and ("0.0.0.0", 9090) in found
+    for key in (("127.0.0.1", 8080), ("0.0.0.0", 9090)):
+        owners = found[key]["processes"]
+        assert owners, f"{key} has no owner"
+        assert owners[0]["comm"].startswith("python") and owners[0]["container"] == "app"
+        assert owners[0]["pid"] >= 1
+    table = sockdebug("pod/api", "-n", app, "--listening")
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert any("127.0.0.1:8080" in line and "app" in line for line in lines), table.stdout
+    assert any("0.0.0.0:9090" in line and "python" in line for line in lines), table.stdout
+
+
+def test_two_containers_each_listener_attributed_to_its_container(app):
+    found = listeners(report(["pod/api", "-n", app, "--listening"]))
+    assert found[("0.0.0.0", 15000)]["processes"][0]["container"] == "sidecar"
+    assert found[("0.0.0.0", 9090)]["processes"][0]["container"] == "app"
+
+
+def test_second_run_reuses_the_agent_and_is_faster(app):
+    before = ephemeral_names(app, "api")
+    assert before, "the earlier tests added agents"
+    t0 = time.monotonic()
+    proc = sockdebug("pod/api", "-n", app, "-c", "app", "-t", "--listening")
+    warm = time.monotonic() - t0
+    assert proc.returncode == 0, proc.stderr
+    assert ephemeral_names(app, "api") == before
+    assert "adding ephemeral container" not in proc.stderr
+    # A new pod pays for the injection: compare with a cold run (not a timed assert on
+    # absolute numbers, only that reuse is the cheaper path).
+    apply(app_pod("cold", app, ["--listen", "0.0.0.0:9090"]))
+    wait_ready(app, name="cold")
+    t0 = time.monotonic()
+    cold_proc = sockdebug("pod/cold", "-n", app, "--listening")
+    cold = time.monotonic() - t0
+    assert cold_proc.returncode == 0, cold_proc.stderr
+    assert "adding ephemeral container" in cold_proc.stderr
+    assert warm < cold
+
+
+def test_outputs_parse_and_views_render(app):
+    doc = report(["svc/api", "-n", app, "--listening"])
+    assert {item["target"]["name"] for item in doc["items"]} == {"api"}
+    deploy = report(["deploy/web", "-n", app, "--listening", "--all-pods"])
+    assert len(deploy["items"]) == 2
+    assert all(("0.0.0.0", 7000) in listeners({"items": [i]}) for i in deploy["items"])
+    y = sockdebug("pod/api", "-n", app, "--listening", "-o", "yaml")
+    assert y.returncode == 0, y.stderr
+    assert yaml.safe_load(y.stdout)["kind"] == "SocketReport"
+    jl = sockdebug("pod/api", "-n", app, "-t", "--listening", "-o", "jsonl")
+    records = [json.loads(line) for line in jl.stdout.splitlines()]
+    assert records[0]["type"] == "hello" and records[-1]["type"] == "end"
+    summary = sockdebug("pod/api", "-n", app, "--summary")
+    assert summary.returncode == 0 and "TCP states:" in summary.stdout, summary.stderr
+    routes = sockdebug("pod/api", "-n", app, "--routes")
+    assert routes.returncode == 0 and "Dst" in routes.stdout and "local" in routes.stdout, routes.stderr
+    limits = sockdebug("pod/api", "-n", app, "--limits")
+    assert limits.returncode == 0 and "Open fds" in limits.stdout, limits.stderr
+    wide = sockdebug("pod/api", "-n", app, "-t", "-a", "-o", "wide")
+    assert wide.returncode == 0 and "Timer" in wide.stdout, wide.stderr
+
+
+def test_filter_errors_fail_before_touching_the_cluster(app):
+    proc = sockdebug("pod/api", "-n", app, "sport", "=", ":80", "and")
+    assert proc.returncode == 2
+    assert "error:" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_missing_pod_and_container_name_what_exists(app):
+    proc = sockdebug("pod/nope", "-n", app)
+    assert proc.returncode == 4 and "not found" in proc.stderr
+    proc = sockdebug("pod/api", "-n", app, "-c", "nope")
+    assert proc.returncode == 4 and "app" in proc.stderr and "sidecar" in proc.stderr
+
+
+def test_restricted_namespace_lists_sockets_and_explains_missing_owners(namespaces):
+    ns = namespaces("restricted")
+    # The image runs as uid 1000; the spec does not say so, so the agent cannot share it.
+    apply(app_pod("locked", ns, ["--listen", "127.0.0.1:8080", "--listen", "0.0.0.0:9090"], ids=False),
+          app_pod("known", ns, ["--listen", "0.0.0.0:9090"], ids=True))
+    wait_ready(ns, name="locked")
+    wait_ready(ns, name="known")
+    proc = sockdebug("pod/locked", "-n", ns, "--listening", "-o", "json")
+    assert proc.returncode == 0, proc.stderr
+    found = listeners(json.loads(proc.stdout))
+    assert ("127.0.0.1", 8080) in found and ("0.0.0.0", 9090) in found
+    assert not found[("0.0.0.0", 9090)]["processes"]
+    assert "restricted" in proc.stderr and "owners" in proc.stderr
+    # With the uid/gid in the spec the agent runs as the same ids: owners without any capability.
+    known = listeners(report(["pod/known", "-n", ns, "--listening"]))
+    assert known[("0.0.0.0", 9090)]["processes"][0]["container"] == "app"
+
+
+def test_general_profile_rejected_by_restricted_namespace_names_the_cause(namespaces):
+    ns = namespaces("restricted")
+    apply(app_pod("p", ns, ["--listen", "0.0.0.0:9090"]))
+    wait_ready(ns, name="p")
+    proc = sockdebug("pod/p", "-n", ns, "--listening", "--profile", "general")
+    assert proc.returncode == 5
+    assert "Pod Security" in proc.stderr and "--profile" in proc.stderr
+
+
+def test_missing_image_fails_within_the_timeout_with_the_kubelets_reason(app):
+    t0 = time.monotonic()
+    proc = subprocess.run([PLUGIN, "pod/api", "-n", app, "-c", "sidecar", "--image", "sockdebug-absent:0.0.0",
+                           "--image-pull-policy", "Never", "--timeout", "60"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 5, proc.stderr
+    assert "ErrImageNeverPull" in proc.stderr
+    assert time.monotonic() - t0 < 90
+
+
+def _kubeconfig_for(ns: str, rules: list[dict], tmp_path) -> str:
+    """A kubeconfig of a fresh ServiceAccount bound to a Role with ``rules``."""
+    sa = f"sa-{secrets.token_hex(3)}"
+    apply({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": sa, "namespace": ns}},
+          {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": sa, "namespace": ns},
+           "rules": rules},
+          {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+           "metadata": {"name": sa, "namespace": ns},
+           "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": sa},
+           "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": ns}]})
+    token = kubectl("-n", ns, "create", "token", sa, "--duration=1h").stdout.strip()
+    view = yaml.safe_load(kubectl("config", "view", "--minify", "--raw").stdout)
+    cluster = view["clusters"][0]
+    config = {"apiVersion": "v1", "kind": "Config", "clusters": [cluster],
+              "users": [{"name": sa, "user": {"token": token}}],
+              "contexts": [{"name": sa, "context": {"cluster": cluster["name"], "user": sa, "namespace": ns}}],
+              "current-context": sa}
+    path = tmp_path / f"{sa}.kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+def _rbac_rules() -> list[dict]:
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "manifests", "rbac.yaml")
+    with open(path) as f:
+        docs = [d for d in yaml.safe_load_all(f) if d]
+    role = next(d for d in docs if d["kind"] in ("Role", "ClusterRole"))
+    return role["rules"]
+
+
+def test_least_privilege_role_works_and_missing_ephemeral_permission_is_named(app, tmp_path):
+    rules = _rbac_rules()
+    config = _kubeconfig_for(app, rules, tmp_path)
+    apply(app_pod("lp", app, ["--listen", "0.0.0.0:9090"]))
+    wait_ready(app, name="lp")
+    found = listeners(report(["pod/lp", "--listening"], kubeconfig=config))
+    assert ("0.0.0.0", 9090) in found
+    without = [r for r in rules if "pods/ephemeralcontainers" not in r.get("resources", [])]
+    assert len(without) < len(rules)
+    config2 = _kubeconfig_for(app, without, tmp_path)
+    apply(app_pod("lp2", app, ["--listen", "0.0.0.0:9090"]))
+    wait_ready(app, name="lp2")
+    proc = sockdebug("pod/lp2", "--listening", kubeconfig=config2)
+    assert proc.returncode == 3, proc.stderr
+    assert "pods/ephemeralcontainers" in proc.stderr and "rbac.yaml" in proc.stderr
+
+
+def test_kubectl_finds_and_runs_the_plugin(app):
+    listed = kubectl("plugin", "list", check=False)
+    assert "kubectl-sockdebug" in listed.stdout
+    proc = kubectl("sockdebug", "pod/api", "-n", app, "-t", "--listening", "--image", IMAGE,
+                   "--image-pull-policy", PULL)
+    assert "9090" in proc.stdout
