@@ -380,19 +380,21 @@ def collect_node(kube, opts, namespace: str, pods: list[dict], all_pods: list[di
 # --- logs of crash-looping containers ------------------------------------------------------------
 
 def crash_logs(kube, pods: list[dict], parallel: int = PARALLEL) -> dict[tuple[str, str, str], str]:
-    """The last lines of every failing container's previous run (the bind error is there)."""
+    """The last lines of every failing container's failed run, where the bind error is: the
+    current container when it has just terminated (the kubelet may already have removed the
+    one before), else the previous one (CrashLoopBackOff, or restarted and running again)."""
     wanted = [(analysis.key(p), c["name"]) for p in pods if _running(p)
               for c in analysis._containers(p) if analysis.trouble(p, c["name"])]
 
     def one(item: tuple[analysis.PodKey, str]) -> tuple[tuple[str, str, str], str]:
         (ns, name), container = item
-        try:
-            return (ns, name, container), kube.log_tail(ns, name, container, lines=LOG_LINES, previous=True)
-        except SockdebugError:
+        texts = []
+        for previous in (True, False):
             try:
-                return (ns, name, container), kube.log_tail(ns, name, container, lines=LOG_LINES)
+                texts.append(kube.log_tail(ns, name, container, lines=LOG_LINES, previous=previous))
             except SockdebugError:
-                return (ns, name, container), ""
+                continue
+        return (ns, name, container), "\n".join(texts)
 
     if not wanted:
         return {}
@@ -438,10 +440,11 @@ def run(*, conn: dict, agent: dict, all_namespaces: bool, selector: Optional[str
     if via == "ephemeral":
         session = _session(kube, agent)
         session.opts = session.opts._replace(note=_ephemeral_note(progress))
-        if running:
-            progress.note(f"sweep --via ephemeral: each of the {len(running)} running pod(s) without a running "
-                          "sockdebug agent gains an ephemeral container (it stays in the pod spec); "
-                          "--via node avoids that")
+        fresh = [p for p in running if not _has_agent(p, agent)]
+        if fresh:
+            progress.note(f"sweep --via ephemeral: each of {len(fresh)} pod(s) (of {len(running)} running) gains an "
+                          "ephemeral agent container, which stays in the pod spec; the others' running agents are "
+                          "reused. --via node adds nothing to the pods.")
         got = collect_ephemeral(session, pods, progress, parallel)
     else:
         from .transport import Options
@@ -477,6 +480,16 @@ def run(*, conn: dict, agent: dict, all_namespaces: bool, selector: Optional[str
         if worst:
             raise FindingsError(f"{len(worst)} finding(s) at or above {fail_on}", "see the findings above")
     return 0
+
+
+def _has_agent(pod: dict, agent: dict) -> bool:
+    """A running sockdebug agent that a query to this pod would reuse."""
+    from .inject import find_running_agent
+
+    profile = None if agent["profile"] == "auto" else agent["profile"]
+    running = analysis.running_containers(pod)
+    return any(find_running_agent(pod, c["name"], agent["image"], profile)
+               for c in analysis._containers(pod) if c["name"] in running)
 
 
 def _ephemeral_note(progress: Progress) -> Callable[[str], None]:
