@@ -16,7 +16,7 @@ from sockdebug_agent.filter import FilterError, select
 
 from . import render
 from .errors import EXIT_OK, TargetError, UsageError
-from .targets import Target, container_ids, parse_target, pick_container, resolve, running_pods
+from .targets import NodeTarget, Target, container_ids, parse_target, pick_container, resolve, running_pods
 
 _SOCKET_LETTERS = (("listening", "-l"), ("all_states", "-a"), ("tcp", "-t"), ("udp", "-u"), ("unix", "-x"),
                    ("raw", "-w"), ("ipv4", "-4"), ("ipv6", "-6"), ("processes", "-p"), ("timers", "-o"),
@@ -75,7 +75,7 @@ def _session(kube, agent: dict[str, Any]):
 
 def resolve_targets(kube, target: Optional[str], namespace: str, container: Optional[str], selector: Optional[str],
                     all_namespaces: bool, all_pods: bool) -> list[Any]:
-    """Targets to query: ``Target`` s, or a ("node", name) tuple for node/NAME."""
+    """Targets to query: ``Target`` s, or a ``NodeTarget`` for node/NAME."""
     if target is None:
         if not selector:
             raise UsageError("no target given", "usage: kubectl sockdebug pod/NAME [options]  "
@@ -87,22 +87,22 @@ def resolve_targets(kube, target: Optional[str], namespace: str, container: Opti
         return [Target(p["metadata"]["namespace"], p, pick_container(p, container)) for p in pods]
     ref = parse_target(target)
     if ref.kind == "node":
-        return [("node", ref.name)]
+        return [NodeTarget(ref.name)]
     return resolve(kube, ref, namespace, container, all_pods=all_pods)
 
 
 def target_info(t: Any) -> dict[str, Any]:
-    if isinstance(t, tuple):
-        return {"kind": "node", "name": t[1]}
+    if isinstance(t, NodeTarget):
+        return {"kind": "node", "name": t.name}
     return {"kind": "pod", "namespace": t.namespace, "name": t.pod_name, "container": t.container,
             "node": t.pod.get("spec", {}).get("nodeName")}
 
 
 def run_queries(session, t: Any, queries: list[list[str]], namespace: str) -> Iterator[Any]:
     """Records of every query in one target, each owner tagged with its container."""
-    if isinstance(t, tuple):
+    if isinstance(t, NodeTarget):
         for query in queries:
-            yield from session.query_node(t[1], namespace, query)
+            yield from session.query_node(t.name, namespace, query)
         return
     ids = container_ids(t.pod)
     for query in queries:

@@ -26,6 +26,12 @@ class TargetRef(NamedTuple):
     name: str
 
 
+class NodeTarget(NamedTuple):
+    """A node's own network namespace (node/NAME), reached through a host-network pod."""
+
+    name: str
+
+
 class Target(NamedTuple):
     """One container of one running pod to inspect."""
 
