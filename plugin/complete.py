@@ -91,9 +91,9 @@ def candidates(words: Sequence[str]) -> list[str]:
             return [n["metadata"]["name"] for n in kube.list_namespaces()
                     if n["metadata"]["name"].startswith(partial)]
         if prev == "--context":
-            from kubernetes import config
+            from .kubeclient import load
 
-            contexts, _active = config.list_kube_config_contexts(_option(words, "--kubeconfig"))
+            contexts, _active = load().kube_config.list_kube_config_contexts(_option(words, "--kubeconfig"))
             return [c["name"] for c in contexts if c["name"].startswith(partial)]
         if prev in ("-c", "--container"):
             targets = [p for p in _positionals(before[:-1]) if p not in SUBCOMMANDS]

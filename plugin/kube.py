@@ -54,14 +54,15 @@ class Kube:
 
     def __init__(self, kubeconfig: Optional[str] = None, context: Optional[str] = None,
                  namespace: Optional[str] = None, request_timeout: float = 30.0):
-        from kubernetes import client, config  # imported here: ~0.3 s, never for --help
+        from .kubeclient import load  # the client's core only: see kubeclient.py
 
+        k8s = self._k8s = load()
         self._timeout = request_timeout
-        cfg = client.Configuration()
+        cfg = k8s.Configuration()
         default_ns = "default"
         try:
             if kubeconfig or context or _kubeconfig_present():
-                contexts, active = config.list_kube_config_contexts(kubeconfig)
+                contexts, active = k8s.kube_config.list_kube_config_contexts(kubeconfig)
                 if context is not None:
                     names = [c["name"] for c in contexts]
                     if context not in names:
@@ -72,24 +73,24 @@ class Kube:
                     raise AccessError("the kubeconfig has no current context",
                                       "pass --context, or run `kubectl config use-context NAME`")
                 default_ns = active.get("context", {}).get("namespace") or "default"
-                config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=cfg,
+                k8s.kube_config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=cfg,
                                         persist_config=False)
                 self.context = active["name"]
             elif os.environ.get("KUBERNETES_SERVICE_HOST"):
-                config.load_incluster_config(client_configuration=cfg)
+                k8s.incluster.load_incluster_config(client_configuration=cfg)
                 default_ns = _incluster_namespace() or "default"
                 self.context = "in-cluster"
             else:
                 raise AccessError("no kubeconfig found (KUBECONFIG is unset and ~/.kube/config does not exist)",
                                   "pass --kubeconfig PATH or set KUBECONFIG to your cluster's kubeconfig")
-        except config.ConfigException as exc:
+        except k8s.ConfigException as exc:
             raise AccessError(f"cannot use the kubeconfig: {exc}",
                               "check `kubectl config view`; pass --kubeconfig/--context") from None
         except OSError as exc:
             raise AccessError(f"cannot read the kubeconfig: {exc}", "pass --kubeconfig PATH") from None
         self.namespace = namespace or default_ns
         self.host = cfg.host
-        self.api = client.ApiClient(cfg)
+        self.api = k8s.ApiClient(cfg)
 
     # --- plumbing ---------------------------------------------------------------------
 
@@ -97,7 +98,6 @@ class Kube:
                  content_type: Optional[str] = None, stream: bool = False,
                  timeout: Optional[float] = None, what: tuple[str, str, Optional[str]] = ("get", "", None)):
         """One API call; returns the decoded JSON (or the raw response with ``stream``)."""
-        from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
 
         headers = {"Accept": "application/json"}
@@ -109,7 +109,7 @@ class Kube:
                 path, method, query_params=query or [], header_params=headers, body=body,
                 auth_settings=["BearerToken"], _preload_content=False, _return_http_data_only=True,
                 _request_timeout=(_CONNECT_TIMEOUT, read_timeout))
-        except ApiException as exc:
+        except self._k8s.ApiException as exc:
             raise self._api_error(exc.status, exc.body or b"", what) from None
         except HTTPError as exc:
             raise AccessError(f"the API server at {self.host} is unreachable ({_reason(exc)})",
@@ -135,8 +135,9 @@ class Kube:
                     "or --profile auto")
             return Forbidden(verb, resource, namespace, message)
         if status == 404:
-            return TargetError(f"{resource} not found ({message})" if message else f"{resource} not found",
-                               "check the name and the namespace (-n NAMESPACE, or -A to search all)")
+            where = f" in namespace {namespace}" if namespace else ""
+            return TargetError(f"{resource} not found{where}",
+                               "check the name and the namespace (-n NAMESPACE)")
         if status == 422:
             return InjectError(f"the API server refused the request: {message}",
                                "this is likely a bug in sockdebug; please report it with -v output")
@@ -260,20 +261,16 @@ class Kube:
                 resp.release_conn()
 
     def exec(self, namespace: str, pod: str, container: str, command: list[str]) -> ExecStream:
-        from kubernetes.stream.ws_client import websocket_call
-
         headers: dict[str, str] = {}
         self.api.update_params_for_auth(headers, [], ["BearerToken"])
         query = [("command", c) for c in command] + [
             ("container", container), ("stdout", "true"), ("stderr", "true"), ("stdin", "false"),
             ("tty", "false")]
-        from kubernetes.client.exceptions import ApiException
-
         url = f"{self.host}/api/v1/namespaces/{namespace}/pods/{pod}/exec"
         try:
-            ws = websocket_call(self.api.configuration, "GET", url, query_params=query, headers=headers,
+            ws = self._k8s.websocket_call(self.api.configuration, "GET", url, query_params=query, headers=headers,
                                 _preload_content=False, binary=True, capture_all=False)
-        except ApiException as exc:
+        except self._k8s.ApiException as exc:
             raise _exec_error(exc.reason or "", namespace, pod) from None
         return ExecStream(ws)
 

@@ -148,7 +148,10 @@ def resolve(kube, ref: TargetRef, namespace: str, container: Optional[str], *, a
     if ref.kind == "node":
         raise UsageError("node targets are resolved by the node runner", "")
     if ref.kind == "pod":
-        pod = kube.get_pod(namespace, ref.name)
+        try:
+            pod = kube.get_pod(namespace, ref.name)
+        except TargetError as exc:
+            raise TargetError(exc.cause, _existing_pods_hint(kube, namespace)) from None
         chosen = pick_container(pod, container)
         check_running(pod, chosen)
         return [Target(namespace, pod, chosen)]
@@ -174,3 +177,15 @@ def resolve(kube, ref: TargetRef, namespace: str, container: Optional[str], *, a
         check_running(pod, name)
         out.append(Target(namespace, pod, name))
     return out
+
+
+def _existing_pods_hint(kube, namespace: str) -> str:
+    """What does exist, for a 'not found' error (kubectl debug's habit of naming the cause)."""
+    try:
+        names = sorted(p["metadata"]["name"] for p in kube.list_pods(namespace))
+    except Exception:  # listing is a courtesy: never hide the original error behind another one
+        return "check the name and the namespace (-n NAMESPACE)"
+    if not names:
+        return f"namespace {namespace} has no pods: is -n right? (the default is the context's namespace)"
+    shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+    return f"pods in namespace {namespace}: {shown}"
