@@ -71,7 +71,9 @@ class AgentSession:
 
     def _exec_allowed(self, namespace: str) -> bool:
         if namespace not in self._can_exec:
-            self._can_exec[namespace] = self.kube.can_i("create", "pods", "exec", namespace)
+            # A WebSocket exec is a GET upgrade: both verbs are checked (see manifests/rbac.yaml).
+            self._can_exec[namespace] = all(self.kube.can_i(verb, "pods", "exec", namespace)
+                                            for verb in ("get", "create"))
             if not self._can_exec[namespace]:
                 self.opts.note("note: no pods/exec permission: using a one-shot agent container per query "
                                "(each one stays in the pod spec)")

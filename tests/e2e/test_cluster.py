@@ -316,7 +316,7 @@ def test_rbac_manifest_grants_exactly_the_plugins_verbs():
     docs = [d for d in yaml.safe_load_all(RBAC.read_text()) if d]
     assert {d["kind"] for d in docs} == {"Role", "ClusterRole"}
     want = {("pods", "get"), ("pods", "list"), ("pods", "watch"), ("pods/ephemeralcontainers", "patch"),
-            ("pods/exec", "create"), ("pods/log", "get")}
+            ("pods/exec", "get"), ("pods/exec", "create"), ("pods/log", "get")}
     for doc in docs:
         got = {(res, verb) for rule in doc["rules"] for res in rule["resources"] for verb in rule["verbs"]}
         assert got == want, doc["kind"]
