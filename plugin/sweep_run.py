@@ -40,6 +40,8 @@ NODE_AGENT_NAMESPACE = "sockdebug-system"
 NODE_AGENT_SELECTOR = "app.kubernetes.io/name=sockdebug-node-agent,app.kubernetes.io/component=daemonset"
 NODE_AGENT_CONTAINER = "agent"
 LOG_LINES = 30
+# other processes' /proc/PID/{fd,ns} (PTRACE), listing another uid's fd directory (DAC_READ_SEARCH), setns (ADMIN)
+NODE_AGENT_CAPS = ["SYS_PTRACE", "DAC_READ_SEARCH", "SYS_ADMIN"]
 
 
 class Progress:
@@ -189,8 +191,7 @@ def collect_ephemeral(session, pods: list[dict], progress: Progress, parallel: i
 
 def node_agent_pod(name: str, node: str, image: str, pull_policy: str, command: list[str]) -> dict:
     """A short-lived pod on ``node`` in the node's PID and network namespaces, with just the
-    capabilities ``pods`` needs: SYS_PTRACE (other processes' fds and namespaces) and
-    SYS_ADMIN (setns)."""
+    capabilities ``pods`` needs (NODE_AGENT_CAPS), everything else dropped."""
     return {
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "sockdebug-node-agent",
@@ -201,8 +202,8 @@ def node_agent_pod(name: str, node: str, image: str, pull_policy: str, command: 
             "terminationGracePeriodSeconds": 0,
             "containers": [{
                 "name": NODE_AGENT_CONTAINER, "image": image, "imagePullPolicy": pull_policy, "command": command,
-                "securityContext": {"runAsUser": 0, "runAsNonRoot": False,
-                                    "capabilities": {"add": ["SYS_PTRACE", "SYS_ADMIN"]}},
+                "securityContext": {"runAsUser": 0, "runAsNonRoot": False, "allowPrivilegeEscalation": False,
+                                    "capabilities": {"drop": ["ALL"], "add": NODE_AGENT_CAPS}},
             }],
         },
     }
@@ -292,7 +293,7 @@ def attribute_node(records: list[Any], node: str, pods_by_uid: dict[str, dict], 
             groups.append(current)
         elif rec.type == "socket" and current is not None:
             current[1].append(rec)
-        elif rec.type == "warning" and rec.code not in ("process-attribution-denied", "netns-denied"):
+        elif rec.type == "warning":
             got.warnings.append(f"node/{node}: {rec.message}")
     for ns, socks in groups:
         pods = [pods_by_uid[u] for u in ns.pod_uids if u in pods_by_uid]
@@ -346,7 +347,7 @@ def collect_node(kube, opts, namespace: str, pods: list[dict], all_pods: list[di
                           f"{len(with_ds)} node(s)")
         if len(with_ds) < len(nodes):
             progress.note(f"sweep --via node: creating one short-lived pod per node in namespace {namespace} "
-                          f"(host PID and network namespaces, CAP_SYS_PTRACE+SYS_ADMIN) on "
+                          f"(host PID and network namespaces, CAP_SYS_PTRACE+DAC_READ_SEARCH+SYS_ADMIN) on "
                           f"{len(nodes) - len(with_ds)} node(s); they are deleted afterwards")
     by_uid = {p["metadata"].get("uid"): p for p in [*all_pods, *pods] if p["metadata"].get("uid")}
     lock = threading.Lock()

@@ -1,8 +1,9 @@
 """``sockdebug-agent pods``: every pod network namespace of this node, each inspected once.
 
 Run in the node's PID namespace (a hostPID pod, or on the node itself) as root with
-CAP_SYS_PTRACE (to read other processes' ``/proc/PID/ns/net`` and fds) and CAP_SYS_ADMIN
-(``setns``).  Processes are grouped by the pod UID in their cgroup path
+CAP_SYS_PTRACE (to read other processes' ``/proc/PID/ns/net`` and fds), CAP_DAC_READ_SEARCH
+(to list the ``/proc/PID/fd`` directory of another uid: without it or CAP_DAC_OVERRIDE
+root may not) and CAP_SYS_ADMIN (``setns``).  Processes are grouped by the pod UID in their cgroup path
 (``/proc/PID/cgroup``):
 
 - cgroupfs driver: ``.../kubepods/besteffort/pod<uid>/<container id>``
@@ -82,7 +83,8 @@ def scan(proc: str = "/proc") -> tuple[list[NsGroup], list[int]]:
         try:
             inode = os.stat(f"{proc}/{entry}/ns/net").st_ino
         except PermissionError:
-            denied.append(pid)
+            if pid != 1:  # the node's init holds no pod; host_netns() has another way in
+                denied.append(pid)
             continue
         except OSError:  # exited meanwhile, or a kernel thread without one
             continue
@@ -127,7 +129,8 @@ def collect(read_sockets: Callable[[], list[Socket]], processes: bool,
         if owner_scan.denied:
             warn(Warning("process-attribution-denied",
                          f"could not read the open files of {len(owner_scan.denied)} processes: sockets they hold "
-                         "show no owner (run as root with CAP_SYS_PTRACE)", len(owner_scan.denied)))
+                         "show no owner (run as root with CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH)",
+                         len(owner_scan.denied)))
     if denied:
         warn(Warning("netns-denied", f"could not read the network namespace of {len(denied)} processes "
                      "(CAP_SYS_PTRACE missing?): their pods may be missing", len(denied)))

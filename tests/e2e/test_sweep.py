@@ -16,6 +16,7 @@ import shutil
 import socket
 import subprocess
 import time
+from pathlib import Path
 from typing import Any, Optional
 
 import pytest
@@ -351,3 +352,25 @@ def test_table_output_fail_on_and_scope(seeded, swept):
     assert proc.returncode == 0, proc.stderr
     doc = yaml.safe_load(proc.stdout)
     assert doc["findings"] == [] and doc["summary"]["inspected"] == 8
+
+
+def test_node_agent_daemonset_is_used_when_installed(seeded, swept):
+    """manifests/node-agent.yaml: sweep execs into it instead of creating pods; same findings."""
+    manifest = Path(__file__).resolve().parents[2] / "manifests" / "node-agent.yaml"
+    existed = kubectl("get", "namespace", "sockdebug-system", check=False).returncode == 0
+    if existed and kubectl("-n", "sockdebug-system", "get", "ds", "sockdebug-node-agent", check=False).returncode:
+        pytest.skip("namespace sockdebug-system exists without the node agent: not touching it")
+    text = manifest.read_text().replace("image: sockdebug-agent:0.1.0", f"image: {IMAGE}").replace(
+        "imagePullPolicy: IfNotPresent", f"imagePullPolicy: {PULL}")
+    kubectl("apply", "-f", "-", input=text)
+    try:
+        kubectl("-n", "sockdebug-system", "rollout", "status", "ds/sockdebug-node-agent", "--timeout=180s",
+                timeout=240)
+        doc, proc = run_sweep(seeded, "node")
+        assert "using the node-agent DaemonSet" in proc.stderr and "short-lived" not in proc.stderr
+        assert summary(doc) == summary(swept["node"][0])
+        leftovers = kubectl("get", "pods", "-A", "-l", "app.kubernetes.io/component=sweep", "-o", "name").stdout
+        assert leftovers.strip() == ""
+    finally:
+        if not existed:
+            kubectl("delete", "-f", "-", "--wait=false", input=text, check=False)

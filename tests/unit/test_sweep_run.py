@@ -56,7 +56,7 @@ def test_attribute_node_splits_pods_host_network_pods_and_the_node():
     assert [(s.local_port, s.processes[0]["container"]) for s in got.sockets["shop", "hostnet"]] == [(24711, "app")]
     host = got.host_listeners()[NODE]
     assert [(s.local_port, s.processes[0]["comm"]) for s in host] == [(10250, "kubelet")]
-    assert got.warnings == ["node/node-1: whatever"]
+    assert got.warnings == ["node/node-1: whatever"]  # agent warnings are passed on
 
 
 def test_attribute_node_namespace_that_could_not_be_entered():
@@ -126,4 +126,5 @@ def test_node_agent_pod_spec():
     spec = sweep_run.node_agent_pod("x", NODE, "img:1", "Never", ["sockdebug-agent", "pods", "-tul", "-p"])["spec"]
     assert spec["hostPID"] and spec["hostNetwork"] and spec["nodeName"] == NODE and spec["restartPolicy"] == "Never"
     ctx = spec["containers"][0]["securityContext"]
-    assert ctx["capabilities"]["add"] == ["SYS_PTRACE", "SYS_ADMIN"] and "privileged" not in ctx
+    assert ctx["capabilities"] == {"drop": ["ALL"], "add": ["SYS_PTRACE", "DAC_READ_SEARCH", "SYS_ADMIN"]}
+    assert "privileged" not in ctx
