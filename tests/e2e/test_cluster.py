@@ -256,7 +256,8 @@ def least_privilege_flow(kube, ns: str, app: App, image: str, kubeconfig: str) -
     # ... and nothing beyond the Role
     # (`kubectl auth can-i get pods/x` means the pod named x: subresources need --subresource)
     for verb, what, sub, want in (("list", "pods", "", "yes"), ("patch", "pods", "ephemeralcontainers", "yes"),
-                                  ("create", "pods", "exec", "yes"), ("get", "pods", "log", "yes"),
+                                  ("create", "pods", "exec", "yes"), ("get", "pods", "exec", "yes"),
+                                  ("get", "pods", "log", "yes"),
                                   ("create", "pods", "", "no"), ("delete", "pods", "", "no"),
                                   ("patch", "pods", "", "no"), ("get", "secrets", "", "no"),
                                   ("create", "pods", "attach", "no"), ("create", "pods", "portforward", "no"),
