@@ -525,57 +525,53 @@ def fd_limits(data: TriageInput) -> list[Finding]:
     return out
 
 
+def _fill_level(id_: str, rule: str, count: Optional[int], maximum: Optional[int], title: str,
+                count_key: str, max_key: str, explanation: str, next_step: str) -> list[Finding]:
+    """A table or pool filling up against its cap: warning/critical at the ``rule``'s
+    thresholds; nothing when either figure is absent."""
+    if count is None or not maximum:
+        return []
+    ratio = count / maximum
+    if ratio < threshold(f"{rule}.warning"):
+        return []
+    return [Finding(
+        id=id_, severity="critical" if ratio >= threshold(f"{rule}.critical") else "warning",
+        title=title.format(count=count, maximum=maximum, pct=_pct(ratio)),
+        evidence={count_key: count, max_key: maximum, "percent": _pct(ratio)},
+        explanation=explanation, next_step=next_step,
+    )]
+
+
 def file_max(data: TriageInput) -> list[Finding]:
     if data.limits is None:
         return []
-    allocated = data.limits.system.get("file_handles_allocated")
-    maximum = data.limits.system.get("file_max")
-    if allocated is None or not maximum:
-        return []
-    ratio = allocated / maximum
-    if ratio < threshold("file_max.warning"):
-        return []
-    return [Finding(
-        id="file-max-near",
-        severity="critical" if ratio >= threshold("file_max.critical") else "warning",
-        title=f"{allocated} of {maximum} file handles allocated system-wide ({_pct(ratio)}% of fs.file-max)",
-        evidence={"file_handles_allocated": allocated, "file_max": maximum, "percent": _pct(ratio)},
-        explanation=(
-            "fs.file-max caps the open files of every process and container on the node together. At "
-            "the cap any open() or socket() on the node fails with ENFILE 'Too many open files in "
-            "system', whichever process asks."),
-        next_step=(
-            "On the node, find the biggest holders: `for p in /proc/[0-9]*; do echo $(ls $p/fd 2>/dev/null "
-            "| wc -l) $p; done | sort -rn | head`; raise fs.file-max on the node if the load is legitimate."),
-    )]
+    return _fill_level(
+        "file-max-near", "file_max", data.limits.system.get("file_handles_allocated"),
+        data.limits.system.get("file_max"),
+        "{count} of {maximum} file handles allocated system-wide ({pct}% of fs.file-max)",
+        "file_handles_allocated", "file_max",
+        "fs.file-max caps the open files of every process and container on the node together. At "
+        "the cap any open() or socket() on the node fails with ENFILE 'Too many open files in "
+        "system', whichever process asks.",
+        "On the node, find the biggest holders: `for p in /proc/[0-9]*; do echo $(ls $p/fd 2>/dev/null "
+        "| wc -l) $p; done | sort -rn | head`; raise fs.file-max on the node if the load is legitimate.")
 
 
 def conntrack(data: TriageInput) -> list[Finding]:
     if data.limits is None:
         return []
-    count = data.limits.netns.get("conntrack_count")
-    maximum = data.limits.netns.get("conntrack_max")
-    if count is None or not maximum:
-        return []
-    ratio = count / maximum
-    if ratio < threshold("conntrack.warning"):
-        return []
-    return [Finding(
-        id="conntrack-near-max",
-        severity="critical" if ratio >= threshold("conntrack.critical") else "warning",
-        title=f"conntrack table at {count} of {maximum} entries ({_pct(ratio)}%)",
-        evidence={"conntrack_count": count, "conntrack_max": maximum, "percent": _pct(ratio)},
-        explanation=(
-            "The connection-tracking table backs NAT, kube-proxy's Service routing and stateful "
-            "firewalls. When it is full the kernel drops packets that would need a new entry: new "
-            "connections time out at random and dmesg says 'nf_conntrack: table full, dropping packet'. "
-            "Inside a pod the count covers only this namespace while the maximum is the node's shared "
-            "table, so the node may be fuller than this shows."),
-        next_step=(
-            "On the node: `conntrack -C` and `conntrack -S` (drops, insert_failed); find who creates so "
-            "many flows with `conntrack -L | awk '{print $5}' | sort | uniq -c | sort -rn | head`; raise "
-            "net.netfilter.nf_conntrack_max (kube-proxy --conntrack-max-per-core)."),
-    )]
+    return _fill_level(
+        "conntrack-near-max", "conntrack", data.limits.netns.get("conntrack_count"),
+        data.limits.netns.get("conntrack_max"), "conntrack table at {count} of {maximum} entries ({pct}%)",
+        "conntrack_count", "conntrack_max",
+        "The connection-tracking table backs NAT, kube-proxy's Service routing and stateful "
+        "firewalls. When it is full the kernel drops packets that would need a new entry: new "
+        "connections time out at random and dmesg says 'nf_conntrack: table full, dropping packet'. "
+        "Inside a pod the count covers only this namespace while the maximum is the node's shared "
+        "table, so the node may be fuller than this shows.",
+        "On the node: `conntrack -C` and `conntrack -S` (drops, insert_failed); find who creates so "
+        "many flows with `conntrack -L | awk '{print $5}' | sort | uniq -c | sort -rn | head`; raise "
+        "net.netfilter.nf_conntrack_max (kube-proxy --conntrack-max-per-core).")
 
 
 def no_default_route(data: TriageInput) -> list[Finding]:
