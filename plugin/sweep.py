@@ -231,11 +231,14 @@ def trouble(pod: dict, container: str) -> Optional[dict[str, Any]]:
     term = state.get("terminated") or {}
     restarts = int(s.get("restartCount") or 0)
     failed_now = bool(term) and term.get("exitCode", 0) != 0
-    if waiting.get("reason") == "CrashLoopBackOff" or failed_now or (restarts and last and
-                                                                      last.get("exitCode", 0) != 0
-                                                                      and "running" not in state):
+    failed_before = bool(last) and last.get("exitCode", 0) != 0
+    # Running again after 2+ failed runs is a crash loop caught between restarts (it runs
+    # for a moment each time); after one failure it may have recovered.
+    if (waiting.get("reason") == "CrashLoopBackOff" or failed_now
+            or (failed_before and restarts and ("running" not in state or restarts >= 2))):
         ended = term or last
-        return {"state": waiting.get("reason") or ("Terminated" if term else "Restarting"),
+        return {"state": waiting.get("reason") or ("Terminated" if term else
+                                                   "Running between restarts" if "running" in state else "Restarting"),
                 "restarts": restarts, "exit_code": ended.get("exitCode"), "reason": ended.get("reason")}
     return None
 

@@ -125,24 +125,47 @@ def _why_not_running(pod: dict) -> str:
 
 # --- --via ephemeral -------------------------------------------------------------------------
 
+def agent_targets(pod: dict, image: Optional[str], profile: str = "auto") -> list[str]:
+    """The containers to run the agent next to.  One per pod: a container whose agent is
+    already running (reuse), else the default container, else another running one —
+    preferring containers that are not crash-looping (a container that runs for a moment
+    between restarts would get an agent that dies with it).  hostNetwork pods: every
+    running container, because only sockets their own processes hold are theirs."""
+    from .inject import find_running_agent
+    from .targets import pick_container
+
+    running = analysis.running_containers(pod)
+    names = [c["name"] for c in analysis._containers(pod) if c["name"] in running]
+    steady = [n for n in names if not analysis.trouble(pod, n)]
+    spec = pod.get("spec", {})
+    if spec.get("hostNetwork") and not spec.get("shareProcessNamespace"):
+        return steady or names
+    if image:
+        wanted = None if profile == "auto" else profile
+        served = [n for n in names if find_running_agent(pod, n, image, wanted)]
+        if served:
+            return served[:1]
+    default = pick_container(pod, None) if spec.get("containers") else None
+    for group in (steady, names):
+        if default in group:
+            return [default]
+        if group:
+            return group[:1]
+    return []
+
+
 def collect_ephemeral(session, pods: list[dict], progress: Progress, parallel: int = PARALLEL) -> Collected:
     got = Collected()
     jobs: list[tuple[dict, list[str]]] = []
     for pod in pods:
         if not _running(pod):
             continue
-        running = analysis.running_containers(pod)
-        names = [c["name"] for c in analysis._containers(pod) if c["name"] in running]
+        names = agent_targets(pod, getattr(getattr(session, "opts", None), "image", None),
+                              getattr(getattr(session, "opts", None), "profile", "auto"))
         if not names:
             got.uninspected[analysis.key(pod)] = _why_not_running(pod)
             continue
-        if pod.get("spec", {}).get("hostNetwork") and not pod.get("spec", {}).get("shareProcessNamespace"):
-            jobs.append((pod, names))  # only sockets their own processes hold are theirs: ask each container
-        else:
-            from .targets import pick_container
-
-            default = pick_container(pod, None)
-            jobs.append((pod, [default if default in running else names[0]]))
+        jobs.append((pod, names))
     progress.total = len(jobs)
     lock = threading.Lock()
 

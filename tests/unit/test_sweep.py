@@ -457,3 +457,16 @@ def test_terminal_text_is_escaped():
     report = run(pods, [], {("shop", "api"): [listen(7000, comm="evil\x1b[2J")]})
     out = sweep.text(report, {"via": "ephemeral"}, color=False)
     assert "\x1b" not in out
+
+
+def test_trouble_catches_a_crash_loop_between_restarts():
+    p = pod("x", container("app"), statuses=[running("app")])
+    assert sweep.trouble(p, "app") is None
+    st = p["status"]["containerStatuses"][0]
+    st.update(restartCount=1, lastState={"terminated": {"exitCode": 1}})
+    assert sweep.trouble(p, "app") is None  # failed once, running again: may have recovered
+    st.update(restartCount=2)
+    assert sweep.trouble(p, "app")["state"] == "Running between restarts"
+    st.update(lastState={"terminated": {"exitCode": 0}})
+    assert sweep.trouble(p, "app") is None  # restarted after clean exits
+    assert sweep.trouble(pod("y", container("app"), statuses=[crashing("app")]), "app")["state"] == "CrashLoopBackOff"

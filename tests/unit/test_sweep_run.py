@@ -128,3 +128,18 @@ def test_node_agent_pod_spec():
     ctx = spec["containers"][0]["securityContext"]
     assert ctx["capabilities"] == {"drop": ["ALL"], "add": ["SYS_PTRACE", "DAC_READ_SEARCH", "SYS_ADMIN"]}
     assert "privileged" not in ctx
+
+
+def test_agent_targets_prefer_a_running_agent_then_a_steady_default():
+    p = pod("dup", "u", {"a": 1, "b": 2})
+    p["status"]["containerStatuses"][0].update(restartCount=3, lastState={"terminated": {"exitCode": 1}})
+    assert sweep_run.agent_targets(p, "img") == ["b"]  # a is flapping: it runs between crashes
+    p["status"]["containerStatuses"][0].update(restartCount=0, lastState={})
+    assert sweep_run.agent_targets(p, "img") == ["a"]  # the default container
+    p["spec"]["ephemeralContainers"] = [{"name": "sockdebug-abc", "image": "img", "targetContainerName": "b",
+                                         "command": ["sockdebug-agent", "serve"]}]
+    p["status"]["ephemeralContainerStatuses"] = [{"name": "sockdebug-abc", "state": {"running": {}}}]
+    assert sweep_run.agent_targets(p, "img") == ["b"]  # reuse beats the default
+    assert sweep_run.agent_targets(p, "other-image") == ["a"]
+    host = pod("h", "u2", {"a": 3, "b": 4}, host_network=True)
+    assert sweep_run.agent_targets(host, "img") == ["a", "b"]
