@@ -16,6 +16,7 @@ a line on stderr and a non-zero exit code (errors.py), never a traceback.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import signal
 import sys
@@ -313,6 +314,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    # A short-lived process that builds tens of thousands of records and makes no
+    # reference cycles worth collecting: the cyclic GC only costs time (up to a third
+    # of a 40k-socket dump) and reference counting frees everything anyway.
+    gc.disable()
     # Die quietly like ss when the reader goes away (| head).
     if hasattr(signal, "SIGPIPE"):  # not on Windows
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)

@@ -273,14 +273,6 @@ _SOCKET_HEAD = (
     '"local_address":%s,"local_port":%d,"peer_address":%s,"peer_port":%d,"interface":%s,'
     '"inode":%d,"uid":%s,"cookie":%s,"v6only":%s'
 )
-# The common inet row: addresses are plain ASCII, no interface, uid and cookie known.
-_INET_HEAD = (
-    '{"type":"socket","family":"%s","netid":"%s","state":"%s","recv_q":%d,"send_q":%d,'
-    '"local_address":"%s","local_port":%d,"peer_address":"%s","peer_port":%d,"interface":null,'
-    '"inode":%d,"uid":%d,"cookie":%d,"v6only":%s'
-)
-_INET_PLAIN = _INET_HEAD.replace('"v6only":%s', '"v6only":null}')
-_NO_EXTRAS = (None,) * 6  # v6only and the five extras
 _JSON_BOOL = {None: "null", True: "true", False: "false"}
 
 
@@ -293,17 +285,19 @@ def _opt_int(value: Optional[int]) -> str:
 
 
 def socket_to_json(s: Socket) -> str:
-    """Hand-rolled for the hot path (tens of thousands of sockets): ~7x faster than
+    """Hand-rolled for the hot path (tens of thousands of sockets): ~5x faster than
     ``json.dumps`` of a dict, same output (checked in the unit tests)."""
-    # The common row: an inet socket with no bound device, uid and cookie known, no
-    # v6only flag and no extras; it formats straight from slices of the tuple.
-    if s[13:] == _NO_EXTRAS and s[9] is None and s[0] != "unix" and s[11] is not None and s[12] is not None:
-        return _INET_PLAIN % (s[:9] + s[10:13])
     (family, netid, state, rq, wq, local, lport, peer, pport, ifname, inode, uid, cookie, v6only,
      processes, timer, extended, skmem, tcp_info) = s
     if family != "unix" and ifname is None and uid is not None and cookie is not None:
-        text = _INET_HEAD % (family, netid, state, rq, wq, local, lport, peer, pport, inode, uid, cookie,
-                             _JSON_BOOL[v6only])
+        # IP addresses and ss names are plain ASCII: no escaping needed.  An f-string is
+        # the cheapest formatting Python has (a third less than %).
+        text = (f'{{"type":"socket","family":"{family}","netid":"{netid}","state":"{state}","recv_q":{rq},'
+                f'"send_q":{wq},"local_address":"{local}","local_port":{lport},"peer_address":"{peer}",'
+                f'"peer_port":{pport},"interface":null,"inode":{inode},"uid":{uid},"cookie":{cookie},'
+                f'"v6only":{_JSON_BOOL[v6only]}')
+        if processes is None and timer is None and extended is None and skmem is None and tcp_info is None:
+            return text + "}"
     else:
         text = _SOCKET_HEAD % (family, netid, state, rq, wq, _opt_str(local), lport, _opt_str(peer), pport,
                                _opt_str(ifname), inode, _opt_int(uid), _opt_int(cookie), _JSON_BOOL[v6only])
