@@ -119,8 +119,10 @@ def _why_not_running(pod: dict) -> str:
     for s in pod.get("status", {}).get("containerStatuses") or []:
         state = s.get("state") or {}
         kind = next(iter(state), "unknown")
-        states.append(f"{s['name']}: {(state.get(kind) or {}).get('reason') or kind}")
-    return "no running container" + (f" ({', '.join(states)})" if states else "")
+        t = analysis.trouble(pod, s["name"])
+        states.append(f"{s['name']}: {t['state'] if t else (state.get(kind) or {}).get('reason') or kind}"
+                      + (f", {t['restarts']} restarts" if t else ""))
+    return "no steadily running container" + (f" ({', '.join(states)})" if states else "")
 
 
 # --- --via ephemeral -------------------------------------------------------------------------
@@ -139,19 +141,16 @@ def agent_targets(pod: dict, image: Optional[str], profile: str = "auto") -> lis
     steady = [n for n in names if not analysis.trouble(pod, n)]
     spec = pod.get("spec", {})
     if spec.get("hostNetwork") and not spec.get("shareProcessNamespace"):
-        return steady or names
+        return steady
     if image:
         wanted = None if profile == "auto" else profile
         served = [n for n in names if find_running_agent(pod, n, image, wanted)]
         if served:
             return served[:1]
     default = pick_container(pod, None) if spec.get("containers") else None
-    for group in (steady, names):
-        if default in group:
-            return [default]
-        if group:
-            return group[:1]
-    return []
+    if default in steady:
+        return [default]
+    return steady[:1]
 
 
 def collect_ephemeral(session, pods: list[dict], progress: Progress, parallel: int = PARALLEL) -> Collected:

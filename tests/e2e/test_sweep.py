@@ -332,12 +332,21 @@ def test_ephemeral_says_pods_gain_a_container_and_node_mode_adds_none(seeded, sw
     assert leftovers.strip() == ""
 
 
+def agents_by_pod(seed: Seed) -> dict[str, list]:
+    pods = json.loads(kubectl("get", "pods", "-A", "-l", f"sockdebug-e2e={seed.run}", "-o", "json").stdout)
+    return {p["metadata"]["name"]: [(c["name"], c.get("targetContainerName")) for c in
+                                    p["spec"].get("ephemeralContainers") or []] for p in pods["items"]}
+
+
 def test_second_ephemeral_sweep_reuses_the_agents(seeded, swept):
-    count = lambda: kubectl("get", "pods", "-A", "-l", f"sockdebug-e2e={seeded.run}", "-o",  # noqa: E731
-                            "jsonpath={.items[*].spec.ephemeralContainers[*].name}").stdout.split()
-    before = count()
+    before = agents_by_pod(seeded)
     doc, _ = run_sweep(seeded, "ephemeral")
-    assert count() == before
+    after = agents_by_pod(seeded)
+    grew = {name: (before[name], after[name]) for name in after if after[name] != before.get(name)}
+    if grew:
+        raise AssertionError(f"pods gained agents: {grew}\n" + json.dumps(
+            {n: statuses(get(seeded.b if n in ('dup', 'dup-undeclared') else seeded.a, n)) for n in grew
+             if n in ('dup', 'dup-undeclared')}, indent=1)[:3000])
     assert summary(doc) == summary(swept["ephemeral"][0])
 
 

@@ -99,7 +99,7 @@ def test_collect_ephemeral_one_agent_per_pod_and_each_container_of_host_network_
         (24711, "a"), (24712, "b")]
     assert [s.local_port for s in got.host_listeners()[NODE]] == [10250]
     assert got.uninspected["shop", "broken"] == "Pod Security admission rejected the agent container"
-    assert got.uninspected["shop", "crashing"] == "no running container (app: CrashLoopBackOff)"
+    assert got.uninspected["shop", "crashing"] == "no steadily running container (app: CrashLoopBackOff, 0 restarts)"
     assert progress.done == 3 and progress.total == 3
 
 
@@ -143,3 +143,10 @@ def test_agent_targets_prefer_a_running_agent_then_a_steady_default():
     assert sweep_run.agent_targets(p, "other-image") == ["a"]
     host = pod("h", "u2", {"a": 3, "b": 4}, host_network=True)
     assert sweep_run.agent_targets(host, "img") == ["a", "b"]
+    host["status"]["containerStatuses"][1].update(restartCount=2, lastState={"terminated": {"exitCode": 1}})
+    assert sweep_run.agent_targets(host, "img") == ["a"]  # b only runs between crashes
+    lone = pod("lone", "u3", {"a": 5})
+    lone["status"]["containerStatuses"][0].update(restartCount=5, lastState={"terminated": {"exitCode": 1}})
+    assert sweep_run.agent_targets(lone, "img") == []
+    assert sweep_run._why_not_running(lone) == ("no steadily running container (a: Running between restarts, "
+                                                "5 restarts)")
