@@ -8,6 +8,8 @@ plugin to its exit (so Python start-up and the API calls are included):
 - `--via node`: RUNS sweeps; each one creates the short-lived node agent pod, reads every
   pod's network namespace, and deletes the pod (or execs into the node-agent DaemonSet
   when it is installed; this script says which).
+- `--via node` with manifests/node-agent.yaml installed (exec into it, no pod to start),
+  and that agent's own time for `pods -tul -p` (its end record);
 - `--via ephemeral`, cold: the first sweep, which adds an agent container to every pod;
 - `--via ephemeral`, warm: RUNS more sweeps, which exec into the agents already running.
 
@@ -38,6 +40,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN = shutil.which("kubectl-sockdebug") or "kubectl-sockdebug"
+LABELS = {"node": "node (short-lived pod)", "ds": "node (DaemonSet)", "agent": "node agent alone",
+          "cold": "ephemeral cold", "warm": "ephemeral warm"}
 
 
 def kubectl(*args: str, input: str | None = None, timeout: float = 900) -> str:
@@ -68,6 +72,27 @@ def seed(ns: str, n: int, testapp: str) -> None:
     kubectl("-n", ns, "wait", "--for=condition=Ready", "pods", "--all", "--timeout=900s", timeout=960)
 
 
+def install_daemonset(image: str) -> str:
+    """Apply manifests/node-agent.yaml (with IMAGE) unless it is there; the text to delete it
+    afterwards, or "" when it was already installed."""
+    if subprocess.run(["kubectl", "-n", "sockdebug-system", "get", "ds", "sockdebug-node-agent"],
+                      capture_output=True).returncode == 0:
+        return ""
+    text = (ROOT / "manifests/node-agent.yaml").read_text().replace("image: sockdebug-agent:0.1.0", f"image: {image}")
+    kubectl("apply", "-f", "-", input=text)
+    kubectl("-n", "sockdebug-system", "rollout", "status", "ds/sockdebug-node-agent", "--timeout=300s")
+    return text
+
+
+def agent_ms() -> float:
+    """The node agent's own time for `pods -tul -p` (its end record), exec'd in the DaemonSet."""
+    pod = kubectl("-n", "sockdebug-system", "get", "pods", "-l", "app.kubernetes.io/name=sockdebug-node-agent",
+                  "-o", "jsonpath={.items[0].metadata.name}")
+    out = kubectl("-n", "sockdebug-system", "exec", pod, "-c", "agent", "--", "sockdebug-agent", "pods", "-tul", "-p")
+    end = json.loads(out.strip().splitlines()[-1])
+    return float(end["elapsed_ms"])
+
+
 def sweep(ns: str, via: str, image: str) -> tuple[float, dict, str]:
     t0 = time.perf_counter()
     proc = subprocess.run([PLUGIN, "sweep", "-n", ns, "--via", via, "-o", "json", "--image", image,
@@ -87,7 +112,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[10, 50, 100])
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--modes", nargs="+", default=["node", "ephemeral"], choices=["node", "ephemeral"])
+    ap.add_argument("--modes", nargs="+", default=["node", "daemonset", "ephemeral"],
+                    choices=["node", "daemonset", "ephemeral"],
+                    help="daemonset: --via node with manifests/node-agent.yaml installed (exec, no pod start)")
     ap.add_argument("--image", default="sockdebug-agent:0.1.0")
     ap.add_argument("--testapp", default="sockdebug-testapp:0.1.0")
     ap.add_argument("--out", default=str(ROOT / "bench/results/sweep.md"))
@@ -96,7 +123,6 @@ def main() -> int:
         print("set KUBECONFIG (eval \"$(hack/local-cluster env)\")", file=sys.stderr)
         return 2
     rows = []
-    via_note = ""
     for n in args.sizes:
         ns = f"sdbench-sweep-{n}-{secrets.token_hex(2)}"
         print(f"seeding {n} pods in {ns}", file=sys.stderr)
@@ -111,9 +137,23 @@ def main() -> int:
                     took, doc, err = sweep(ns, "node", args.image)
                     assert doc["summary"]["inspected"] == n, doc["summary"]
                     times.append(took)
-                via_note = "DaemonSet" if "DaemonSet" in err else "short-lived pod per node"
+                assert "DaemonSet" not in err, "uninstall manifests/node-agent.yaml to time the short-lived pods"
                 row["node"] = times
                 print(f"  node: {med(times)} s", file=sys.stderr)
+            if "daemonset" in args.modes:
+                created = install_daemonset(args.image)
+                try:
+                    times = []
+                    for _ in range(args.runs):
+                        took, doc, err = sweep(ns, "node", args.image)
+                        assert doc["summary"]["inspected"] == n and "DaemonSet" in err, (doc["summary"], err)
+                        times.append(took)
+                    row["ds"] = times
+                    row["agent"] = [agent_ms() / 1000 for _ in range(args.runs)]
+                    print(f"  node (DaemonSet): {med(times)} s", file=sys.stderr)
+                finally:
+                    if created:
+                        kubectl("delete", "-f", "-", "--wait=true", input=created, timeout=300)
             if "ephemeral" in args.modes:
                 cold, doc, _ = sweep(ns, "ephemeral", args.image)
                 assert doc["summary"]["inspected"] == n, doc["summary"]
@@ -133,15 +173,17 @@ def main() -> int:
         f"{platform.machine()}).",
         "Each pod runs sockdebug-testapp listening on 0.0.0.0:8080 (declared `http`, behind one Service): "
         "no findings. Wall time from spawning the plugin to its exit, in seconds; median of "
-        f"{args.runs} runs (min-max). `--via node` used a {via_note or 'short-lived pod per node'}.",
+        f"{args.runs} runs (min-max).",
         "",
-        "| pods | --via node | per pod (ms) | --via ephemeral, cold (adds an agent to each pod) | per pod (ms) "
+        "| pods | --via node (short-lived pod) | per pod (ms) | --via node (DaemonSet installed) | per pod (ms) "
+        "| node agent alone (`pods -tul -p`) | per pod (ms) "
+        "| --via ephemeral, cold (adds an agent to each pod) | per pod (ms) "
         "| --via ephemeral, warm (agents reused) | per pod (ms) |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         cells = [str(r["pods"])]
-        for k in ("node", "cold", "warm"):
+        for k in ("node", "ds", "agent", "cold", "warm"):
             if k in r:
                 cells += [med(r[k]), f"{statistics.median(r[k]) / r['pods'] * 1000:.0f}"]
             else:
@@ -153,7 +195,7 @@ def main() -> int:
             return (statistics.median(b[k]) - statistics.median(a[k])) / (b["pods"] - a["pods"]) * 1000
 
         lines += ["", "Marginal cost per extra pod between the smallest and largest run: "
-                  + ", ".join(f"{k} {slope(k):.0f} ms" for k in ("node", "cold", "warm") if k in a and k in b) + "."]
+                  + ", ".join(f"{LABELS[k]} {slope(k):.0f} ms" for k in LABELS if k in a and k in b) + "."]
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
