@@ -97,6 +97,12 @@ class Collected:
         self.host: dict[str, dict[int, Any]] = defaultdict(dict)  #: node -> inode -> unattributed host socket
         self.host_owned: dict[str, set[int]] = defaultdict(set)  #: node -> inodes some pod owns
         self.warnings: list[str] = []
+        self.first_error: Optional[SockdebugError] = None  #: re-raised when no pod at all could be read
+
+    def failed(self, key: analysis.PodKey, exc: SockdebugError, reason: Optional[str] = None) -> None:
+        self.uninspected.setdefault(key, reason or exc.cause)
+        if self.first_error is None:
+            self.first_error = exc
 
     def host_listeners(self) -> dict[str, list[Any]]:
         return {node: [s for inode, s in socks.items() if inode not in self.host_owned[node]]
@@ -199,7 +205,7 @@ def collect_ephemeral(session, pods: list[dict], progress: Progress, parallel: i
                     got.sockets[k] = socks
         except SockdebugError as exc:
             with lock:
-                got.uninspected[k] = exc.cause
+                got.failed(k, exc)
         finally:
             progress.tick()
 
@@ -254,8 +260,19 @@ def run_on_node(kube, opts, namespace: str, node: str, daemon_pod: Optional[str]
         records = list(_read(reader, stream.chunks(inject.deadline(opts.timeout))))
         _finish(reader, stream.returncode, stream.stderr)
         return records
+    from .kube import Forbidden, PodSecurityRejected
+
     name = f"sockdebug-sweep-{secrets.token_hex(3)}"
-    kube.create_pod(namespace, node_agent_pod(name, node, opts.image, opts.pull_policy, command))
+    try:
+        kube.create_pod(namespace, node_agent_pod(name, node, opts.image, opts.pull_policy, command))
+    except Forbidden as exc:
+        raise AccessError(exc.cause, f"--via node needs create/get/watch/delete on pods and get on pods/log in "
+                          f"namespace {namespace} (-n), or the node-agent DaemonSet (manifests/node-agent.yaml); "
+                          "or use --via ephemeral") from None
+    except PodSecurityRejected as exc:
+        raise inject.InjectError(exc.cause, "the node pod needs hostPID, hostNetwork and added capabilities: run "
+                                 "with -n NAMESPACE where Pod Security admits privileged pods, install "
+                                 "manifests/node-agent.yaml, or use --via ephemeral") from None
     try:
         deadline = inject.deadline(opts.timeout)
         last: dict = {}
@@ -383,7 +400,7 @@ def collect_node(kube, opts, namespace: str, pods: list[dict], all_pods: list[di
             with lock:
                 for p in running:
                     if p["spec"].get("nodeName") == node:
-                        got.uninspected.setdefault(analysis.key(p), f"node agent on {node} failed: {exc.cause}")
+                        got.failed(analysis.key(p), exc, f"node agent on {node} failed: {exc.cause}")
         finally:
             progress.tick()
 
@@ -427,11 +444,12 @@ def crash_logs(kube, pods: list[dict], parallel: int = PARALLEL) -> dict[tuple[s
 
 # --- the command ------------------------------------------------------------------------------------
 
-def _list_or(fn: Callable[[], list[dict]], fallback: list[dict]) -> list[dict]:
+def _list_or(fn: Callable[[], list[dict]], fallback: Callable[[], list[dict]]) -> list[dict]:
+    """fn(), or fallback() when we may not (a namespaced user asking cluster-wide)."""
     try:
         return fn()
     except AccessError:
-        return fallback
+        return fallback()
 
 
 def run(*, conn: dict, agent: dict, all_namespaces: bool, selector: Optional[str], via: str, output: str,
@@ -455,19 +473,25 @@ def run(*, conn: dict, agent: dict, all_namespaces: bool, selector: Optional[str
     scope_ns = None if all_namespaces else kube.namespace
     pods = [p for p in kube.list_pods(scope_ns, selector) if not p["metadata"].get("deletionTimestamp")]
     scoped_wide = all_namespaces and not selector
-    context = [] if scoped_wide else _list_or(lambda: kube.list_pods(None), [])
-    services = kube.list_services(scope_ns) if scoped_wide else _list_or(
-        lambda: kube.list_services(None), kube.list_services(scope_ns))
+    context = [] if scoped_wide else _list_or(lambda: kube.list_pods(None), list)
     running = [p for p in pods if _running(p)]
     progress = Progress(len(running), "pods" if via == "ephemeral" else "nodes", err)
+    services_checked = True
+    try:
+        services = kube.list_services(scope_ns) if scoped_wide else _list_or(
+            lambda: kube.list_services(None), lambda: kube.list_services(scope_ns))
+    except AccessError as exc:
+        services, services_checked = [], False
+        progress.note(f"note: the Service checks were skipped: {exc.cause} (grant `list` on services)")
     if via == "ephemeral":
         session = _session(kube, agent)
         session.opts = session.opts._replace(note=_ephemeral_note(progress))
         fresh = [p for p in running if not _has_agent(p, agent)]
         if fresh:
-            progress.note(f"sweep --via ephemeral: each of {len(fresh)} pod(s) (of {len(running)} running) gains an "
-                          "ephemeral agent container, which stays in the pod spec; the others' running agents are "
-                          "reused. --via node adds nothing to the pods.")
+            reuse = (f" (the other {len(running) - len(fresh)} have a running agent, which is reused)"
+                     if len(fresh) < len(running) else "")
+            progress.note(f"sweep --via ephemeral: each of {len(fresh)} pod(s){reuse} gains an ephemeral agent "
+                          "container, which stays in the pod spec; --via node adds nothing to the pods.")
         got = collect_ephemeral(session, pods, progress, parallel)
     else:
         from .transport import Options
@@ -475,15 +499,17 @@ def run(*, conn: dict, agent: dict, all_namespaces: bool, selector: Optional[str
         opts = Options(image=agent["image"], pull_policy=agent["pull_policy"], profile=agent["profile"],
                        timeout=agent["timeout"], note=progress.note)
         got = collect_node(kube, opts, kube.namespace, pods, context, progress, parallel)
-    logs = crash_logs(kube, pods, parallel)
     progress.close()
+    if got.first_error is not None and not got.sockets:
+        raise got.first_error  # nothing could be read at all: a setup problem, not a clean cluster
+    logs = crash_logs(kube, pods, parallel)
     for w in got.warnings:
         print(f"warning: {w}", file=err)
     data = analysis.SweepInput(pods=pods, services=services, sockets=got.sockets, uninspected=got.uninspected,
                                context_pods=context, host_listeners=got.host_listeners(), logs=logs)
     report = analysis.analyse(data)
     scope = {"namespaces": None if all_namespaces else [kube.namespace], "selector": selector, "via": via,
-             "elapsed_s": round(time.monotonic() - started, 2)}
+             "services_checked": services_checked, "elapsed_s": round(time.monotonic() - started, 2)}
     if output == "table":
         out.write(analysis.text(report, scope, use_color(out)) + "\n")
     else:
