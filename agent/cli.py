@@ -191,7 +191,8 @@ def run_triage(args: argparse.Namespace, out: Writer) -> int:
     states = Counter(s.state for s in sockets if s.netid == "tcp")
     udp = sum(1 for s in sockets if s.netid == "udp")
     unix = sum(1 for s in sockets if s.family == "unix")
-    data = triage.TriageInput(sockets=sockets, summary=collect_summary(states, udp, unix, counters))
+    data = triage.TriageInput(sockets=sockets, summary=collect_summary(states, udp, unix, counters),
+                              host=args.host)
     try:
         with Netlink(NETLINK_ROUTE) as nl:
             data.interfaces = interfaces.collect(nl)
@@ -242,6 +243,9 @@ def _add_inspection_commands(sub) -> None:
     p.add_argument("--fail-on", choices=("critical", "warning", "info", "never"), default="never",
                    help="exit 1 when a finding is at least this severe (default: never)")
     p.add_argument("--sockets", action="store_true", help="also emit every socket record")
+    p.add_argument("--host", action="store_true",
+                   help="this is a node's own network namespace: loopback-only listeners are its daemons' "
+                        "normal choice (kubelet, etcd), not a finding")
 
 
 class _FamilyFlag(argparse.Action):

@@ -128,6 +128,7 @@ class TriageInput:
     interfaces: Optional[Sequence[Interface]] = None
     processes: Optional[Sequence[ProcessLimits]] = None
     limits: Optional[Limits] = None
+    host: bool = False  #: a node's own network namespace, where loopback-only daemons are normal
 
 
 # --- helpers ------------------------------------------------------------------------
@@ -200,7 +201,7 @@ def _tcp(data: TriageInput) -> list[Socket]:
 # --- rules --------------------------------------------------------------------------
 
 def loopback_only_listeners(data: TriageInput) -> list[Finding]:
-    if data.sockets is None:
+    if data.sockets is None or data.host:
         return []
     listeners = [s for s in _tcp(data) if s.state == "LISTEN"]
     open_ports = {s.local_port for s in listeners if not is_loopback(s.local_address)}

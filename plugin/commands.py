@@ -250,7 +250,8 @@ def triage(target: str, *, conn: dict, agent: dict, container: Optional[str], ou
     kube = connect(conn)
     targets = resolve_targets(kube, target, kube.namespace, container, None, False, False)
     session = _session(kube, agent)
-    results = collect(session, targets, [["triage"]], kube.namespace)
+    query = ["triage", "--host"] if isinstance(targets[0], NodeTarget) else ["triage"]
+    results = collect(session, targets, [query], kube.namespace)
     warn(results)
     if output == "jsonl":
         for res in results:

@@ -358,3 +358,9 @@ def test_docs_list_every_threshold_with_its_value(name):
 @pytest.mark.parametrize("finding_id", triage.FINDING_IDS)
 def test_docs_describe_every_finding(finding_id):
     assert f"`{finding_id}`" in DOCS.read_text()
+
+
+def test_host_namespace_skips_loopback_only_listeners():
+    socks = [listener("127.0.0.1", 10248)]
+    assert ids(triage.loopback_only_listeners(TriageInput(sockets=socks))) == ["loopback-only-listener"]
+    assert triage.loopback_only_listeners(TriageInput(sockets=socks, host=True)) == []
