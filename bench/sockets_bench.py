@@ -19,6 +19,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from holder import loopback_connections  # noqa: E402 - a sibling file, not a package
+
 CLONE_NEWNET = 0x40000000
 
 
@@ -51,19 +54,7 @@ def main() -> None:
         sh(str(venv / "bin" / "pip"), "install", "-q", str(HERE.parent), "psutil")
     agent = str(venv / "bin" / "sockdebug-agent")
     python = str(venv / "bin" / "python")
-    ns = f"sdbench-{os.getpid()}"
-    sh("ip", "netns", "add", ns)
-    holders: list[subprocess.Popen] = []
-    try:
-        sh("ip", "-n", ns, "link", "set", "lo", "up")
-        per = args.connections // args.holders
-        for i in range(args.holders):
-            p = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, str(HERE / "holder.py"),
-                                  str(9000 + i), str(per)], stdout=subprocess.PIPE, text=True)
-            holders.append(p)
-        for p in holders:
-            if p.stdout.readline().strip() != "ready":
-                sys.exit("a holder failed to start")
+    with loopback_connections(args.connections, args.holders) as ns:
         # Enter the namespace ourselves so that every measured command starts the same way.
         fd = os.open(f"/run/netns/{ns}", os.O_RDONLY)
         if ctypes.CDLL(None, use_errno=True).setns(fd, CLONE_NEWNET) != 0:
@@ -87,11 +78,6 @@ def main() -> None:
             order = order[run % len(order):] + order[:run % len(order)]  # interleave, rotate
             for name, cmd in order:
                 times[name].append(timed(cmd)[0])
-    finally:
-        for p in holders:
-            p.kill()
-            p.wait()
-        subprocess.run(["ip", "netns", "del", ns], check=False)
 
     med = {name: statistics.median(v) for name, v in times.items()}
     ratios = {

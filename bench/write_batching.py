@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from holder import loopback_connections  # noqa: E402 - a sibling file, not a package
 
 # Runs the agent's own main() after optionally switching to one write per line.  With
 # --count (the warm-up run only, so timed runs carry no wrapper cost) it counts the
@@ -64,23 +66,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(HERE / "results" / "write_batching.md"))
     args = ap.parse_args()
 
-    ns = f"sdwrite-{os.getpid()}"
-    subprocess.run(["ip", "netns", "add", ns], check=True)
-    holders: list[subprocess.Popen] = []
-    try:
-        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
-        per = args.connections // args.holders
-        for i in range(args.holders):
-            holders.append(
-                subprocess.Popen(
-                    ["ip", "netns", "exec", ns, sys.executable, str(HERE / "holder.py"), str(9000 + i), str(per)],
-                    stdout=subprocess.PIPE,
-                    text=True,
-                )
-            )
-        for p in holders:
-            if p.stdout.readline().strip() != "ready":
-                sys.exit("a holder failed to start")
+    with loopback_connections(args.connections, args.holders, prefix="sdwrite") as ns:
         query = ["--netns", ns, "sockets", "-t", "-a"]
         cases = {name: [sys.executable, "-c", WRAPPER, name, *query] for name in ("batched", "per-line")}
         times: dict[str, list[float]] = {name: [] for name in cases}
@@ -94,11 +80,6 @@ def main() -> None:
                 order.reverse()
             for name, cmd in order:
                 times[name].append(timed(cmd)[0])
-    finally:
-        for p in holders:
-            p.kill()
-            p.wait()
-        subprocess.run(["ip", "netns", "del", ns], check=False)
 
     med = {name: statistics.median(v) for name, v in times.items()}
     uname = os.uname()
