@@ -42,6 +42,16 @@ def _is_serve(cmdline: bytes, comm: bytes) -> bool:
     return any(a.endswith(b"sockdebug-agent") and args[i + 1:i + 2] == [b"serve"] for i, a in enumerate(args))
 
 
+def _catches_sigusr1(status_path: str) -> bool:
+    """Whether the process has installed its SIGUSR1 handler yet: a serve process that is
+    still starting would be killed by the signal's default action."""
+    with open(status_path) as f:
+        for line in f:
+            if line.startswith("SigCgt:"):
+                return bool(int(line.split()[1], 16) >> (signal.SIGUSR1 - 1) & 1)
+    return False
+
+
 def keep_alive(proc: str = "/proc") -> None:
     """Tell the serve process(es) of this container that a query ran (best effort)."""
     me = os.getpid()
@@ -53,7 +63,7 @@ def keep_alive(proc: str = "/proc") -> None:
                 cmdline = f.read()
             with open(f"{proc}/{entry}/comm", "rb") as f:
                 comm = f.read()
-            if _is_serve(cmdline, comm):
+            if _is_serve(cmdline, comm) and _catches_sigusr1(f"{proc}/{entry}/status"):
                 os.kill(int(entry), signal.SIGUSR1)
         except OSError:  # gone, or not ours to signal
             continue
