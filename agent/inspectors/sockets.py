@@ -127,7 +127,7 @@ def dump_table(nl: Optional[Netlink], table: str, sel: Selection, details: Detai
             parser = inet_parser(family, protocol, timers=details.timers, extended=details.extended,
                                 memory=details.memory, info=details.info, ifname=ifname, owners=owners)
             yield from _warn_if_interrupted(
-                nl.stream(SOCK_DIAG_BY_FAMILY, inet_request(family, protocol, states, ext), parser),
+                nl.stream(SOCK_DIAG_BY_FAMILY, inet_request(family, protocol, states, ext), parser, prefetch=True),
                 f"{table} ({name})", warn)
     except NetlinkError as exc:
         if exc.errno not in _MISSING_MODULE:

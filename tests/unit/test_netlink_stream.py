@@ -1,0 +1,76 @@
+"""Netlink.stream on the real kernel: the prefetching helper thread gives the same
+records as plain receiving, stops with its reply, and the reply-end check is exact."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+
+import pytest
+from sockdebug_agent import netlink
+from sockdebug_agent.inspectors.sockdiag import SOCK_DIAG_BY_FAMILY, inet_parser, inet_request
+
+ALL_STATES = 0xFFF
+
+
+@pytest.fixture
+def many_sockets():
+    """A listener with a few hundred accepted connections on loopback: enough for a
+    multi-datagram TCP dump."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(512)
+    held = [listener]
+    for _ in range(300):
+        client = socket.create_connection(listener.getsockname())
+        server, _ = listener.accept()
+        held += (client, server)
+    yield
+    for s in held:
+        s.close()
+
+
+def _dump(prefetch: bool) -> list:
+    with netlink.Netlink(netlink.NETLINK_SOCK_DIAG) as nl:
+        batches = list(nl.stream(SOCK_DIAG_BY_FAMILY, inet_request(socket.AF_INET, 6, ALL_STATES),
+                                 inet_parser(socket.AF_INET, 6), prefetch=prefetch))
+    return [s for b in batches for s in b], len(batches)
+
+
+def test_prefetch_gives_the_same_sockets_and_its_thread_ends(many_sockets):
+    before = threading.active_count()
+    fetched, batches = _dump(prefetch=True)
+    plain, _ = _dump(prefetch=False)
+    assert batches > 1  # several datagrams, so the helper really pipelined
+    key = lambda s: (s.local_port, s.peer_port, s.inode, s.state)  # noqa: E731
+    assert sorted(map(key, fetched)) == sorted(map(key, plain))
+    assert len(fetched) >= 601
+    for thread in threading.enumerate():
+        if thread.name == "netlink-prefetch":
+            thread.join(timeout=5)
+    assert threading.active_count() == before
+
+
+def test_prefetch_reports_kernel_errors():
+    # An unknown family: the kernel answers with an error, which must surface.
+    with netlink.Netlink(netlink.NETLINK_SOCK_DIAG) as nl, pytest.raises(netlink.NetlinkError):
+        list(nl.stream(SOCK_DIAG_BY_FAMILY, inet_request(99, 6, ALL_STATES), inet_parser(socket.AF_INET, 6),
+                       prefetch=True))
+
+
+def _msg(kind: int, payload: bytes) -> bytes:
+    return struct.pack("=IHHII", 16 + len(payload), kind, 0, 1, 0) + payload
+
+
+@pytest.mark.parametrize(("datagram", "ends"), [
+    (_msg(20, b"x" * 72) + _msg(netlink.NLMSG_DONE, struct.pack("=i", 0)), True),
+    (_msg(netlink.NLMSG_DONE, struct.pack("=i", -2)), True),
+    (_msg(netlink.NLMSG_ERROR, struct.pack("=i", -22) + b"\0" * 16), True),
+    (_msg(20, b"x" * 72) + _msg(20, b"y" * 72), False),
+    # a data message whose last 20 bytes are not a DONE header
+    (_msg(20, struct.pack("=IH", 21, netlink.NLMSG_DONE) + b"\0" * 66), False),
+])
+def test_ends_reply(datagram, ends):
+    buf = bytearray(datagram)
+    assert netlink._ends_reply(buf, len(buf)) is ends
