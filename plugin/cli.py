@@ -45,6 +45,16 @@ class Flags:
     profile = typer.Option("auto", "--profile",
                            help="auto|general|baseline|restricted|netadmin: the agent's security context")
     timeout = typer.Option(60.0, "--timeout", help="seconds to wait for the agent to start and answer")
+    fail_on = typer.Option(None, "--fail-on", help="exit 1 on findings of this severity or worse "
+                           "(info|warning|critical)")
+
+
+def _conn(namespace: Optional[str], context: Optional[str], kubeconfig: Optional[str]) -> dict:
+    return dict(namespace=namespace, context=context, kubeconfig=kubeconfig)
+
+
+def _agent(image: Optional[str], pull_policy: str, profile: str, timeout: float) -> dict:
+    return dict(image=image or _image_default(), pull_policy=pull_policy, profile=profile, timeout=timeout)
 
 
 @app.command("inspect", epilog=EPILOG)
@@ -94,8 +104,8 @@ def inspect(
                         ipv4=ipv4, ipv6=ipv6, processes=processes, timers=timers, extended=extended,
                         memory=memory, info=info)
     views = dict(summary=summary, routes=routes, interfaces=interfaces, limits=limits)
-    conn = dict(namespace=namespace, context=context, kubeconfig=kubeconfig)
-    agent = dict(image=image or _image_default(), pull_policy=image_pull_policy, profile=profile, timeout=timeout)
+    conn = _conn(namespace, context, kubeconfig)
+    agent = _agent(image, image_pull_policy, profile, timeout)
     raise typer.Exit(commands.inspect(
         target, list(words or []), conn=conn, agent=agent, container=container, selector=selector,
         all_namespaces=all_namespaces, all_pods=all_pods, output=output, socket_flags=socket_flags, views=views,
@@ -113,8 +123,7 @@ def sweep(
     context: Optional[str] = Flags.context,
     kubeconfig: Optional[str] = Flags.kubeconfig,
     output: str = typer.Option("table", "-o", "--output", help="table|json|yaml"),
-    fail_on: Optional[str] = typer.Option(None, "--fail-on", help="exit 1 on findings of this severity or worse "
-                                          "(warning|critical)"),
+    fail_on: Optional[str] = Flags.fail_on,
     parallel: int = typer.Option(8, "--parallel", help="pods (or nodes) inspected at once"),
     profile: str = Flags.profile,
     image: Optional[str] = Flags.image,
@@ -124,8 +133,8 @@ def sweep(
     """Every port problem in scope: what pods and Services declare against what really listens."""
     from . import sweep_run
 
-    conn = dict(namespace=namespace, context=context, kubeconfig=kubeconfig)
-    agent = dict(image=image or _image_default(), pull_policy=image_pull_policy, profile=profile, timeout=timeout)
+    conn = _conn(namespace, context, kubeconfig)
+    agent = _agent(image, image_pull_policy, profile, timeout)
     raise typer.Exit(sweep_run.run(conn=conn, agent=agent, all_namespaces=all_namespaces, selector=selector, via=via,
                                    output=output, fail_on=fail_on, parallel=parallel))
 
@@ -138,8 +147,7 @@ def triage(
     kubeconfig: Optional[str] = Flags.kubeconfig,
     container: Optional[str] = Flags.container,
     output: str = typer.Option("table", "-o", "--output", help="table|json|yaml|jsonl"),
-    fail_on: Optional[str] = typer.Option(None, "--fail-on", help="exit 1 on findings of this severity or worse "
-                                          "(info|warning|critical)"),
+    fail_on: Optional[str] = Flags.fail_on,
     profile: str = Flags.profile,
     image: Optional[str] = Flags.image,
     image_pull_policy: str = Flags.pull,
@@ -148,8 +156,8 @@ def triage(
     """On-call triage of one pod or node: findings first (most severe first), then the numbers behind them."""
     from . import commands
 
-    conn = dict(namespace=namespace, context=context, kubeconfig=kubeconfig)
-    agent = dict(image=image or _image_default(), pull_policy=image_pull_policy, profile=profile, timeout=timeout)
+    conn = _conn(namespace, context, kubeconfig)
+    agent = _agent(image, image_pull_policy, profile, timeout)
     raise typer.Exit(commands.triage(target, conn=conn, agent=agent, container=container, output=output,
                                      fail_on=fail_on))
 

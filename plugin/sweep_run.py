@@ -464,7 +464,7 @@ def run(*, conn: dict, agent: dict, all_namespaces: bool, selector: Optional[str
     if output not in OUTPUTS:
         raise UsageError(f"unknown output format {output!r}", "use table, json or yaml")
     if fail_on not in (None, "warning", "critical", "info"):
-        raise UsageError(f"unknown --fail-on {fail_on!r}", "use warning or critical")
+        raise UsageError(f"unknown --fail-on {fail_on!r}", "use info, warning or critical")
     if parallel < 1:
         raise UsageError("--parallel must be at least 1", "e.g. --parallel 8")
     check_agent_options(agent)
