@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
-import select
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -22,6 +19,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from netns_fixture import TestNamespace
 
 pytestmark = pytest.mark.root
 
@@ -67,43 +65,18 @@ SETUP = [
 ]
 
 
-class Namespace:
+class Namespace(TestNamespace):
     def __init__(self) -> None:
-        self.name = "sdlim-" + secrets.token_hex(3)
-        self.procs: list[subprocess.Popen] = []
+        super().__init__("sdlim", loopback_up=False)
         self.workdir = tempfile.mkdtemp(prefix=self.name)
-
-    def ip(self, *args: str) -> str:
-        return subprocess.run(["ip", "-n", self.name, *args], check=True, capture_output=True, text=True,
-                              timeout=30).stdout
-
-    def exec(self, *cmd: str) -> str:
-        return subprocess.run(["ip", "netns", "exec", self.name, *cmd], check=True, capture_output=True,
-                              text=True, timeout=60).stdout
 
     def start(self, script: str) -> dict:
         path = Path(self.workdir, f"helper{len(self.procs)}.py")
         path.write_text(script)
-        proc = subprocess.Popen(["ip", "netns", "exec", self.name, sys.executable, str(path)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-        self.procs.append(proc)
-        ready, _, _ = select.select([proc.stdout], [], [], 30)
-        line = proc.stdout.readline() if ready else ""
-        if not line.startswith("ready "):
-            err = proc.stderr.read() if proc.poll() is not None else ""
-            raise RuntimeError(f"helper did not start: {line!r} {err}")
-        return json.loads(line[6:])
+        return self.spawn([sys.executable, str(path)])
 
     def close(self) -> None:
-        for proc in self.procs:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait(timeout=10)
-            proc.stdout.close()
-            proc.stderr.close()
-        subprocess.run(["ip", "netns", "del", self.name], capture_output=True, timeout=30)
+        super().close()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
@@ -112,7 +85,6 @@ def ns():
     if os.geteuid() != 0 or shutil.which("ip") is None:
         pytest.skip("needs root and ip (creates a network namespace)")
     space = Namespace()
-    subprocess.run(["ip", "netns", "add", space.name], check=True, capture_output=True, timeout=30)
     try:
         for key, value in SYSCTLS.items():
             space.exec("sysctl", "-qw", f"{key}={value}")

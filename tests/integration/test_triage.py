@@ -26,10 +26,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
-import select
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -37,6 +34,7 @@ import time
 from pathlib import Path
 
 import pytest
+from netns_fixture import TestNamespace
 
 pytestmark = pytest.mark.root
 
@@ -152,39 +150,20 @@ else:
 '''
 
 
-class Namespace:
-    """An `ip netns` namespace with helper processes; ``close`` undoes everything."""
+class Namespace(TestNamespace):
+    """A triage fixture namespace: helpers from the shared helper.py, by role."""
 
     def __init__(self, role: str, workdir: str) -> None:
-        self.name = f"sdtri-{role}-{secrets.token_hex(2)}"
+        super().__init__(f"sdtri-{role}")
         self.workdir = workdir
-        self.procs: list[subprocess.Popen] = []
         self.info: dict[str, dict] = {}
-        subprocess.run(["ip", "netns", "add", self.name], check=True, capture_output=True, timeout=30)
-        self.ip("link", "set", "lo", "up")
-
-    def ip(self, *args: str) -> None:
-        subprocess.run(["ip", "-n", self.name, *args], check=True, capture_output=True, timeout=30)
-
-    def exec(self, *cmd: str) -> str:
-        return subprocess.run(["ip", "netns", "exec", self.name, *cmd], check=True, capture_output=True,
-                              text=True, timeout=60).stdout
 
     def sysctl(self, **values: str) -> None:
         for key, value in values.items():
             self.exec("sysctl", "-qw", f"{key.replace('__', '.')}={value}")
 
     def start(self, key: str, *args: str) -> dict:
-        proc = subprocess.Popen(
-            ["ip", "netns", "exec", self.name, sys.executable, str(Path(self.workdir, "helper.py")), *args],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-        self.procs.append(proc)
-        ready, _, _ = select.select([proc.stdout], [], [], 60)
-        line = proc.stdout.readline() if ready else ""
-        if not line.startswith("ready "):
-            proc.kill()
-            raise RuntimeError(f"helper {args} did not start: {line!r} {proc.stderr.read()[-2000:]}")
-        self.info[key] = json.loads(line[len("ready "):])
+        self.info[key] = self.spawn([sys.executable, str(Path(self.workdir, "helper.py")), *args], 60)
         return self.info[key]
 
     def pid(self, key: str) -> int:
@@ -205,18 +184,6 @@ class Namespace:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{self.name}: {what} did not happen within {timeout} s")
             time.sleep(0.1)
-
-    def close(self) -> None:
-        for proc in self.procs:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        for proc in self.procs:
-            proc.wait(timeout=10)
-            proc.stdout.close()
-            proc.stderr.close()
-        subprocess.run(["ip", "netns", "del", self.name], capture_output=True, timeout=30)
 
 
 @pytest.fixture(scope="module")
