@@ -11,42 +11,20 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import subprocess
 import time
 
 import pytest
 import yaml
-from sockdebug_agent import __version__
+from e2e_util import IMAGE, PLUGIN, PULL, TESTAPP, apply, kubectl, plugin, require_plugin_and_cluster
 
 pytestmark = pytest.mark.e2e
 
-IMAGE = os.environ.get("SOCKDEBUG_IMAGE", f"sockdebug-agent:{__version__}")
-TESTAPP = os.environ.get("SOCKDEBUG_TESTAPP_IMAGE", f"sockdebug-testapp:{__version__}")
-PULL = os.environ.get("SOCKDEBUG_PULL_POLICY", "IfNotPresent")
-PLUGIN = shutil.which("kubectl-sockdebug")
-
-
-def kubectl(*args: str, input: str | None = None, check: bool = True, kubeconfig: str | None = None,
-            timeout: float = 120) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    if kubeconfig:
-        env["KUBECONFIG"] = kubeconfig
-    return subprocess.run(["kubectl", *args], input=input, text=True, capture_output=True, check=check, env=env,
-                          timeout=timeout)
-
-
-def sockdebug(*args: str, kubeconfig: str | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    if kubeconfig:
-        env["KUBECONFIG"] = kubeconfig
-    return subprocess.run([PLUGIN, *args, "--image", IMAGE, "--image-pull-policy", PULL], text=True,
-                          capture_output=True, env=env, timeout=timeout)
 
 
 def report(args: list[str], **kw) -> dict:
     """`-o json` of the plugin, parsed; fails the test with stderr on a non-zero exit."""
-    proc = sockdebug(*args, "-o", "json", **kw)
+    proc = plugin(*args, "-o", "json", **kw)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
@@ -77,10 +55,6 @@ def app_pod(name: str, ns: str, args: list[str], *, sidecar: list[str] | None = 
             "spec": {"securityContext": security, "containers": containers, "terminationGracePeriodSeconds": 0}}
 
 
-def apply(*objs: dict) -> None:
-    kubectl("apply", "-f", "-", input=yaml.safe_dump_all(objs))
-
-
 def wait_ready(ns: str, selector: str = "", name: str = "", timeout: int = 120) -> None:
     what = [f"pod/{name}"] if name else ["pods", "-l", selector]
     kubectl("-n", ns, "wait", "--for=condition=Ready", *what, f"--timeout={timeout}s", timeout=timeout + 30)
@@ -88,10 +62,7 @@ def wait_ready(ns: str, selector: str = "", name: str = "", timeout: int = 120) 
 
 @pytest.fixture(scope="module")
 def cluster():
-    if PLUGIN is None:
-        pytest.skip("kubectl-sockdebug is not on PATH (pip install -e '.[plugin]')")
-    if kubectl("version", "--request-timeout=5s", check=False).returncode != 0:
-        pytest.skip("no Kubernetes cluster answers at KUBECONFIG")
+    require_plugin_and_cluster()
     return os.environ.get("KUBECONFIG")
 
 
@@ -142,7 +113,7 @@ def test_listening_shows_bind_addresses_pids_processes_and_containers(app):
         assert owners, f"{key} has no owner"
         assert owners[0]["comm"].startswith("python") and owners[0]["container"] == "app"
         assert owners[0]["pid"] >= 1
-    table = sockdebug("pod/api", "-n", app, "--listening")
+    table = plugin("pod/api", "-n", app, "--listening")
     assert table.returncode == 0, table.stderr
     lines = table.stdout.splitlines()
     assert any("127.0.0.1:8080" in line and "app" in line for line in lines), table.stdout
@@ -159,7 +130,7 @@ def test_second_run_reuses_the_agent_and_is_faster(app):
     before = ephemeral_names(app, "api")
     assert before, "the earlier tests added agents"
     t0 = time.monotonic()
-    proc = sockdebug("pod/api", "-n", app, "-c", "app", "-t", "--listening")
+    proc = plugin("pod/api", "-n", app, "-c", "app", "-t", "--listening")
     warm = time.monotonic() - t0
     assert proc.returncode == 0, proc.stderr
     assert ephemeral_names(app, "api") == before
@@ -169,7 +140,7 @@ def test_second_run_reuses_the_agent_and_is_faster(app):
     apply(app_pod("cold", app, ["--listen", "0.0.0.0:9090"]))
     wait_ready(app, name="cold")
     t0 = time.monotonic()
-    cold_proc = sockdebug("pod/cold", "-n", app, "--listening")
+    cold_proc = plugin("pod/cold", "-n", app, "--listening")
     cold = time.monotonic() - t0
     assert cold_proc.returncode == 0, cold_proc.stderr
     assert "adding ephemeral container" in cold_proc.stderr
@@ -182,32 +153,32 @@ def test_outputs_parse_and_views_render(app):
     deploy = report(["deploy/web", "-n", app, "--listening", "--all-pods"])
     assert len(deploy["items"]) == 2
     assert all(("0.0.0.0", 7000) in listeners({"items": [i]}) for i in deploy["items"])
-    y = sockdebug("pod/api", "-n", app, "--listening", "-o", "yaml")
+    y = plugin("pod/api", "-n", app, "--listening", "-o", "yaml")
     assert y.returncode == 0, y.stderr
     assert yaml.safe_load(y.stdout)["kind"] == "SocketReport"
-    jl = sockdebug("pod/api", "-n", app, "-t", "--listening", "-o", "jsonl")
+    jl = plugin("pod/api", "-n", app, "-t", "--listening", "-o", "jsonl")
     records = [json.loads(line) for line in jl.stdout.splitlines()]
     assert records[0]["type"] == "hello" and records[-1]["type"] == "end"
-    summary = sockdebug("pod/api", "-n", app, "--summary")
+    summary = plugin("pod/api", "-n", app, "--summary")
     assert summary.returncode == 0 and "TCP states:" in summary.stdout, summary.stderr
-    routes = sockdebug("pod/api", "-n", app, "--routes")
+    routes = plugin("pod/api", "-n", app, "--routes")
     assert routes.returncode == 0 and "Dst" in routes.stdout and "local" in routes.stdout, routes.stderr
-    limits = sockdebug("pod/api", "-n", app, "--limits")
+    limits = plugin("pod/api", "-n", app, "--limits")
     assert limits.returncode == 0 and "Open fds" in limits.stdout, limits.stderr
-    wide = sockdebug("pod/api", "-n", app, "-t", "-a", "-o", "wide")
+    wide = plugin("pod/api", "-n", app, "-t", "-a", "-o", "wide")
     assert wide.returncode == 0 and "Timer" in wide.stdout, wide.stderr
 
 
 def test_filter_errors_fail_before_touching_the_cluster(app):
-    proc = sockdebug("pod/api", "-n", app, "sport", "=", ":80", "and")
+    proc = plugin("pod/api", "-n", app, "sport", "=", ":80", "and")
     assert proc.returncode == 2
     assert "error:" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_missing_pod_and_container_name_what_exists(app):
-    proc = sockdebug("pod/nope", "-n", app)
+    proc = plugin("pod/nope", "-n", app)
     assert proc.returncode == 4 and "not found" in proc.stderr
-    proc = sockdebug("pod/api", "-n", app, "-c", "nope")
+    proc = plugin("pod/api", "-n", app, "-c", "nope")
     assert proc.returncode == 4 and "app" in proc.stderr and "sidecar" in proc.stderr
 
 
@@ -218,7 +189,7 @@ def test_restricted_namespace_lists_sockets_and_explains_missing_owners(namespac
           app_pod("known", ns, ["--listen", "0.0.0.0:9090"], ids=True))
     wait_ready(ns, name="locked")
     wait_ready(ns, name="known")
-    proc = sockdebug("pod/locked", "-n", ns, "--listening", "-o", "json")
+    proc = plugin("pod/locked", "-n", ns, "--listening", "-o", "json")
     assert proc.returncode == 0, proc.stderr
     found = listeners(json.loads(proc.stdout))
     assert ("127.0.0.1", 8080) in found and ("0.0.0.0", 9090) in found
@@ -233,7 +204,7 @@ def test_general_profile_rejected_by_restricted_namespace_names_the_cause(namesp
     ns = namespaces("restricted")
     apply(app_pod("p", ns, ["--listen", "0.0.0.0:9090"]))
     wait_ready(ns, name="p")
-    proc = sockdebug("pod/p", "-n", ns, "--listening", "--profile", "general")
+    proc = plugin("pod/p", "-n", ns, "--listening", "--profile", "general")
     assert proc.returncode == 5
     assert "Pod Security" in proc.stderr and "--profile" in proc.stderr
 
@@ -290,7 +261,7 @@ def test_least_privilege_role_works_and_missing_ephemeral_permission_is_named(ap
     config2 = _kubeconfig_for(app, without, tmp_path)
     apply(app_pod("lp2", app, ["--listen", "0.0.0.0:9090"]))
     wait_ready(app, name="lp2")
-    proc = sockdebug("pod/lp2", "--listening", kubeconfig=config2)
+    proc = plugin("pod/lp2", "--listening", kubeconfig=config2)
     assert proc.returncode == 3, proc.stderr
     assert "pods/ephemeralcontainers" in proc.stderr and "rbac.yaml" in proc.stderr
 

@@ -9,10 +9,8 @@ port is only *declared*, never bound.
 from __future__ import annotations
 
 import json
-import os
 import random
 import secrets
-import shutil
 import socket
 import subprocess
 import time
@@ -21,31 +19,17 @@ from typing import Any, Optional
 
 import pytest
 import yaml
-from sockdebug_agent import __version__
+from e2e_util import IMAGE, PULL, TESTAPP, apply, kubectl, plugin, require_plugin_and_cluster
 
 pytestmark = pytest.mark.e2e
 
-IMAGE = os.environ.get("SOCKDEBUG_IMAGE", f"sockdebug-agent:{__version__}")
-TESTAPP = os.environ.get("SOCKDEBUG_TESTAPP_IMAGE", f"sockdebug-testapp:{__version__}")
-PULL = os.environ.get("SOCKDEBUG_PULL_POLICY", "IfNotPresent")
-PLUGIN = shutil.which("kubectl-sockdebug")
 DAEMON_PORT = 10259  # kube-scheduler's: declared by a test pod, never bound
 NODEPORT_RANGE_PORT = 31999
 
 
-def kubectl(*args: str, input: Optional[str] = None, check: bool = True, timeout: float = 120
-            ) -> subprocess.CompletedProcess:
-    return subprocess.run(["kubectl", *args], input=input, text=True, capture_output=True, check=check,
-                          timeout=timeout)
-
-
 def sweep(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([PLUGIN, "sweep", *args, "--image", IMAGE, "--image-pull-policy", PULL], text=True,
-                          capture_output=True, timeout=timeout)
+    return plugin("sweep", *args, timeout=timeout)
 
-
-def apply(*objs: dict) -> None:
-    kubectl("apply", "-f", "-", input=yaml.safe_dump_all(objs))
 
 
 def free_local_ports(count: int, low: int = 21000, high: int = 29000) -> list[int]:
@@ -187,10 +171,7 @@ def crash_looping_twice(ns: str, name: str) -> bool:
 
 @pytest.fixture(scope="module")
 def seeded():
-    if PLUGIN is None:
-        pytest.skip("kubectl-sockdebug is not on PATH (pip install -e '.[plugin]')")
-    if kubectl("version", "--request-timeout=5s", check=False).returncode != 0:
-        pytest.skip("no Kubernetes cluster answers at KUBECONFIG")
+    require_plugin_and_cluster()
     ports = free_local_ports(2)
     wait_for(f"port {NODEPORT_RANGE_PORT} to be free on this machine (a previous run's pod?)",
              lambda: _free(NODEPORT_RANGE_PORT), 90)

@@ -9,44 +9,27 @@ accepts with a queue its own clients fill.
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
-import shutil
 import subprocess
 import time
-from typing import Optional
 
 import pytest
 import yaml
-from sockdebug_agent import __version__
+from e2e_util import PULL, TESTAPP, kubectl, plugin, require_plugin_and_cluster
 
 pytestmark = pytest.mark.e2e
 
-IMAGE = os.environ.get("SOCKDEBUG_IMAGE", f"sockdebug-agent:{__version__}")
-TESTAPP = os.environ.get("SOCKDEBUG_TESTAPP_IMAGE", f"sockdebug-testapp:{__version__}")
-PULL = os.environ.get("SOCKDEBUG_PULL_POLICY", "IfNotPresent")
-PLUGIN = shutil.which("kubectl-sockdebug")
 RANK = {"critical": 2, "warning": 1, "info": 0}
 
 
-def kubectl(*args: str, input: Optional[str] = None, check: bool = True, timeout: float = 120
-            ) -> subprocess.CompletedProcess:
-    return subprocess.run(["kubectl", *args], input=input, text=True, capture_output=True, check=check,
-                          timeout=timeout)
-
-
 def triage(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run([PLUGIN, "triage", *args, "--image", IMAGE, "--image-pull-policy", PULL], text=True,
-                          capture_output=True, timeout=timeout)
+    return plugin("triage", *args, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
 def leaky():
-    if PLUGIN is None:
-        pytest.skip("kubectl-sockdebug is not on PATH (pip install -e '.[plugin]')")
-    if kubectl("version", "--request-timeout=5s", check=False).returncode != 0:
-        pytest.skip("no Kubernetes cluster answers at KUBECONFIG")
+    require_plugin_and_cluster()
     ns = f"sde2e-triage-{secrets.token_hex(3)}"
     pod = {"apiVersion": "v1", "kind": "Pod",
            "metadata": {"name": "leaky", "namespace": ns, "labels": {"app": "leaky"}},
