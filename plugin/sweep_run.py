@@ -455,7 +455,7 @@ def _list_or(fn: Callable[[], list[dict]], fallback: Callable[[], list[dict]]) -
 def run(*, conn: dict, agent: dict, all_namespaces: bool, selector: Optional[str], via: str, output: str,
         fail_on: Optional[str], parallel: int = PARALLEL, out=None, err=None) -> int:
     from .commands import _session, check_agent_options, connect
-    from .render import use_color
+    from .render import escape, use_color
 
     out = out or sys.stdout
     err = err or sys.stderr
@@ -504,7 +504,7 @@ def run(*, conn: dict, agent: dict, all_namespaces: bool, selector: Optional[str
         raise got.first_error  # nothing could be read at all: a setup problem, not a clean cluster
     logs = crash_logs(kube, pods, parallel)
     for w in got.warnings:
-        print(f"warning: {w}", file=err)
+        print(f"warning: {escape(w)}", file=err)
     data = analysis.SweepInput(pods=pods, services=services, sockets=got.sockets, uninspected=got.uninspected,
                                context_pods=context, host_listeners=got.host_listeners(), logs=logs)
     report = analysis.analyse(data)
