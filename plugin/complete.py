@@ -102,7 +102,8 @@ def candidates(words: Sequence[str]) -> list[str]:
             kind, _, name = targets[0].rpartition("/")
             if kind not in ("", "pod", "po", "pods"):
                 return []
-            pod = _kube(words).get_pod(_kube(words).namespace, name)
+            kube = _kube(words)
+            pod = kube.get_pod(kube.namespace, name)
             return [c["name"] for c in pod["spec"]["containers"] if c["name"].startswith(partial)]
         if prev in VALUE_FLAGS:
             return []

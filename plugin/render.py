@@ -106,9 +106,9 @@ def process_text(processes: Optional[list[dict]]) -> tuple[str, str]:
         text = f"{escape(p.get('comm'))}/{p.get('pid')}"
         if text not in procs:
             procs.append(text)
-        c = p.get("container")
+        c = escape(p.get("container"))
         if c and c not in containers:
-            containers.append(escape(c))
+            containers.append(c)
     return ",".join(procs), ",".join(containers)
 
 
