@@ -81,8 +81,8 @@ def images(docker_engine: None) -> dict[str, str]:
         [str(BUILD_IMAGES), "--print-version"], capture_output=True, text=True, check=True
     ).stdout.strip()
     tags = {
-        "agent": f"sockdebug-agent:{version}",
-        "testapp": f"sockdebug-testapp:{version}",
+        "agent": os.environ.get("SOCKDEBUG_IMAGE", f"sockdebug-agent:{version}"),
+        "testapp": os.environ.get("SOCKDEBUG_TESTAPP_IMAGE", f"sockdebug-testapp:{version}"),
         "version": version,
     }
     if os.environ.get("SOCKDEBUG_IMAGES_PREBUILT") != "1":
