@@ -5,6 +5,7 @@
     sockdebug-agent [--netns NAME|PATH | --target-pid PID] routes | interfaces
     sockdebug-agent [--netns NAME|PATH | --target-pid PID] limits [--all-processes]
     sockdebug-agent [--netns NAME|PATH | --target-pid PID] triage [--fail-on SEVERITY] [--sockets]
+    sockdebug-agent [--netns NAME|PATH | --target-pid PID] events [-tu46pi] [--for D] [--count N] [FILTER]
     sockdebug-agent pods [-tulp ...]     (on a node, hostPID: every pod's network namespace, once each)
     sockdebug-agent --psutil sockets|limits ...   (the portable path, automatic off Linux)
     sockdebug-agent --version
@@ -233,6 +234,44 @@ def run_pods(args: argparse.Namespace, out: Writer) -> int:
     return EXIT_OK
 
 
+# --- events (agent/inspectors/events.py): ss -E, one record per destroyed socket ----------
+
+@command("events")
+def run_events(args: argparse.Namespace, out: Writer) -> int:
+    from .inspectors import events
+
+    _linux_only(args)
+    sel = selection_from_args(argparse.Namespace(**{**vars(args), "raw": False, "unix": False, "all": True,
+                                                    "listening": False}))
+    return events.run(events.options_from_args(args, sel), out)
+
+
+def _add_events_command(sub) -> None:
+    from .inspectors.events import DEFAULT_RCVBUF
+
+    p = sub.add_parser("events", help="every TCP/UDP socket as the kernel destroys it, with its final "
+                       "figures (ss -E), and periodic tick records with counts")
+    flag = p.add_argument
+    flag("-t", "--tcp", action="store_true", help="TCP sockets")
+    flag("-u", "--udp", action="store_true", help="UDP sockets")
+    flag("-4", "--ipv4", action=_FamilyFlag, family="inet", help="IPv4 only")
+    flag("-6", "--ipv6", action=_FamilyFlag, family="inet6", help="IPv6 only")
+    flag("-p", "--processes", action="store_true",
+         help="owners, as the last table dump before the close saw them (best effort)")
+    flag("-i", "--info", action="store_true", help="the whole final tcp_info of each TCP socket")
+    flag("-n", "--numeric", action="store_true", help="accepted for ss habits; output is always numeric")
+    flag("--for", dest="for_", metavar="DURATION", help="stop after this long (30s, 2m, 500ms, or seconds)")
+    flag("--count", type=int, metavar="N", help="stop after N events")
+    flag("--tick", type=float, default=5.0, metavar="SECONDS",
+         help="seconds between tick records (default 5; 0: only the final one)")
+    flag("--no-watch", action="store_true",
+         help="no periodic table dumps: no `seen`, no owners, durations from tcp_info only")
+    flag("--rcvbuf", type=int, default=DEFAULT_RCVBUF, metavar="BYTES",
+         help=f"netlink receive buffer asked for (default {DEFAULT_RCVBUF}; above net.core.rmem_max "
+              "only with CAP_NET_ADMIN)")
+    flag("filter", nargs="*", metavar="FILTER", help="ss filter expression, e.g. 'dport = :443'")
+
+
 def _add_inspection_commands(sub) -> None:
     sub.add_parser("routes", help="every route of every table, IPv4 and IPv6 (ip route show table all)")
     sub.add_parser("interfaces", help="links and their addresses (ip -d addr)")
@@ -314,6 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "container); exit after --idle-timeout seconds without one")
     serve.add_argument("--idle-timeout", type=float, default=900, metavar="SECONDS")
     _add_inspection_commands(sub)
+    _add_events_command(sub)
     return parser
 
 

@@ -37,3 +37,9 @@ class KernelError(AgentError):
     """Netlink or /proc answered something we cannot use."""
 
     code = "kernel"
+
+
+class PermissionDenied(AgentError):
+    """The kernel refused something the command needs; the message names the capability."""
+
+    code = "permission"
