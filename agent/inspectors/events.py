@@ -33,7 +33,7 @@ from ..netlink import NETLINK_SOCK_DIAG, ProtocolError, parse_attrs, parse_datag
 from ..schema import Event, EventCounts, Seen, Socket, Tick, Warning
 from .counters import parse_counter_pairs, read_optional
 from .sockdiag import INET_DIAG_INFO, IPPROTO_TCP, IPPROTO_UDP, inet_parser, parse_tcp_info
-from .sockets import Details, InterfaceNames, collect
+from .sockets import Details, InterfaceNames, collect, owners_warned
 
 # enum sknetlink_groups (linux/sock_diag.h); bind() takes them as bits 1 << (group - 1).
 SKNLGRP_INET_TCP_DESTROY, SKNLGRP_INET_UDP_DESTROY = 1, 2
@@ -310,9 +310,12 @@ class Subscription:
 
 
 class Watch:
-    """Periodic dumps of the subscribed tables: cookie -> (first sight, last row).
+    """Periodic dumps of the subscribed tables: cookie -> (first sight, last row), and with
+    ``-p`` a periodic owner scan: inode -> processes.
 
-    Two generations are kept, so a socket destroyed just before a dump is still known
+    Each job runs at most every second, and no more often than keeps it under a tenth of
+    the time (an owner scan walks every process's fds: a second on a busy host).  Two
+    generations of rows are kept, so a socket destroyed just before a dump is still known
     when its message is read after it.  TIME-WAIT and request sockets are left out: the
     first keeps its full socket's cookie but is never destroyed with a message.
     """
@@ -321,30 +324,38 @@ class Watch:
         v4, v6 = "inet" in sel.families, "inet6" in sel.families
         self.sel = select_sockets(tcp="tcp" in sel.netids, udp="udp" in sel.netids, ipv4=v4 and not v6,
                                   ipv6=v6 and not v4, words=["exclude", "time-wait", "exclude", "syn-recv"])
-        self.details = Details(processes=processes)
+        self.processes = processes
         self.warn = warn
         self.current: dict[int, tuple[float, Socket]] = {}
         self.previous: dict[int, tuple[float, Socket]] = {}
-        self.interval = WATCH_MIN_INTERVAL
-        self.due = 0.0
+        self.owners: dict[int, list] = {}
+        self.due = self.owners_due = 0.0
 
-    def refresh(self) -> None:
-        began = time.monotonic()
-        old = self.current
-        seen = {}
-        for batch in collect(self.sel, self.details, self.warn):
-            for sock in batch:
-                cookie = sock.cookie
-                if cookie is None:  # a /proc row: no cookie to match a message with
-                    continue
-                known = old.get(cookie) or self.previous.get(cookie)
-                seen[cookie] = (known[0] if known else began, sock)
-        self.previous, self.current = old, seen
-        done = time.monotonic()
-        self.interval = max(WATCH_MIN_INTERVAL, (done - began) * WATCH_DUTY)
-        self.due = done + self.interval
+    def refresh(self, now: float) -> None:
+        """Run whichever job is due at ``now`` (monotonic seconds)."""
+        if now >= self.due:
+            began = time.monotonic()
+            old, seen = self.current, {}
+            for batch in collect(self.sel, Details(), self.warn):
+                for sock in batch:
+                    cookie = sock.cookie
+                    if cookie is None:  # a /proc row: no cookie to match a message with
+                        continue
+                    known = old.get(cookie) or self.previous.get(cookie)
+                    seen[cookie] = (known[0] if known else began, sock)
+            self.previous, self.current = old, seen
+            self.due = _next_run(began)
+        if self.processes and now >= self.owners_due:
+            began = time.monotonic()
+            self.owners = owners_warned(self.warn)
+            self.owners_due = _next_run(began)
+
+    @property
+    def next_due(self) -> float:
+        return min(self.due, self.owners_due) if self.processes else self.due
 
     def lookup(self, cookie: int, now: float) -> tuple[Optional[Seen], Optional[list]]:
+        """The last sight of a socket, and its owners as the last scan found them."""
         found = self.current.get(cookie) or self.previous.get(cookie)
         if found is None:
             return None, None
@@ -352,7 +363,12 @@ class Watch:
         seen = Seen(state=s.state, local_address=s.local_address or "", local_port=s.local_port,
                     peer_address=s.peer_address or "", peer_port=s.peer_port, inode=s.inode,
                     uid=s.uid, age_ms=round((now - first) * 1000, 3))
-        return seen, s.processes
+        return seen, self.owners.get(s.inode) if s.inode else None
+
+
+def _next_run(began: float) -> float:
+    done = time.monotonic()
+    return done + max(WATCH_MIN_INTERVAL, (done - began) * WATCH_DUTY)
 
 
 # --- the command ----------------------------------------------------------------------
@@ -418,7 +434,7 @@ class _Stop:
         os.close(self.write_fd)
 
 
-def _matcher(sel: Selection) -> Callable[[Socket], bool]:
+def matcher(sel: Selection) -> Callable[[Socket], bool]:
     """ss -E's test of a message: its family, then ss's own evaluation of the expression
     (no state mask, no kernel bytecode: there is no dump)."""
     families, netids, expr = sel.families, sel.netids, sel.expr
@@ -484,14 +500,14 @@ def _loop(opts: EventsOptions, out: Any, sub: Subscription, stop: _Stop, poke_se
     if opts.state_words:
         out.warning("events-state-ignored", "state and exclude words are ignored, as by ss -E: every "
                     "destroyed TCP socket is in state UNCONN (see last_state in `seen`)")
-    watch = Watch(opts.selection, opts.processes, _warn_once(out)) if opts.watch else None
-    if watch is not None:
-        watch.refresh()
-    parse = destroy_parser(InterfaceNames())
-    matches = _matcher(opts.selection)
-    kernel = read_kernel_counters()
+    kernel = read_kernel_counters()  # from the subscription on, like the events
     total, interval = Counts(kernel), Counts(kernel)
     started = last_tick = time.monotonic()
+    watch = Watch(opts.selection, opts.processes, _warn_once(out)) if opts.watch else None
+    if watch is not None:
+        watch.refresh(started)
+    parse = destroy_parser(InterfaceNames())
+    matches = matcher(opts.selection)
     deadline = started + opts.duration if opts.duration is not None else None
     poller = select.poll()
     poller.register(sub.fileno(), select.POLLIN)
@@ -499,7 +515,7 @@ def _loop(opts: EventsOptions, out: Any, sub: Subscription, stop: _Stop, poke_se
     lost_said, ended_by = _Said(), None
     while ended_by is None:
         now = time.monotonic()
-        wakes = [t for t in (deadline, watch.due if watch else None,
+        wakes = [t for t in (deadline, watch.next_due if watch else None,
                              last_tick + opts.tick if opts.tick else None) if t is not None]
         wait = max(0.0, min(wakes) - now) if wakes else None
         ready = poller.poll(None if wait is None else wait * 1000)
@@ -530,8 +546,8 @@ def _loop(opts: EventsOptions, out: Any, sub: Subscription, stop: _Stop, poke_se
         now = time.monotonic()
         if deadline is not None and now >= deadline and ended_by is None:
             ended_by = "for"
-        if ended_by is None and watch is not None and now >= watch.due:
-            watch.refresh()
+        if ended_by is None and watch is not None and now >= watch.next_due:
+            watch.refresh(now)
         if ended_by is None and opts.tick and now >= last_tick + opts.tick:
             lost_said = _report_lost(out, sub, lost_said, total, interval, final=False)
             kernel = read_kernel_counters()

@@ -158,7 +158,8 @@ def _unlocked(nl: Netlink, family: int, protocol: int, states: int, into: Unlock
         into.known = False
 
 
-def _owners(warn: Warn) -> dict[int, list[Process]]:
+def owners_warned(warn: Warn) -> dict[int, list[Process]]:
+    """Socket inode -> holders (``scan_owners``), warning once about processes it may not read."""
     scan = scan_owners()
     if scan.denied:
         ptrace = has_capability(CAP_SYS_PTRACE)
@@ -174,7 +175,7 @@ def _owners(warn: Warn) -> dict[int, list[Process]]:
 def collect(sel: Selection, details: Details, warn: Warn) -> Iterator[list[Socket]]:
     """Every selected socket in ss's table order, in batches as the kernel returns them
     (so a writer can stream them), with owners when asked for."""
-    owners = _owners(warn) if details.processes else None
+    owners = owners_warned(warn) if details.processes else None
     try:
         nl: Optional[Netlink] = Netlink(NETLINK_SOCK_DIAG)
     except OSError as exc:
