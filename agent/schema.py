@@ -348,7 +348,7 @@ def _opt_str(value: Optional[str]) -> str:
     return "null" if value is None else _quote(value)
 
 
-def _opt_int(value: Optional[int]) -> str:
+def _opt_int(value: Optional[float]) -> str:
     return "null" if value is None else str(value)
 
 
@@ -375,10 +375,30 @@ def socket_to_json(s: Socket) -> str:
     return text + "}"
 
 
+def event_to_json(e: Event) -> str:
+    """Hand-rolled like ``socket_to_json``, for the same reason: events come in storms of
+    tens of thousands a second, and json.dumps was half the cost of each (same output,
+    checked in the unit tests)."""
+    (when, family, netid, state, rq, wq, local, lport, peer, pport, ifname, cookie, close, duration,
+     sent, received, acked, retrans, lost, rtt, segs_in, segs_out, seen, processes, tcp_info) = e
+    text = (f'{{"type":"event","time":{when},"family":"{family}","netid":"{netid}","state":"{state}",'
+            f'"recv_q":{rq},"send_q":{wq},"local_address":"{local}","local_port":{lport},'
+            f'"peer_address":"{peer}","peer_port":{pport},"interface":{_opt_str(ifname)},"cookie":{cookie},'
+            f'"close":{_opt_str(close)},"duration_ms":{_opt_int(duration)},"bytes_sent":{_opt_int(sent)},'
+            f'"bytes_received":{_opt_int(received)},"bytes_acked":{_opt_int(acked)},'
+            f'"retrans":{_opt_int(retrans)},"lost":{_opt_int(lost)},"rtt_ms":{_opt_int(rtt)},'
+            f'"segs_in":{_opt_int(segs_in)},"segs_out":{_opt_int(segs_out)}')
+    for name, value in (("seen", seen), ("processes", processes), ("tcp_info", tcp_info)):
+        text += ',"%s":%s' % (name, "null" if value is None else json.dumps(value, separators=(",", ":")))
+    return text + "}"
+
+
 def to_json(record: Any) -> str:
     """One line of JSON (no newline) for any record."""
     if type(record) is Socket:
         return socket_to_json(record)
+    if type(record) is Event:
+        return event_to_json(record)
     return json.dumps(to_dict(record), separators=(",", ":"))
 
 

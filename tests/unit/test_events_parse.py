@@ -19,10 +19,11 @@ from sockdebug_agent.inspectors.events import (
     groups_for,
     lifetime_ms,
     parse_duration,
+    tcp_figures,
     to_event,
 )
 from sockdebug_agent.netlink import ProtocolError, parse_datagram
-from sockdebug_agent.schema import Event, Seen, Tick, from_dict, to_json
+from sockdebug_agent.schema import Event, Seen, Tick, from_dict, to_dict, to_json
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "integration"))
 from helpers.ss_text import parse as parse_ss  # ss's text, read as in the integration tests
@@ -177,3 +178,29 @@ def test_durations(text, seconds):
 def test_bad_durations(text):
     with pytest.raises(ValueError):
         parse_duration(text)
+
+
+def test_the_compact_tcp_info_read_agrees_with_the_full_one():
+    buf = (DATA / "events.bin").read_bytes()
+    full, _, _ = parse_datagram(buf, len(buf), 0, destroy_parser(info=True))
+    compact, _, _ = parse_datagram(buf, len(buf), 0, destroy_parser())
+    for f, c in zip(full, compact):
+        assert f.retransmits == c.retransmits and f.sock == c.sock
+        if f.tcp_info is None:
+            assert c.tcp_info is None
+            continue
+        assert c.tcp_info.items() <= f.tcp_info.items()  # same names, same values
+        assert to_event(f, 0.0)._replace(tcp_info=None) == to_event(c, 0.0)
+    old_kernel = tcp_figures(bytes(200))  # a shorter tcp_info (Linux < 5.4) takes the full parse
+    assert old_kernel[0]["bytes_acked"] == 0 and "snd_wnd" not in old_kernel[0] and old_kernel[1] == 0
+
+
+def test_event_json_is_json_dumps_of_to_dict():
+    seen = Seen(state="ESTAB", local_address="::1", local_port=1, peer_address="::1", peer_port=2, inode=7,
+                uid=0, age_ms=1.5)
+    for _label, d in captured():
+        for e in (to_event(d, 1796115222.639), to_event(d, 5.0, seen, [{"pid": 1, "comm": 'a"\x1b', "fd": 3}], True),
+                  to_event(d, 0.0)._replace(interface='we"ird\n\u00e9')):
+            line = to_json(e)
+            assert line == json.dumps(to_dict(e), separators=(",", ":"))
+            assert "\n" not in line and "\x1b" not in line and from_dict(json.loads(line)) == e
