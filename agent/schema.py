@@ -348,7 +348,7 @@ def _opt_str(value: Optional[str]) -> str:
     return "null" if value is None else _quote(value)
 
 
-def _opt_int(value: Optional[float]) -> str:
+def _opt_int(value: Optional[int]) -> str:
     return "null" if value is None else str(value)
 
 
@@ -384,10 +384,18 @@ def event_to_json(e: Event) -> str:
     text = (f'{{"type":"event","time":{when},"family":"{family}","netid":"{netid}","state":"{state}",'
             f'"recv_q":{rq},"send_q":{wq},"local_address":"{local}","local_port":{lport},'
             f'"peer_address":"{peer}","peer_port":{pport},"interface":{_opt_str(ifname)},"cookie":{cookie},'
-            f'"close":{_opt_str(close)},"duration_ms":{_opt_int(duration)},"bytes_sent":{_opt_int(sent)},'
-            f'"bytes_received":{_opt_int(received)},"bytes_acked":{_opt_int(acked)},'
-            f'"retrans":{_opt_int(retrans)},"lost":{_opt_int(lost)},"rtt_ms":{_opt_int(rtt)},'
-            f'"segs_in":{_opt_int(segs_in)},"segs_out":{_opt_int(segs_out)}')
+            f'"close":{"null" if close is None else _quote(close)},'
+            f'"duration_ms":{"null" if duration is None else duration}')
+    if sent is None and rtt is None:  # UDP, or a kernel without tcp_info
+        text += (',"bytes_sent":null,"bytes_received":null,"bytes_acked":null,"retrans":null,"lost":null,'
+                 '"rtt_ms":null,"segs_in":null,"segs_out":null')
+    else:  # inline tests: nine calls of _opt_int were a fifth of the line's cost
+        text += (f',"bytes_sent":{"null" if sent is None else sent},'
+                 f'"bytes_received":{"null" if received is None else received},'
+                 f'"bytes_acked":{"null" if acked is None else acked},'
+                 f'"retrans":{"null" if retrans is None else retrans},"lost":{"null" if lost is None else lost},'
+                 f'"rtt_ms":{"null" if rtt is None else rtt},"segs_in":{"null" if segs_in is None else segs_in},'
+                 f'"segs_out":{"null" if segs_out is None else segs_out}')
     for name, value in (("seen", seen), ("processes", processes), ("tcp_info", tcp_info)):
         text += ',"%s":%s' % (name, "null" if value is None else json.dumps(value, separators=(",", ":")))
     return text + "}"

@@ -2,14 +2,12 @@
 
 The kernel broadcasts an inet_diag message on NETLINK_SOCK_DIAG's destroy groups
 (``sock_diag_broadcast_destroy``) for each full TCP or UDP socket it frees, in the
-network namespace the listening netlink socket belongs to: addresses, ports, state,
-queues, cookie and, for TCP, the final ``tcp_info``.  It carries no uid or inode (the
-socket has left its file by then), so the agent also dumps the tables now and then
-(the *watch*) and remembers each socket's first sight, last state, inode, uid and,
-with ``-p``, owners, by cookie.
+network namespace the listening netlink socket belongs to (destroy.py reads them).  It
+carries no uid or inode (the socket has left its file by then), so the agent also dumps
+the tables now and then (the *watch*) and remembers each socket's first sight, last
+state, inode and uid by cookie, and with ``-p`` scans owners by inode.
 
-``destroy_parser``, ``classify`` and ``lifetime_ms`` are pure (bytes or records in,
-records out) and tested on captured bytes; ``run`` is the loop around them.
+Here: the subscription, the watch, the counts of ticks, and the loop (``run``).
 """
 
 from __future__ import annotations
@@ -22,17 +20,16 @@ import signal
 import socket
 import struct
 import time
-from collections import Counter
 from collections.abc import Callable
 from typing import Any, NamedTuple, Optional
 
 from ..errors import EXIT_OK, KernelError, PermissionDenied, UsageError
 from ..filter import Selection
 from ..filter import select as select_sockets
-from ..netlink import NETLINK_SOCK_DIAG, ProtocolError, parse_attrs, parse_datagram
+from ..netlink import NETLINK_SOCK_DIAG, parse_datagram
 from ..schema import Event, EventCounts, Seen, Socket, Tick, Warning
 from .counters import parse_counter_pairs, read_optional
-from .sockdiag import INET_DIAG_INFO, IPPROTO_TCP, IPPROTO_UDP, inet_parser, parse_tcp_info
+from .destroy import Destroyed, destroy_parser, to_event
 from .sockets import Details, InterfaceNames, collect, owners_warned
 
 # enum sknetlink_groups (linux/sock_diag.h); bind() takes them as bits 1 << (group - 1).
@@ -40,8 +37,6 @@ SKNLGRP_INET_TCP_DESTROY, SKNLGRP_INET_UDP_DESTROY = 1, 2
 SKNLGRP_INET6_TCP_DESTROY, SKNLGRP_INET6_UDP_DESTROY = 3, 4
 GROUPS = {("inet", "tcp"): SKNLGRP_INET_TCP_DESTROY, ("inet", "udp"): SKNLGRP_INET_UDP_DESTROY,
           ("inet6", "tcp"): SKNLGRP_INET6_TCP_DESTROY, ("inet6", "udp"): SKNLGRP_INET6_UDP_DESTROY}
-INET_DIAG_PROTOCOL = 10  # the u8 the destroy message adds (a dump's messages lack it)
-_INET_MSG_LEN = 72
 SO_RCVBUFFORCE = 33  # socket(7): above net.core.rmem_max, needs CAP_NET_ADMIN
 SO_MEMINFO = 55  # u32[SK_MEMINFO_VARS]; index 8 is sk_drops (messages the kernel dropped)
 _MEMINFO = struct.Struct("=9I")
@@ -49,7 +44,9 @@ DEFAULT_RCVBUF = 8 << 20  # ~20k destroy messages (an skb of ~400 bytes each) be
 WATCH_MIN_INTERVAL = 1.0  # s between table dumps, stretched to keep them under a tenth of the time
 WATCH_DUTY = 10
 _BATCH = 256  # datagrams read before writing: bounds the latency of a storm's first lines
-CLOSE_KINDS = ("closed", "reset", "failed", "timeout", "unconnected")
+# After a read that did not fill a batch, wait this long before the next: at a few thousand
+# closes a second, waking per message cost as much again as the messages themselves.
+_COALESCE = 0.01
 # Namespace TCP counters each tick reports the change of: (field, /proc/net group, name).
 KERNEL_COUNTERS = (
     ("active_opens", "Tcp", "ActiveOpens"), ("passive_opens", "Tcp", "PassiveOpens"),
@@ -60,7 +57,6 @@ KERNEL_COUNTERS = (
 )
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-_ANY = ("0.0.0.0", "::")
 
 
 def parse_duration(text: str) -> float:
@@ -78,134 +74,6 @@ def groups_for(sel: Selection) -> int:
         if family in sel.families and netid in sel.netids:
             mask |= 1 << (group - 1)
     return mask
-
-
-# --- pure: bytes -> records -----------------------------------------------------------
-
-class Destroyed(NamedTuple):
-    """One parsed destroy message: the socket as a dump row would show it, and its final
-    tcp_info (None for UDP) with ``tcpi_retransmits``, which ``parse_tcp_info`` leaves out."""
-
-    sock: Socket
-    tcp_info: Optional[dict[str, Any]]
-    retransmits: Optional[int]
-
-
-# The tcp_info fields an event shows, read in one unpack (``parse_tcp_info`` reads all
-# ~50, three times the cost of the rest of an event): tcpi_retransmits, lost, last_data_sent,
-# last_data_recv, rtt, total_retrans, bytes_acked, bytes_received, segs_out, segs_in,
-# bytes_sent, snd_wnd (struct tcp_info of Linux >= 5.4; shorter ones take the full parse).
-_TCP_FIGURES = struct.Struct("=2xB29xI8xI4xI12xI28xI16xQQII56xQ20xI")
-_FIGURE_NAMES = ("lost", "last_data_sent_ms", "last_data_recv_ms", "rtt_us", "total_retrans", "bytes_acked",
-                 "bytes_received", "segs_out", "segs_in", "bytes_sent", "snd_wnd")
-
-
-def tcp_figures(data: Any) -> tuple[dict[str, Any], int]:
-    """The final tcp_info fields events use, by ``parse_tcp_info``'s names, and tcpi_retransmits."""
-    if len(data) < _TCP_FIGURES.size:
-        return parse_tcp_info(data), data[2] if len(data) > 2 else 0
-    retransmits, *values = _TCP_FIGURES.unpack_from(data)
-    figures = dict(zip(_FIGURE_NAMES, values))
-    figures["rtt_ms"] = figures.pop("rtt_us") / 1000.0
-    return figures, retransmits
-
-
-def destroy_parser(ifname: Callable[[int], Optional[str]] = lambda i: None, info: bool = False
-                   ) -> Callable[[Any, int, int], Optional[Destroyed]]:
-    """A parser of destroy messages (``parse_datagram``'s ``parse``).  The protocol comes
-    from INET_DIAG_PROTOCOL, then the dump's own ``inet_parser`` reads the message.  With
-    ``info`` the whole tcp_info is parsed (``-i``), else only the fields an event shows."""
-    parsers: dict[tuple[int, int], Callable[[Any, int, int], Socket]] = {}
-
-    def parse(buf: Any, start: int, end: int) -> Optional[Destroyed]:
-        if end - start < _INET_MSG_LEN:
-            raise ProtocolError(f"inet_diag_msg of {end - start} bytes (need {_INET_MSG_LEN})")
-        family = buf[start]
-        if family not in (socket.AF_INET, socket.AF_INET6):
-            return None
-        attrs = parse_attrs(buf, start + _INET_MSG_LEN, end)
-        raw_info = attrs.get(INET_DIAG_INFO)
-        raw_proto = attrs.get(INET_DIAG_PROTOCOL)
-        if raw_proto is not None and len(raw_proto):
-            protocol = raw_proto[0]
-        else:  # only TCP's destroy message carries tcp_info
-            protocol = IPPROTO_TCP if raw_info is not None else IPPROTO_UDP
-        if protocol not in (IPPROTO_TCP, IPPROTO_UDP):
-            return None
-        parser = parsers.get((family, protocol))
-        if parser is None:
-            parser = parsers[family, protocol] = inet_parser(family, protocol, ifname=ifname)
-        sock = parser(buf, start, end)
-        if raw_info is None:
-            return Destroyed(sock, None, None)
-        if info:
-            return Destroyed(sock, parse_tcp_info(raw_info), raw_info[2] if len(raw_info) > 2 else None)
-        return Destroyed(sock, *tcp_figures(raw_info))
-
-    return parse
-
-
-def classify(sock: Socket, tcp_info: Optional[dict[str, Any]], retransmits: Optional[int],
-             last_state: Optional[str] = None) -> Optional[str]:
-    """How a TCP connection ended, judged from its final figures (docs/schema.md, ``close``):
-
-    - ``unconnected``: it had no peer (a listener, or a socket that never connected);
-    - ``failed`` / ``reset``: the kernel had already torn it down (``tcp_disconnect``
-      keeps the peer address, zeroes the peer port and the counters): a connect that
-      failed (no send window ever) / an abort of an established one (SO_LINGER 0);
-    - ``timeout``: retransmissions were still unanswered (a SYN never answered, a peer gone);
-    - ``reset``: data was still unread at close, so the kernel answered with an RST;
-    - ``closed``: none of these (an orderly close, or a reset *received*: they look alike).
-    """
-    if sock.netid != "tcp" or tcp_info is None:
-        return None
-    if sock.peer_port == 0:
-        if sock.peer_address in _ANY:
-            return "unconnected"
-        window = tcp_info.get("snd_wnd")
-        if window is not None:
-            return "reset" if window else "failed"
-        return "failed" if last_state == "SYN-SENT" else "reset"
-    if retransmits:
-        return "timeout"
-    if sock.recv_q > 1:  # rcv_nxt - copied_seq counts the FIN too: > 1 means unread data
-        return "reset"
-    return "closed"
-
-
-def lifetime_ms(tcp_info: Optional[dict[str, Any]], seen_age_ms: Optional[float]) -> Optional[float]:
-    """A lower bound of how long the connection lived: the time since the agent first saw
-    it, and tcp_info's ``last_data_sent``/``last_data_recv`` of an established connection
-    (the kernel starts both clocks at the handshake; before one, they hold garbage)."""
-    best = seen_age_ms
-    if tcp_info and tcp_info.get("segs_in") and tcp_info.get("rtt_ms"):
-        for key in ("last_data_sent_ms", "last_data_recv_ms"):
-            value = tcp_info.get(key)
-            if value is not None and (best is None or value > best):
-                best = float(value)
-    return None if best is None else round(best, 3)
-
-
-def _signed(value: int) -> int:
-    """A queue the kernel sends as u32, as ss prints it (UDP's send queue reads -1)."""
-    return value - (1 << 32) if value >= 1 << 31 else value
-
-
-def to_event(d: Destroyed, now: float, seen: Optional[Seen] = None, processes: Optional[list] = None,
-             keep_info: bool = False) -> Event:
-    """The ``event`` record of one destroyed socket."""
-    s, info = d.sock, d.tcp_info
-    last_state = seen["state"] if seen else None
-    figures: tuple = (None,) * 8
-    if info is not None:
-        figures = (info.get("bytes_sent"), info.get("bytes_received"), info.get("bytes_acked"),
-                   info.get("total_retrans"), info.get("lost"), info.get("rtt_ms") or None, info.get("segs_in"),
-                   info.get("segs_out"))
-    return Event(
-        round(now, 3), s.family, s.netid, s.state, _signed(s.recv_q), _signed(s.send_q), s.local_address,
-        s.local_port, s.peer_address, s.peer_port, s.interface, s.cookie,
-        classify(s, info, d.retransmits, last_state), lifetime_ms(info, seen["age_ms"] if seen else None),
-        *figures, seen, processes, info if keep_info else None)
 
 
 # --- counting -------------------------------------------------------------------------
@@ -232,17 +100,18 @@ class Counts:
 
     def __init__(self, kernel: dict[str, Optional[int]]) -> None:
         self.events = self.unmatched = self.lost = self.resets = 0
-        self.netid: Counter[str] = Counter()
-        self.state: Counter[str] = Counter()
-        self.close: Counter[str] = Counter()
+        self.netid: dict[str, int] = {}
+        self.state: dict[str, int] = {}
+        self.close: dict[str, int] = {}
         self.kernel_start = kernel
 
     def add(self, event: Event) -> None:
         self.events += 1
-        self.netid[event.netid] += 1
-        self.state[event.state] += 1
-        self.close[event.close or "none"] += 1
-        if event.close == "reset":
+        netid, state, close = event.netid, event.state, event.close or "none"
+        self.netid[netid] = self.netid.get(netid, 0) + 1
+        self.state[state] = self.state.get(state, 0) + 1
+        self.close[close] = self.close.get(close, 0) + 1
+        if close == "reset":
             self.resets += 1
 
     def record(self, kernel_now: dict[str, Optional[int]]) -> EventCounts:
@@ -489,25 +358,63 @@ def _warn_once(out: Any) -> Callable[[Warning], None]:
     return warn
 
 
-class _Said(NamedTuple):
-    count: int = 0
-    at: float = 0.0
+class _Stream:
+    """The state of one run: the counts of the current tick and of the whole run, what
+    has been said about losses, and why it ended."""
 
+    def __init__(self, opts: EventsOptions, out: Any, sub: Subscription, watch: Optional[Watch]) -> None:
+        self.opts, self.out, self.sub, self.watch = opts, out, sub, watch
+        kernel = read_kernel_counters()  # from the subscription on, like the events
+        self.total, self.interval = Counts(kernel), Counts(kernel)
+        self.started = self.last_tick = time.monotonic()
+        self.matches = matcher(opts.selection)
+        self.lost_said = self.lost_said_at = 0
+        self.ended_by: Optional[str] = None
 
-def _report_lost(out: Any, sub: Subscription, said: _Said, total: Counts, interval: Counts, final: bool) -> _Said:
-    """Count newly lost messages into the ticks, and say so in a warning (at most once a second
-    during a storm, and once more before the final tick)."""
-    lost = sub.lost()
-    if lost > total.lost:
-        interval.lost += lost - total.lost
-        total.lost = lost
-    now = time.monotonic()
-    if lost <= said.count or (not final and now - said.at < 1.0):
-        return said
-    out.warning("events-lost", f"the kernel dropped {lost - said.count} destroy messages: the agent's "
-                "receive buffer was full (a storm of closes, or a slow reader of this stream); ticks count "
-                "them under lost", lost - said.count)
-    return _Said(lost, now)
+    def handle(self, items: list[Destroyed]) -> None:
+        """Write the events of one read (up to --count) and count them."""
+        opts, watch, total, interval = self.opts, self.watch, self.total, self.interval
+        wall, mono = time.time(), time.monotonic()
+        events = []
+        for d in items:
+            if not self.matches(d.sock):
+                total.unmatched += 1
+                interval.unmatched += 1
+                continue
+            seen, owners = watch.lookup(d.sock.cookie, mono) if watch else (None, None)
+            if opts.processes and owners is None:
+                owners = []
+            event = to_event(d, wall, seen, owners if opts.processes else None, opts.info)
+            events.append(event)
+            total.add(event)
+            interval.add(event)
+            if opts.count is not None and total.events >= opts.count:
+                self.ended_by = "count"
+                break
+        if events:
+            self.out.emit_batch(events)
+
+    def count_lost(self, final: bool = False) -> None:
+        """Count newly lost messages into the ticks, and say so in a warning (at most once a
+        second during a storm, and once more before the final tick)."""
+        lost = self.sub.lost()
+        if lost > self.total.lost:
+            self.interval.lost += lost - self.total.lost
+            self.total.lost = lost
+        now = time.monotonic()
+        if lost <= self.lost_said or (not final and now - self.lost_said_at < 1.0):
+            return
+        self.out.warning("events-lost", f"the kernel dropped {lost - self.lost_said} destroy messages: the "
+                         "agent's receive buffer was full (a storm of closes, or a slow reader of this stream); "
+                         "ticks count them under lost", lost - self.lost_said)
+        self.lost_said, self.lost_said_at = lost, now
+
+    def tick(self, now: float, final: bool = False) -> None:
+        self.count_lost(final)
+        kernel = read_kernel_counters()
+        self.out.emit(Tick(round((now - self.started) * 1000, 3), self.interval.record(kernel),
+                           self.total.record(kernel), final=final, ended_by=self.ended_by if final else None))
+        self.interval, self.last_tick = Counts(kernel), now
 
 
 def _loop(opts: EventsOptions, out: Any, sub: Subscription, stop: _Stop, poke_serve: bool) -> int:
@@ -521,64 +428,36 @@ def _loop(opts: EventsOptions, out: Any, sub: Subscription, stop: _Stop, poke_se
                     sub.rcvbuf)
     if opts.state_words:
         out.warning("events-state-ignored", "state and exclude words are ignored, as by ss -E: every "
-                    "destroyed TCP socket is in state UNCONN (see last_state in `seen`)")
-    kernel = read_kernel_counters()  # from the subscription on, like the events
-    total, interval = Counts(kernel), Counts(kernel)
-    started = last_tick = time.monotonic()
+                    "destroyed TCP socket is in state UNCONN (its state before the close: seen.state)")
     watch = Watch(opts.selection, opts.processes, _warn_once(out)) if opts.watch else None
+    run = _Stream(opts, out, sub, watch)
     if watch is not None:
-        watch.refresh(started)
+        watch.refresh(run.started)
     parse = destroy_parser(InterfaceNames(), opts.info)
-    matches = matcher(opts.selection)
-    deadline = started + opts.duration if opts.duration is not None else None
+    deadline = run.started + opts.duration if opts.duration is not None else None
     poller = select.poll()
     poller.register(sub.fileno(), select.POLLIN)
     poller.register(stop.read_fd, select.POLLIN)
-    lost_said, ended_by = _Said(), None
-    while ended_by is None:
-        now = time.monotonic()
+    while run.ended_by is None:
         wakes = [t for t in (deadline, watch.next_due if watch else None,
-                             last_tick + opts.tick if opts.tick else None) if t is not None]
-        wait = max(0.0, min(wakes) - now) if wakes else None
+                             run.last_tick + opts.tick if opts.tick else None) if t is not None]
+        wait = max(0.0, min(wakes) - time.monotonic()) if wakes else None
         ready = poller.poll(None if wait is None else wait * 1000)
-        if stop.signal:
-            ended_by = stop.signal
+        run.ended_by = stop.signal
         if any(fd == sub.fileno() for fd, _ in ready):
             items = sub.receive(parse)
-            wall, mono = time.time(), time.monotonic()
-            events = []
-            for d in items:
-                if not matches(d.sock):
-                    total.unmatched += 1
-                    interval.unmatched += 1
-                    continue
-                seen, owners = watch.lookup(d.sock.cookie, mono) if watch else (None, None)
-                if opts.processes and owners is None:
-                    owners = []
-                event = to_event(d, wall, seen, owners if opts.processes else None, opts.info)
-                events.append(event)
-                total.add(event)
-                interval.add(event)
-                if opts.count is not None and total.events >= opts.count:
-                    ended_by = "count"
-                    break
-            if events:
-                out.emit_batch(events)
-            lost_said = _report_lost(out, sub, lost_said, total, interval, final=False)
+            run.handle(items)
+            run.count_lost()
+            if len(items) < _BATCH and run.ended_by is None:
+                time.sleep(_COALESCE)
         now = time.monotonic()
-        if deadline is not None and now >= deadline and ended_by is None:
-            ended_by = "for"
-        if ended_by is None and watch is not None and now >= watch.next_due:
+        if run.ended_by is None and deadline is not None and now >= deadline:
+            run.ended_by = "for"
+        if run.ended_by is None and watch is not None and now >= watch.next_due:
             watch.refresh(now)
-        if ended_by is None and opts.tick and now >= last_tick + opts.tick:
-            lost_said = _report_lost(out, sub, lost_said, total, interval, final=False)
-            kernel = read_kernel_counters()
-            out.emit(Tick(round((now - started) * 1000, 3), interval.record(kernel), total.record(kernel)))
-            interval, last_tick = Counts(kernel), now
+        if run.ended_by is None and opts.tick and now >= run.last_tick + opts.tick:
+            run.tick(now)
             if poke_serve:  # a long run must keep the plugin's serve container alive
                 serve.keep_alive()
-    _report_lost(out, sub, lost_said, total, interval, final=True)
-    kernel = read_kernel_counters()
-    out.emit(Tick(round((time.monotonic() - started) * 1000, 3), interval.record(kernel), total.record(kernel),
-                  final=True, ended_by=ended_by))
+    run.tick(time.monotonic(), final=True)
     return EXIT_OK

@@ -12,16 +12,16 @@ from pathlib import Path
 
 import pytest
 from sockdebug_agent.filter import select
-from sockdebug_agent.inspectors.events import (
+from sockdebug_agent.inspectors.destroy import (
+    CLOSE_KINDS,
     Destroyed,
     classify,
     destroy_parser,
-    groups_for,
     lifetime_ms,
-    parse_duration,
     tcp_figures,
     to_event,
 )
+from sockdebug_agent.inspectors.events import groups_for, parse_duration
 from sockdebug_agent.netlink import ProtocolError, parse_datagram
 from sockdebug_agent.schema import Event, Seen, Tick, from_dict, to_dict, to_json
 
@@ -80,6 +80,7 @@ def test_each_way_of_ending_is_told_apart():
     for label, d in captured():
         got.setdefault(label, Counter())[to_event(d, 0.0).close] += 1
     assert {k: dict(v) for k, v in got.items()} == EXPECTED_CLOSE
+    assert {c for counts in got.values() for c in counts} - {None} == set(CLOSE_KINDS)
 
 
 def test_the_reset_sender_keeps_the_peer_address_but_not_its_port():

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from sockdebug_agent.errors import KernelError, PermissionDenied
 from sockdebug_agent.inspectors import events
-from sockdebug_agent.inspectors.events import Counts, Subscription, destroy_parser, to_event
+from sockdebug_agent.inspectors.destroy import destroy_parser, to_event
+from sockdebug_agent.inspectors.events import Counts, Subscription
 from sockdebug_agent.netlink import parse_datagram
 
 DATA = Path(__file__).parent / "data"
