@@ -238,7 +238,7 @@ class Watch:
             self.due = _next_run(began)
         if self.processes and now >= self.owners_due:
             began = time.monotonic()
-            self.owners = owners_warned(self.warn)
+            self.owners = owners_warned(self.warn, pids_in_this_netns())
             self.owners_due = _next_run(began)
 
     @property
@@ -255,6 +255,25 @@ class Watch:
                     peer_address=s.peer_address or "", peer_port=s.peer_port, inode=s.inode,
                     uid=s.uid, age_ms=round((now - first) * 1000, 3))
         return seen, self.owners.get(s.inode) if s.inode else None
+
+
+def pids_in_this_netns(proc: str = "/proc") -> set[int]:
+    """The visible processes in the agent's network namespace (the inspected one), and those
+    whose namespace it may not read (their fds will be refused too, and counted).  Owners
+    are looked for among them only: a host holds far more sockets than a namespace, and the
+    scan is periodic here (a process holding a socket of a namespace it has left is missed)."""
+    own = os.stat(f"{proc}/self/ns/net").st_ino
+    pids = set()
+    for entry in os.listdir(proc):
+        if entry.isdigit():
+            try:
+                if os.stat(f"{proc}/{entry}/ns/net").st_ino == own:
+                    pids.add(int(entry))
+            except PermissionError:
+                pids.add(int(entry))
+            except OSError:  # gone
+                pass
+    return pids
 
 
 def _next_run(began: float) -> float:

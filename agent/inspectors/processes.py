@@ -8,6 +8,7 @@ CAP_SYS_PTRACE; processes we may not read are counted, never silently skipped.
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from typing import NamedTuple, Optional
 
 from ..schema import Process
@@ -46,13 +47,14 @@ def read_text(path: str) -> Optional[str]:
         return None
 
 
-def scan_owners(proc: str = "/proc", with_containers: bool = True) -> OwnerScan:
-    """Map socket inodes to the processes holding them."""
+def scan_owners(proc: str = "/proc", with_containers: bool = True,
+                pids: Optional[Collection[int]] = None) -> OwnerScan:
+    """Map socket inodes to the processes holding them (only ``pids``, when given)."""
     scan = OwnerScan({}, [])
     owners = scan.owners
     readlink, listdir = os.readlink, os.listdir
     for entry in os.listdir(proc):
-        if not entry.isdigit():
+        if not entry.isdigit() or (pids is not None and int(entry) not in pids):
             continue
         pid = int(entry)
         try:
