@@ -47,6 +47,7 @@ _BATCH = 256  # datagrams read before writing: bounds the latency of a storm's f
 # After a read that did not fill a batch, wait this long before the next: at a few thousand
 # closes a second, waking per message cost as much again as the messages themselves.
 _COALESCE = 0.01
+DRAIN_SECONDS = 2.0  # at a stop by signal or --for: at most this long to write what is queued
 # Namespace TCP counters each tick reports the change of: (field, /proc/net group, name).
 KERNEL_COUNTERS = (
     ("active_opens", "Tcp", "ActiveOpens"), ("passive_opens", "Tcp", "PassiveOpens"),
@@ -157,6 +158,7 @@ class Subscription:
         self.rcvbuf = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2
         self.sock.setblocking(False)
         self.buf = bytearray(64 * 1024)
+        self.read = 0
         self.view = memoryview(self.buf)
         self.overruns = 0  #: ENOBUFS seen (each: at least one message lost)
         self._drops_base = self.drops()
@@ -185,6 +187,7 @@ class Subscription:
         """Parse up to ``limit`` waiting datagrams; returns the parsed items (maybe none)."""
         items: list = []
         recv_into, buf, view = self.sock.recv_into, self.buf, self.view
+        self.read = 0  #: reads that did not block: datagrams (maybe nothing selected) and ENOBUFS
         for _ in range(limit):
             try:
                 size = recv_into(buf)
@@ -194,7 +197,9 @@ class Subscription:
                 if exc.errno != errno.ENOBUFS:
                     raise
                 self.overruns += 1  # the queue overflowed; the socket keeps working
+                self.read += 1
                 continue
+            self.read += 1
             parsed, _done, _intr = parse_datagram(view, size, 0, parse)  # broadcasts carry seq 0
             items += parsed
         return items
@@ -480,5 +485,11 @@ def _loop(opts: EventsOptions, out: Any, sub: Subscription, stop: _Stop, poke_se
             run.tick(now)
             if poke_serve:  # a long run must keep the plugin's serve container alive
                 serve.keep_alive()
+    if run.ended_by != "count":  # closes before the stop that are still queued are part of the run
+        drain_until = time.monotonic() + DRAIN_SECONDS
+        while time.monotonic() < drain_until and run.ended_by != "count":
+            run.handle(sub.receive(parse))
+            if not sub.read:
+                break
     run.tick(time.monotonic(), final=True)
     return EXIT_OK

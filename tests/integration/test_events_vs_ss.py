@@ -34,6 +34,8 @@ pytestmark = pytest.mark.root
 AGENT = [sys.executable, "-m", "sockdebug_agent"]
 HELPERS = Path(__file__).parent / "helpers"
 ALL = ("clean", "linger0", "unread", "refused", "unused", "udp", "v6")
+UDP_BURST = ("import socket\nfor _ in range(%d):\n"
+             "    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('127.0.0.1', 0)); s.close()")
 
 
 def why_not_runnable() -> str | None:
@@ -284,8 +286,7 @@ def test_a_full_buffer_is_counted_not_fatal(ev_ns):
     time.sleep(0.5)  # past the first table dump
     agent.send_signal(signal.SIGSTOP)
     try:
-        ev_ns.exec(sys.executable, "-c", "import socket\nfor _ in range(2000):\n"
-                   "    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('127.0.0.1', 0)); s.close()")
+        ev_ns.exec(sys.executable, "-c", UDP_BURST % 2000)
     finally:
         agent.send_signal(signal.SIGCONT)
     time.sleep(0.5)
@@ -296,3 +297,20 @@ def test_a_full_buffer_is_counted_not_fatal(ev_ns):
     assert lost and sum(lost) == total["lost"] > 0
     assert total["events"] + total["lost"] == 2000
     assert len([r for r in recs if r["type"] == "event"]) == total["events"]
+
+
+def test_a_stop_still_writes_the_closes_queued_before_it(ev_ns):
+    """SIGINT right after a burst the agent has not read yet: the final tick counts them all."""
+    agent, path = ev_ns.agent(["-u", "--tick", "0"], "drain.jsonl")
+    ev_ns.wait_subscribed(1)
+    time.sleep(0.5)  # past the first table dump
+    agent.send_signal(signal.SIGSTOP)
+    try:
+        ev_ns.exec(sys.executable, "-c", UDP_BURST % 2000)
+        agent.send_signal(signal.SIGINT)  # delivered when it runs again, before it read the burst
+    finally:
+        agent.send_signal(signal.SIGCONT)
+    assert agent.wait(timeout=30) == 0
+    recs = records(path, 0)
+    total = recs[-2]["total"]
+    assert recs[-2]["ended_by"] == "SIGINT" and total["lost"] == 0 and total["events"] == 2000
