@@ -277,7 +277,7 @@ def _add_socket_flags(p: argparse.ArgumentParser) -> None:
     flag("-m", "--memory", action="store_true", help="socket memory (skmem)")
     flag("-i", "--info", action="store_true", help="TCP internals (tcp_info)")
     flag("-n", "--numeric", action="store_true", help="accepted for ss habits; output is always numeric")
-    flag("-H", "--no-header", action="store_true", help="accepted for ss habits; JSON has no header")
+    flag("-H", "--no-header", action="store_true", help="no column headers (tables; JSON Lines have none)")
     flag("filter", nargs="*", metavar="[state S | exclude S] ... FILTER",
          help="ss state words and filter expression, e.g. state established '( dport = :443 )'")
 
@@ -296,7 +296,8 @@ class _ArgumentParser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _ArgumentParser(
         prog="sockdebug-agent",
-        description="ss-grade socket inspection of any network namespace, as JSON Lines.")
+        description="ss-grade socket inspection of any network namespace: tables on a terminal, JSON Lines "
+                    "otherwise.")
     parser.add_argument("--version", action="version", version=f"sockdebug-agent {__version__}")
     target = parser.add_mutually_exclusive_group()
     target.add_argument("--netns", metavar="NAME|PATH",

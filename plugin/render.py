@@ -24,6 +24,7 @@ from sockdebug_agent.render import (
     interfaces_table,
     limits_text,
     ms_text,
+    notable_warnings,
     process_text,
     report_text,
     routes_table,
@@ -37,8 +38,9 @@ from sockdebug_agent.schema import to_dict
 
 __all__ = [
     "OUTPUTS", "Result", "address", "document", "escape", "findings_text", "format_table", "info_text",
-    "interfaces_table", "jsonl_line", "limits_text", "ms_text", "process_text", "report_text", "routes_table",
-    "sockets_table", "summary_text", "target_title", "timer_text", "use_color", "write_document",
+    "interfaces_table", "jsonl_line", "limits_text", "ms_text", "notable_warnings", "process_text", "report_text",
+    "routes_table", "sockets_table", "summary_text", "target_title", "timer_text", "use_color", "without_surrogates",
+    "write_document",
 ]
 
 OUTPUTS = ("table", "wide", "json", "yaml", "jsonl")
