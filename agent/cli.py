@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from typing import Optional
 
 from . import __version__, namespaces, serve
-from .errors import EXIT_AGENT, EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, AgentError, KernelError, UsageError
+from .errors import EXIT_AGENT, EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, KernelError, SockdebugError, UsageError
 from .filter import FilterError, select
 from .netlink import NetlinkError, ProtocolError
 from .stream import Writer
@@ -347,9 +347,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if os.environ.get(serve.SERVE_ENV) and args.command != "serve":
             serve.keep_alive()
         code = COMMANDS[args.command](args, out)
-    except AgentError as exc:
+    except SockdebugError as exc:
         code = exc.exit_code
-        _fail(out, command_line, exc.code, exc.message, exc.hint)
+        _fail(out, command_line, exc.code, exc.cause, exc.hint)
     except (NetlinkError, ProtocolError) as exc:
         code = KernelError.exit_code
         _fail(out, command_line, KernelError.code, f"the kernel's netlink answer could not be used: {exc}",
