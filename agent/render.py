@@ -299,7 +299,7 @@ def findings_text(res: Result, color: bool, sort: Optional[Sorter] = None) -> st
         findings = [f for _, f in sort([(res.target, f) for f in findings])]
     out = []
     for f in findings:
-        tag = escape(f.severity).upper()
+        tag = escape(str(f.severity).upper())
         if color:
             tag = f"\x1b[{_SEVERITY_COLORS.get(f.severity, '0')}m{tag}\x1b[0m"
         out += [f"{tag}  {escape(f.title)}  [{escape(f.id)}]", f"    {escape(f.explanation)}",
