@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import select
 import signal
 import socket
@@ -27,6 +26,7 @@ from ..errors import EXIT_OK, KernelError, PermissionDenied, UsageError
 from ..filter import Selection
 from ..filter import select as select_sockets
 from ..netlink import NETLINK_SOCK_DIAG, parse_datagram
+from ..query import Query, parse_duration
 from ..schema import Event, EventCounts, Seen, Socket, Tick, Warning
 from .counters import parse_counter_pairs, read_optional
 from .destroy import Destroyed, destroy_parser, to_event
@@ -40,6 +40,7 @@ GROUPS = {("inet", "tcp"): SKNLGRP_INET_TCP_DESTROY, ("inet", "udp"): SKNLGRP_IN
 SO_RCVBUFFORCE = 33  # socket(7): above net.core.rmem_max, needs CAP_NET_ADMIN
 SO_MEMINFO = 55  # u32[SK_MEMINFO_VARS]; index 8 is sk_drops (messages the kernel dropped)
 _MEMINFO = struct.Struct("=9I")
+DEFAULT_TICK = 5.0  # s between ticks
 DEFAULT_RCVBUF = 8 << 20  # ~20k destroy messages (an skb of ~400 bytes each) before any loss
 WATCH_MIN_INTERVAL = 1.0  # s between table dumps, stretched to keep them under a tenth of the CPU
 WATCH_DUTY = 10
@@ -56,16 +57,6 @@ KERNEL_COUNTERS = (
     ("abort_on_close", "TcpExt", "TCPAbortOnClose"), ("abort_on_linger", "TcpExt", "TCPAbortOnLinger"),
     ("abort_on_timeout", "TcpExt", "TCPAbortOnTimeout"),
 )
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-
-
-def parse_duration(text: str) -> float:
-    """``30s``, ``1.5m``, ``500ms``, ``2h`` or plain seconds -> seconds."""
-    match = _DURATION.match(text)
-    if not match:
-        raise ValueError(f"not a duration: {text!r} (use e.g. 30s, 2m, 500ms, or seconds)")
-    return float(match.group(1)) * _UNITS[match.group(2)]
 
 
 def groups_for(sel: Selection) -> int:
@@ -291,7 +282,7 @@ def _next_run(cpu_before: float) -> float:
 # --- the command ----------------------------------------------------------------------
 
 class EventsOptions(NamedTuple):
-    """``events`` after its flags are checked (``options_from_args``)."""
+    """``events`` as a checked query resolves it (``options``)."""
 
     selection: Selection
     duration: Optional[float]  #: --for, seconds
@@ -304,28 +295,18 @@ class EventsOptions(NamedTuple):
     state_words: bool  #: state/exclude words were given (ss -E ignores them; so does the agent)
 
 
-def options_from_args(args: Any, selection: Selection) -> EventsOptions:
-    """Validate the parsed flags of ``events`` (usage errors before any socket is opened)."""
-    try:
-        duration = parse_duration(args.for_) if args.for_ is not None else None
-    except ValueError as exc:
-        raise UsageError(f"--for: {exc}", "e.g. --for 30s, --for 2m") from None
-    if duration is not None and duration <= 0:
-        raise UsageError("--for must be more than 0", "e.g. --for 30s")
-    if args.count is not None and args.count < 1:
-        raise UsageError("--count must be at least 1", "e.g. --count 100")
-    if args.tick < 0:
-        raise UsageError("--tick must be 0 (only the final tick) or more", "e.g. --tick 5")
-    if args.rcvbuf < 4096:
-        raise UsageError("--rcvbuf must be at least 4096 bytes", f"the default is {DEFAULT_RCVBUF}")
-    if args.processes and args.no_watch:
-        raise UsageError("-p needs the watch: owners come from the table dumps",
-                         "drop --no-watch, or -p")
+def options(query: Query, selection: Selection) -> EventsOptions:
+    """The options of a checked ``events`` query (query.py validated every flag), with
+    the agent's defaults, and its selection (names resolved in the inspected namespace)."""
     if not groups_for(selection):
-        raise UsageError("events covers TCP and UDP sockets only", "use -t, -u, -4 or -6 (or none)")
-    words = list(args.filter)
-    return EventsOptions(selection, duration, args.count, args.tick, args.processes, args.info,
-                         not args.no_watch, args.rcvbuf, bool(words) and words[0] in ("state", "exclude", "excl"))
+        raise UsageError("events covers TCP and UDP sockets only", "use -t, -u, -4 or -6 (or none), and inet "
+                         "addresses in the filter")
+    words = query.words
+    return EventsOptions(
+        selection, parse_duration(query.duration) if query.duration is not None else None, query.count,
+        DEFAULT_TICK if query.tick is None else query.tick, query.flags.processes, query.flags.info,
+        not query.no_watch, DEFAULT_RCVBUF if query.rcvbuf is None else query.rcvbuf,
+        bool(words) and words[0] in ("state", "exclude", "excl"))
 
 
 class _Stop:

@@ -21,8 +21,9 @@ from sockdebug_agent.inspectors.destroy import (
     tcp_figures,
     to_event,
 )
-from sockdebug_agent.inspectors.events import groups_for, parse_duration
+from sockdebug_agent.inspectors.events import groups_for
 from sockdebug_agent.netlink import ProtocolError, parse_datagram
+from sockdebug_agent.query import parse_duration
 from sockdebug_agent.schema import Event, Seen, Tick, from_dict, to_dict, to_json
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "integration"))

@@ -10,11 +10,13 @@ import json
 from pathlib import Path
 
 import pytest
-from sockdebug_agent.errors import KernelError, PermissionDenied
+from sockdebug_agent import cli
+from sockdebug_agent.errors import KernelError, PermissionDenied, UsageError
 from sockdebug_agent.inspectors import events
 from sockdebug_agent.inspectors.destroy import destroy_parser, to_event
 from sockdebug_agent.inspectors.events import Counts, Subscription
 from sockdebug_agent.netlink import parse_datagram
+from sockdebug_agent.query import Query, SocketFlags
 
 DATA = Path(__file__).parent / "data"
 
@@ -28,6 +30,7 @@ DATA = Path(__file__).parent / "data"
     (["events", "-p", "--no-watch"], "-p"),
     (["events", "-x"], "-x"),  # unix sockets have no destroy messages: not a flag of events
     (["events", "-t", "dport", "=", ":80", "and"], "and"),
+    (["events", "src", "unix:/tmp/x"], "TCP and UDP"),  # a unix host condition: no group to join
 ])
 def test_bad_flags_end_framed_with_a_usage_error(run_agent, argv, says):
     run = run_agent(*argv)
@@ -164,3 +167,50 @@ def test_the_matcher_is_ss_e():
     assert {(s.local_port, s.peer_port) for s in kept(tcp=True, words=["dport", "=", ":7000"])} == \
         {(s.local_port, 7000) for s in socks if s.peer_port == 7000}
     assert kept(tcp=True, words=["state", "established"]) == [s for s in socks if s.netid == "tcp"]
+
+
+EVENT_QUERIES = [
+    Query("events"),
+    Query("events", SocketFlags(tcp=True, ipv6=True, processes=True, info=True), ("dport", "=", ":443"),
+          duration="30s", count=5, tick=0.5, rcvbuf=1 << 20),
+    Query("events", SocketFlags(udp=True, ipv4=True), ("sport", "=", "-1"), no_watch=True, tick=0),
+    Query("events", SocketFlags(ipv4=True, ipv6=True, preferred_family="inet"), ("src", "127.0.0.1")),
+]
+
+
+@pytest.mark.parametrize("query", EVENT_QUERIES, ids=lambda q: " ".join(q.to_argv()))
+def test_events_queries_round_trip_through_the_agents_parser(query):
+    """The plugin's --events builds a Query; the agent reads the same one back."""
+    query.check()
+    argv = query.to_argv()
+    assert Query.from_argv(argv) == query
+    assert Query.from_args(cli.build_parser().parse_args(["--netns", "x", *argv])) == query
+
+
+@pytest.mark.parametrize(("query", "says"), [
+    (Query("events", SocketFlags(listening=True)), "-l"),
+    (Query("events", SocketFlags(unix=True)), "-x"),
+    (Query("events", SocketFlags(memory=True)), "-m"),
+    (Query("events", duration="soon"), "--for"),
+    (Query("events", duration="0s"), "--for"),
+    (Query("events", count=0), "--count"),
+    (Query("events", tick=-1.0), "--tick"),
+    (Query("events", rcvbuf=100), "--rcvbuf"),
+    (Query("events", SocketFlags(processes=True), no_watch=True), "-p"),
+    (Query("sockets", count=3), "--count"),
+    (Query("triage", duration="1s"), "--for"),
+])
+def test_events_checks_on_the_laptop(query, says):
+    with pytest.raises(UsageError) as caught:
+        query.check()
+    assert says in caught.value.cause
+
+
+def test_options_take_the_agents_defaults():
+    from sockdebug_agent.filter import select
+
+    opts = events.options(Query("events").check(), select())
+    assert (opts.tick, opts.rcvbuf, opts.watch, opts.duration, opts.count) == (
+        events.DEFAULT_TICK, events.DEFAULT_RCVBUF, True, None, None)
+    opts = events.options(Query("events", words=("state", "established"), duration="2m").check(), select())
+    assert opts.state_words and opts.duration == 120.0
