@@ -40,8 +40,9 @@ GROUPS = {("inet", "tcp"): SKNLGRP_INET_TCP_DESTROY, ("inet", "udp"): SKNLGRP_IN
 SO_RCVBUFFORCE = 33  # socket(7): above net.core.rmem_max, needs CAP_NET_ADMIN
 SO_MEMINFO = 55  # u32[SK_MEMINFO_VARS]; index 8 is sk_drops (messages the kernel dropped)
 _MEMINFO = struct.Struct("=9I")
+_MESSAGE_COST = 640  # receive-buffer bytes a destroy message takes (1280 of the doubled buffer)
 DEFAULT_TICK = 5.0  # s between ticks
-DEFAULT_RCVBUF = 8 << 20  # ~20k destroy messages (an skb of ~400 bytes each) before any loss
+DEFAULT_RCVBUF = 8 << 20  # the kernel doubles it: ~13k destroy messages of 1280 bytes (skb truesize)
 WATCH_MIN_INTERVAL = 1.0  # s between table dumps, stretched to keep them under a tenth of the CPU
 WATCH_DUTY = 10
 _BATCH = 256  # datagrams read before writing: bounds the latency of a storm's first lines
@@ -431,7 +432,7 @@ def _loop(opts: EventsOptions, out: Any, sub: Subscription, stop: _Stop, poke_se
         out.warning("events-rcvbuf-limited",
                     f"the receive buffer holds {sub.rcvbuf} bytes, not {opts.rcvbuf} (net.core.rmem_max caps "
                     "it without CAP_NET_ADMIN): a burst of more than about "
-                    f"{max(1, sub.rcvbuf // 1024)} closes between two reads is lost and counted in ticks",
+                    f"{max(1, sub.rcvbuf // _MESSAGE_COST)} closes between two reads is lost and counted in ticks",
                     sub.rcvbuf)
     if opts.state_words:
         out.warning("events-state-ignored", "state and exclude words are ignored, as by ss -E: every "

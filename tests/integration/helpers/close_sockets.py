@@ -43,53 +43,49 @@ def listener(host: str, port: int, family: int = socket.AF_INET) -> socket.socke
     return lst
 
 
+def connection(host: str, port: int, family: int = socket.AF_INET) -> tuple[socket.socket, ...]:
+    """A listener on host:port and one connection to it: (listener, client, server side)."""
+    lst = listener(host, port, family)
+    cli = socket.create_connection((host, port))
+    return lst, cli, lst.accept()[0]
+
+
+def close_in_turn(first: socket.socket, second: socket.socket, lst: socket.socket, client: socket.socket) -> dict:
+    """Close one side, then (0.1 s later) the other, then the listener; the client's port."""
+    port = client.getsockname()[1]
+    first.close()
+    time.sleep(0.1)
+    second.close()
+    lst.close()
+    return {"client_port": port}
+
+
 def clean() -> dict:
     """Each side sends, then the client closes first (the server is a passive closer)."""
-    lst = listener("127.0.0.1", 7000)
-    cli = socket.create_connection(("127.0.0.1", 7000))
-    srv = lst.accept()[0]
+    lst, cli, srv = connection("127.0.0.1", 7000)
     cli.sendall(b"x" * 1000)
     srv.recv(2000)
     srv.sendall(b"y" * 500)
     cli.recv(1000)
     time.sleep(0.3)  # so last_data_* count something
-    port = cli.getsockname()[1]
-    cli.close()
-    time.sleep(0.1)
-    srv.close()
-    lst.close()
-    return {"client_port": port}
+    return close_in_turn(cli, srv, lst, cli)
 
 
 def linger0() -> dict:
     """The client aborts (SO_LINGER 0): it sends an RST, the server receives it."""
-    lst = listener("127.0.0.1", 7001)
-    cli = socket.create_connection(("127.0.0.1", 7001))
-    srv = lst.accept()[0]
+    lst, cli, srv = connection("127.0.0.1", 7001)
     cli.sendall(b"x" * 100)
     srv.recv(200)
-    port = cli.getsockname()[1]
     cli.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    cli.close()
-    time.sleep(0.1)
-    srv.close()
-    lst.close()
-    return {"client_port": port}
+    return close_in_turn(cli, srv, lst, cli)
 
 
 def unread() -> dict:
     """The server closes with unread data: the kernel answers with an RST."""
-    lst = listener("127.0.0.1", 7002)
-    cli = socket.create_connection(("127.0.0.1", 7002))
-    srv = lst.accept()[0]
+    lst, cli, srv = connection("127.0.0.1", 7002)
     cli.sendall(b"x" * 100)
     time.sleep(0.1)
-    port = cli.getsockname()[1]
-    srv.close()
-    time.sleep(0.1)
-    cli.close()
-    lst.close()
-    return {"client_port": port}
+    return close_in_turn(srv, cli, lst, cli)
 
 
 def refused() -> dict:
@@ -131,21 +127,12 @@ def udp() -> dict:
 
 
 def v6() -> dict:
-    lst = listener("::1", 7006, socket.AF_INET6)
-    cli = socket.create_connection(("::1", 7006))
-    srv = lst.accept()[0]
-    port = cli.getsockname()[1]
-    cli.close()
-    time.sleep(0.05)
-    srv.close()
-    lst.close()
-    return {"client_port": port}
+    lst, cli, srv = connection("::1", 7006, socket.AF_INET6)
+    return close_in_turn(cli, srv, lst, cli)
 
 
 def held() -> dict:
-    lst = listener("127.0.0.1", 7007)
-    cli = socket.create_connection(("127.0.0.1", 7007))
-    srv = lst.accept()[0]
+    lst, cli, srv = connection("127.0.0.1", 7007)
     time.sleep(float(os.environ.get("HOLD_SECONDS", "2.5")))
     port, fd = cli.getsockname()[1], cli.fileno()
     cli.close()

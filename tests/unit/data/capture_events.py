@@ -22,7 +22,7 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "..", "integration", "helpers"))
+sys.path[:0] = [os.path.join(HERE, "..", "..", "integration"), os.path.join(HERE, "..", "..", "integration", "helpers")]
 import close_sockets  # noqa: E402  (the scenarios the integration tests run too)
 
 NS = "sdt-capture-events"
@@ -57,13 +57,14 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--inner":
         inner(sys.argv[2])
         return
-    subprocess.run(["ip", "netns", "add", NS], check=True)
+    from netns_fixture import TestNamespace  # the integration tests' namespace: add, lo up, delete
+
+    ns = TestNamespace(NS)
     try:
-        subprocess.run(["ip", "-n", NS, "link", "set", "lo", "up"], check=True)
-        close_sockets.blackhole(NS)
-        subprocess.run(["ip", "netns", "exec", NS, sys.executable, __file__, "--inner", HERE], check=True)
+        close_sockets.blackhole(ns.name)
+        subprocess.run(["ip", "netns", "exec", ns.name, sys.executable, __file__, "--inner", HERE], check=True)
     finally:
-        subprocess.run(["ip", "netns", "del", NS], check=False)
+        ns.close()
 
 
 if __name__ == "__main__":
