@@ -1,4 +1,4 @@
-"""``sockdebug-agent``: ss-compatible flags in, JSON Lines out.
+"""``sockdebug-agent``: ss-compatible flags in, JSON Lines out (tables on a terminal).
 
     sockdebug-agent [--netns NAME|PATH | --target-pid PID] sockets [-tuwx46alpoemi] [state S] [FILTER]
     sockdebug-agent [--netns NAME|PATH | --target-pid PID] summary
@@ -232,7 +232,8 @@ class _ArgumentParser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _ArgumentParser(
         prog="sockdebug-agent",
-        description="ss-grade socket inspection of any network namespace, as JSON Lines.")
+        description="ss-grade socket inspection of any network namespace: tables on a terminal, JSON Lines "
+                    "otherwise.")
     parser.add_argument("--version", action="version", version=f"sockdebug-agent {__version__}")
     target = parser.add_mutually_exclusive_group()
     target.add_argument("--netns", metavar="NAME|PATH",
@@ -246,7 +247,46 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="stay alive for queries exec'd next to it (the plugin's ephemeral "
                            "container); exit after --idle-timeout seconds without one")
     serve.add_argument("--idle-timeout", type=float, default=900, metavar="SECONDS")
+    parser.add_argument("-o", "--output", choices=OUTPUTS, help="table (the default on a terminal: the plugin's "
+                        "tables) or jsonl (the default otherwise: one JSON record a line); after COMMAND, --output")
+    for p in sub.choices.values():  # after `sockets`, -o is ss's timers flag
+        p.add_argument("--output", choices=OUTPUTS, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
+
+
+OUTPUTS = ("table", "jsonl")
+
+
+def writer(argv: Sequence[str]) -> Writer:
+    """Where records go, chosen here only and before the arguments are parsed (a usage
+    error is framed too): tables for a person (-o table, or stdout a terminal), JSON
+    Lines for programs (-o jsonl, or anything else)."""
+    output = output_choice(argv)
+    if output == "table" or (output is None and os.isatty(1)):
+        from .render import TableWriter
+
+        return TableWriter(argv)
+    return Writer()
+
+
+def output_choice(argv: Sequence[str]) -> Optional[str]:
+    """-o/--output before COMMAND, --output after it (there -o is ss's timers flag); None
+    when not given or not a choice (argparse then says why)."""
+    choice, words, in_command = None, iter(argv), False
+    for word in words:
+        if word == "--":
+            break
+        if word == "--output" or (word == "-o" and not in_command):
+            choice = next(words, None)
+        elif word.startswith("--output="):
+            choice = word[len("--output="):]
+        elif word.startswith("-o") and not in_command:
+            choice = word[2:]
+        elif word in ("--netns", "--target-pid") and not in_command:
+            next(words, None)
+        elif not word.startswith("-"):
+            in_command = True
+    return choice if choice in OUTPUTS else None
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -265,12 +305,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except SystemExit as exc:  # argparse has printed --help/--version
         return int(exc.code or 0) and EXIT_USAGE
     except _UsageExit as exc:  # bad flags: usage on stderr, and still a framed stream on stdout
-        out = Writer()
+        out = writer(argv)
         out.hello(command_line)
         out.error("usage", str(exc), "see sockdebug-agent --help")
         out.end(EXIT_USAGE)
         return EXIT_USAGE
-    out = Writer()
+    out = writer(argv)
     try:
         path = namespaces.netns_path(args.netns, args.target_pid)
         if path is not None:

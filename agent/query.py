@@ -246,7 +246,8 @@ def add_commands(sub: Any, help: bool = True) -> None:
                     p.add_argument(short, long, action="store_true", help=text)
             p.add_argument("-n", "--numeric", action="store_true",
                            help="accepted for ss habits; output is always numeric")
-            p.add_argument("-H", "--no-header", action="store_true", help="accepted for ss habits; JSON has no header")
+            p.add_argument("-H", "--no-header", action="store_true",
+                           help="no column headers (tables; JSON Lines have none)")
             p.add_argument("filter", nargs="*", metavar="[state S | exclude S] ... FILTER",
                            help="ss state words and filter expression, e.g. state established '( dport = :443 )'")
         elif command == "limits":
