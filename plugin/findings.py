@@ -126,7 +126,8 @@ def order(findings: Iterable[Finding]) -> list[Finding]:
 
 def suppress(findings: Sequence[Finding], suppresses: Mapping[str, Iterable[str]]) -> list[Finding]:
     """Drop each finding all of whose subjects other findings account for, where the rule of
-    the other finding explains this id (``suppresses[other.id]``).  Every finding counts as
+    the other finding explains this id (``suppresses[other.id]``) and the other finding is at
+    least as severe (a warning never hides a critical finding).  Every finding counts as
     an explainer, suppressed or not, so explanation is transitive.  The survivor records the
     ids it explains in ``evidence.explains``."""
     covers: dict[Any, list[int]] = defaultdict(list)
@@ -140,7 +141,8 @@ def suppress(findings: Sequence[Finding], suppresses: Mapping[str, Iterable[str]
             continue
         by: set[int] = set()
         for s in f.about:
-            found = [j for j in covers[s] if j != i and f.id in suppresses.get(findings[j].id, ())]
+            found = [j for j in covers[s] if j != i and f.id in suppresses.get(findings[j].id, ())
+                     and RANK[findings[j].severity] >= RANK[f.severity]]
             if not found:
                 break
             by.update(found)

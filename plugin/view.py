@@ -364,7 +364,8 @@ class ClusterView:
     def _unseen(self, pod: dict, k: PodKey, obs: Optional[PodObservation], logs: dict[str, str]) -> list[str]:
         out = []
         if obs is None:
-            why = self.data.uninspected.get(k) or f"the pod is {(pod.get('status') or {}).get('phase') or 'Unknown'}"
+            phase = (pod.get("status") or {}).get("phase") or "Unknown"
+            why = self.data.uninspected.get(k) or ("not collected" if phase == "Running" else f"the pod is {phase}")
             out.append(f"sockets: its network namespace was not read ({why})")
         for c in _all_containers(pod):
             if podspec.trouble(pod, c["name"]) and c["name"] not in logs:

@@ -207,9 +207,9 @@ def _conflict(pv: PodView, port: int, proto: str, names: list[str], holders: lis
     about = {port_subject(k, port, proto)} if port else set()
     if losers:
         loser = ", ".join(sorted(losers))
-        holder = ", ".join(h for h in holders if h not in losers) or ", ".join(
-            n for n in names if n not in losers) or "another process in the pod"
-        title = f"pod {k[1]}: container {loser} crash-loops because container {holder} already binds {what}"
+        holder = ", ".join(h for h in holders if h not in losers) or ", ".join(n for n in names if n not in losers)
+        title = (f"pod {k[1]}: container {loser} crash-loops because "
+                 f"{'container ' + holder if holder else 'another process in the pod'} already binds {what}")
         explanation = (f"All containers of a pod share one network namespace, so only one of them can bind "
                        f"{what}; the other gets EADDRINUSE ('address already in use') at start-up, exits, and "
                        f"the kubelet restarts it with growing back-off (CrashLoopBackOff).")
