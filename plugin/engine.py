@@ -8,7 +8,9 @@ objects).  ``triage`` (one pod or node, or each pod of a workload or Service) an
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import contextlib
+import gc
+from collections.abc import Collection, Iterator
 from typing import Optional
 
 from . import podspec
@@ -33,6 +35,25 @@ from .view import ClusterInput, ClusterView
 def analyse(data: ClusterInput, rules: Optional[Collection[str]] = None) -> Report:
     """Every finding for the pods (and node targets) in scope, and the pods not inspected.
     ``rules``: the ids to run (default: all of ``rules.RULES``)."""
+    with _acyclic():
+        return _analyse(data, rules)
+
+
+@contextlib.contextmanager
+def _acyclic() -> Iterator[None]:
+    """The cyclic garbage collector paused while the engine runs: it builds many small,
+    acyclic records (reference counting frees them) over a large live input, which every
+    full collection would traverse again; that made 10k pods cost 1.5x per pod what 1k did."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def _analyse(data: ClusterInput, rules: Optional[Collection[str]]) -> Report:
     view = ClusterView(data)
     wanted = set(RULES) if rules is None else set(rules)
     found: list[Finding] = []

@@ -154,8 +154,10 @@ def conditions(pod: Mapping) -> dict[str, dict]:
 
 def is_ready(pod: Mapping) -> Optional[bool]:
     """The Ready condition; None when the status does not say."""
-    ready = conditions(pod).get("Ready")
-    return None if ready is None else ready.get("status") == "True"
+    for c in (pod.get("status") or {}).get("conditions") or ():
+        if c.get("type") == "Ready":
+            return c.get("status") == "True"
+    return None
 
 
 def is_live(pod: Mapping) -> bool:

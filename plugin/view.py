@@ -12,6 +12,7 @@ listener" from "not seen".
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -30,9 +31,11 @@ KINDS = ("services", "endpointslices", "networkpolicies", "events", "nodes")
 
 # --- addresses and listeners ------------------------------------------------------------
 
+@functools.lru_cache(maxsize=65536)
 def normal_ip(addr: Optional[str]) -> Optional[str]:
     """The address in canonical text, IPv4-mapped IPv6 as IPv4, scope id dropped; None for
-    anything that is not an address (wildcards included)."""
+    anything that is not an address (wildcards included).  Cached: a run sees few
+    distinct bind addresses."""
     if not addr or addr in ("*", "0.0.0.0", "::"):
         return None
     try:
@@ -46,7 +49,7 @@ def normal_ip(addr: Optional[str]) -> Optional[str]:
 def is_loopback(addr: Optional[str]) -> bool:
     """127.0.0.0/8, ::1 and ::ffff:127.x."""
     ip = normal_ip(addr)
-    return ip is not None and ipaddress.ip_address(ip).is_loopback
+    return ip is not None and (ip.startswith("127.") or ip == "::1")
 
 
 def overlaps(a: Optional[str], b: Optional[str]) -> bool:
@@ -61,12 +64,14 @@ class Listener(NamedTuple):
     address: str  #: "0.0.0.0", "::", "127.0.0.1", ...
     port: int
     containers: tuple[str, ...]  #: owning containers, when owners could be read
-    processes: tuple[str, ...]  #: comm/pid
+    owners: tuple[dict, ...]  #: the agent's process records (pid, comm, container)
     v6only: Optional[bool] = None
+    loopback: bool = False  #: bound to 127.0.0.0/8, ::1 or ::ffff:127.x (set by ``listeners``)
 
     @property
-    def loopback(self) -> bool:
-        return is_loopback(self.address)
+    def processes(self) -> tuple[str, ...]:
+        """``comm/pid`` of each owner (formatted only for the few listeners a finding shows)."""
+        return tuple(dict.fromkeys(f"{p.get('comm')}/{p.get('pid')}" for p in self.owners))
 
     def text(self) -> str:
         host = f"[{self.address}]" if ":" in self.address else self.address
@@ -97,10 +102,10 @@ def listeners(sockets: Iterable[Any]) -> list[Listener]:
             proto = "UDP"
         else:
             continue
-        procs = s.processes or []
+        procs = s.processes or ()
         containers = tuple(sorted({p["container"] for p in procs if p.get("container")}))
-        processes = tuple(dict.fromkeys(f"{p.get('comm')}/{p.get('pid')}" for p in procs))
-        out.append(Listener(proto, s.local_address or "*", s.local_port, containers, processes, s.v6only))
+        address = s.local_address or "*"
+        out.append(Listener(proto, address, s.local_port, containers, tuple(procs), s.v6only, is_loopback(address)))
     return out
 
 
@@ -206,12 +211,26 @@ class ServiceView:
         return f"port {sp.get('name') + ' ' if sp.get('name') else ''}{sp.get('port')}"
 
 
+class Target(NamedTuple):
+    """A Service port that resolves in a pod: where the Service sends traffic."""
+
+    service: ServiceView
+    service_port: dict
+    port: int  #: the pod's port (the targetPort, a name resolved)
+    protocol: str
+
+
 class PodView(NamedTuple):
-    """One pod in scope and everything known about it."""
+    """One pod in scope and everything known about it (spec-derived parts computed once)."""
 
     pod: dict
     key: PodKey
     node: Optional[str]
+    ports: list[podspec.ContainerPort]  #: declared by its containers and sidecars
+    running: set[str]  #: containers running now
+    probes: list[podspec.Probe]
+    targets: list[Target]  #: Service ports that resolve in it
+    trouble: dict[str, dict]  #: container -> how it is failing (``podspec.trouble``), failing ones only
     listeners: Optional[list[Listener]]  #: None: its network namespace was not read
     sockets: Sequence[Any]  #: every socket record read (connections too)
     services: list[ServiceView]  #: Services selecting it
@@ -271,6 +290,8 @@ class ClusterView:
         self.all_pods = list(seen.values())
         self.listeners: dict[PodKey, list[Listener]] = {k: listeners(o.sockets) for k, o in data.observed.items()}
         self.node_port_range = data.node_port_range
+        self._ports: dict[int, list[podspec.ContainerPort]] = {}
+        self._resolved: dict[tuple, Optional[int]] = {}
         self._index_labels()
         self._index_endpoints()
         self.services = self._services()
@@ -357,19 +378,29 @@ class ClusterView:
                         if podspec.label_selector_matches((pol.get("spec") or {}).get("podSelector"), labels)]
         logs = {c["name"]: self.data.logs[(*k, c["name"])] for c in _all_containers(pod)
                 if (*k, c["name"]) in self.data.logs}
-        return PodView(pod, k, (pod.get("spec") or {}).get("nodeName"), self.listeners.get(k),
+        troubles = {c["name"]: t for c in _all_containers(pod) if (t := podspec.trouble(pod, c["name"]))}
+        targets = []
+        for sv in services:
+            for sp in sv.ports():
+                proto = sp.get("protocol") or "TCP"
+                port = self.resolve(pod, sp.get("targetPort", sp.get("port")), proto)
+                if port:
+                    targets.append(Target(sv, sp, port, proto))
+        return PodView(pod, k, (pod.get("spec") or {}).get("nodeName"), self.ports(pod),
+                       podspec.running_containers(pod), podspec.probes(pod), targets, troubles,
+                       self.listeners.get(k),
                        obs.sockets if obs else (), services, endpoints, policies, self._events.get(k, []), logs,
-                       obs.limits if obs else None, obs.findings if obs else (), self._unseen(pod, k, obs, logs))
+                       obs.limits if obs else None, obs.findings if obs else (),
+                       self._unseen(pod, k, obs, logs, troubles))
 
-    def _unseen(self, pod: dict, k: PodKey, obs: Optional[PodObservation], logs: dict[str, str]) -> list[str]:
+    def _unseen(self, pod: dict, k: PodKey, obs: Optional[PodObservation], logs: dict[str, str],
+                troubles: dict[str, dict]) -> list[str]:
         out = []
         if obs is None:
             phase = (pod.get("status") or {}).get("phase") or "Unknown"
             why = self.data.uninspected.get(k) or ("not collected" if phase == "Running" else f"the pod is {phase}")
             out.append(f"sockets: its network namespace was not read ({why})")
-        for c in _all_containers(pod):
-            if podspec.trouble(pod, c["name"]) and c["name"] not in logs:
-                out.append(f"logs: the failed run of container {c['name']} was not read")
+        out += [f"logs: the failed run of container {name} was not read" for name in troubles if name not in logs]
         for kind in KINDS:
             if kind in self.data.not_listed:
                 out.append(f"{kind}: not listed ({self.data.not_listed[kind]})")
@@ -388,6 +419,20 @@ class ClusterView:
             out[name] = NodeView(name, nodes.get(name), by_node.get(name, []), listeners(obs.sockets) if obs else [],
                                  obs is not None, obs.findings if obs else ())
         return out
+
+    def ports(self, pod: dict) -> list[podspec.ContainerPort]:
+        """``podspec.container_ports``, computed once per pod of the run."""
+        found = self._ports.get(id(pod))
+        if found is None:
+            found = self._ports[id(pod)] = podspec.container_ports(pod)
+        return found
+
+    def resolve(self, pod: dict, target: Any, protocol: str) -> Optional[int]:
+        """``podspec.resolve_target_port``, once per pod, target and protocol of the run."""
+        memo = (id(pod), target, protocol)
+        if memo not in self._resolved:
+            self._resolved[memo] = podspec.resolve_target_port(pod, target, protocol)
+        return self._resolved[memo]
 
     def pending_for_ports(self) -> list[dict]:
         """Pods no node could take for want of a free host port."""

@@ -9,7 +9,7 @@ from typing import Any, NamedTuple, Optional
 from .. import podspec
 from ..findings import Finding
 from ..podspec import PodKey
-from ..view import EPHEMERAL_RANGE, Listener, PodView
+from ..view import EPHEMERAL_RANGE, Listener
 
 
 class Rule(NamedTuple):
@@ -59,19 +59,6 @@ def on_port(ls: Iterable[Listener], port: int, proto: str) -> list[Listener]:
 def client_port(lst: Listener) -> bool:
     """A UDP socket in the ephemeral range: a resolver's or client's, not a server."""
     return lst.protocol == "UDP" and EPHEMERAL_RANGE[0] <= lst.port <= EPHEMERAL_RANGE[1]
-
-
-def service_targets(pv: PodView) -> list[tuple[Any, dict, int, str]]:
-    """(ServiceView, service port, the pod's target port, protocol) for every Service port
-    that resolves in this pod."""
-    out = []
-    for sv in pv.services:
-        for sp in sv.ports():
-            proto = sp.get("protocol") or "TCP"
-            port = podspec.resolve_target_port(pv.pod, sp.get("targetPort", sp.get("port")), proto)
-            if port:
-                out.append((sv, sp, port, proto))
-    return out
 
 
 def owners_text(ls: Iterable[Listener]) -> str:

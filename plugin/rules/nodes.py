@@ -29,8 +29,8 @@ NODE_DAEMON_PORTS: dict[int, tuple[str, str]] = {
 _EXPLAINED_HERE = ("declared-port-not-listening", "loopback-only-listener", "undeclared-listener")
 
 
-def _host_ports(pod: dict) -> list[ContainerPort]:
-    return [cp for cp in podspec.container_ports(pod) if cp.host_port]
+def _host_ports(view: ClusterView, pod: dict) -> list[ContainerPort]:
+    return [cp for cp in view.ports(pod) if cp.host_port]
 
 
 def _claim_about(pod: dict, port: int, proto: str, crashed: bool = False, container: str = "") -> frozenset:
@@ -47,7 +47,7 @@ def hostport_duplicates(nv: NodeView, view: ClusterView) -> list[Finding]:
     node = nv.name
     claims: dict[tuple[int, str], list[tuple[dict, ContainerPort]]] = defaultdict(list)
     for pod in nv.pods:
-        for cp in _host_ports(pod):
+        for cp in _host_ports(view, pod):
             claims[cp.host_port, cp.protocol].append((pod, cp))  # type: ignore[index]
     out = []
     for (port, proto), found in sorted(claims.items()):
@@ -82,9 +82,9 @@ def hostport_duplicates(nv: NodeView, view: ClusterView) -> list[Finding]:
 def unschedulable(view: ClusterView) -> list[Finding]:
     out = []
     for pod in view.pending_for_ports():
-        for cp in _host_ports(pod):
+        for cp in _host_ports(view, pod):
             holders = [(node, q, cq) for node, nv in view.nodes.items() for q in nv.pods
-                       if podspec.key(q) != podspec.key(pod) for cq in _host_ports(q)
+                       if podspec.key(q) != podspec.key(pod) for cq in _host_ports(view, q)
                        if cq.host_port == cp.host_port and cq.protocol == cp.protocol
                        and overlaps(cq.host_ip, cp.host_ip)]
             if not holders:
@@ -190,7 +190,7 @@ def host_port_claims(nv: NodeView, view: ClusterView) -> list[Finding]:
     out = []
     for pod in [p for p in nv.pods if podspec.is_live(p)]:
         ports: dict[tuple[int, str], dict[str, Any]] = {}
-        for cp in _host_ports(pod):
+        for cp in _host_ports(view, pod):
             ports.setdefault((cp.host_port, cp.protocol), {"container": cp.container, "how": "declares",  # type: ignore[arg-type]
                                                            "address": cp.host_ip or "*"})
         for lst in view.listeners.get(podspec.key(pod), []) if podspec.host_network(pod) else []:

@@ -70,12 +70,7 @@ def crash_loops(pv: PodView) -> list[Finding]:
     if not podspec.is_live(pv.pod):
         return []
     out = []
-    spec = pv.pod.get("spec") or {}
-    for c in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]:
-        name = c["name"]
-        t = podspec.trouble(pv.pod, name)
-        if not t:
-            continue
+    for name, t in pv.trouble.items():
         short, why, fix = _cause(pv, name, t)
         k = pv.key
         not_seen = [u for u in pv.unseen if u.startswith(("sockets", "logs", "events"))]

@@ -18,7 +18,7 @@ from typing import Any
 from .. import podspec
 from ..findings import Finding, pod_obj, policy_obj, svc_obj
 from ..view import Listener, PodView
-from .common import Check, Rule, client_port, port_subject, service_targets
+from .common import Check, Rule, client_port, port_subject
 
 _EXPLANATION = (
     "Once a NetworkPolicy with policyType Ingress selects a pod, the pod accepts only the traffic one of the "
@@ -68,22 +68,26 @@ def _admitted_text(pod: Mapping, policy: Mapping) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+def _summary(pod: Mapping, policies: Sequence[Mapping]) -> list[dict[str, Any]]:
+    return [{"name": p["metadata"]["name"], "admits": _admitted_text(pod, p)} for p in policies]
+
+
 def policy_checks(pv: PodView) -> list[Finding]:
     if not pv.policies or pv.host_network:
         return []
     pod, k, policies = pv.pod, pv.key, sorted(pv.policies, key=lambda p: p["metadata"]["name"])
     wanted: dict[tuple[int, str], dict[str, list]] = defaultdict(lambda: {"services": [], "containers": []})
-    for sv, sp, port, proto in service_targets(pv):
+    for sv, sp, port, proto in pv.targets:
         wanted[port, proto]["services"].append((sv.svc, sv.port_label(sp)))
-    for cp in podspec.container_ports(pod):
+    for cp in pv.ports:
         if cp.container not in wanted[cp.port, cp.protocol]["containers"]:
             wanted[cp.port, cp.protocol]["containers"].append(cp.container)
     names = ", ".join(p["metadata"]["name"] for p in policies)
-    summary = [{"name": p["metadata"]["name"], "admits": _admitted_text(pod, p)} for p in policies]
     out = []
     for (port, proto), why in sorted(wanted.items()):
         if any(admits(pod, p, port, proto) for p in policies):
             continue
+        summary = _summary(pod, policies)
         via = "; ".join(f"Service {s['metadata']['name']} {label}" for s, label in why["services"])
         out.append(Finding(
             "networkpolicy-blocks-port", "warning",
@@ -104,6 +108,7 @@ def policy_checks(pv: PodView) -> list[Finding]:
             about=frozenset({port_subject(k, port, proto)})))
     blocked = _blocked_listeners(pv, policies, wanted)
     if blocked:
+        summary = _summary(pod, policies)
         ports = sorted({(lst.port, lst.protocol) for lst in blocked})
         out.append(Finding(
             "networkpolicy-blocks-listener", "info",

@@ -10,7 +10,7 @@ from typing import Any, Optional
 from .. import podspec
 from ..findings import Finding, pod_obj, svc_obj
 from ..view import Listener, PodView
-from .common import Check, Rule, client_port, crash_subjects, on_port, owners_text, port_subject, service_targets
+from .common import Check, Rule, client_port, crash_subjects, on_port, owners_text, port_subject
 
 _PORT_FINDINGS = ("declared-port-not-listening", "service-port-not-listening", "loopback-only-listener",
                   "undeclared-listener")
@@ -23,13 +23,12 @@ def loopback_only(pv: PodView) -> list[Finding]:
         return []
     ls = pv.listeners
     entries: dict[tuple[int, str], dict[str, Any]] = {}
-    for sv, sp, port, proto in service_targets(pv):
+    for sv, sp, port, proto in pv.targets:
         found = on_port(ls, port, proto)
         if found and all(lst.loopback for lst in found):
-            entries.setdefault((port, proto), {"services": [], "listeners": found})["services"].append(
-                (sv.svc, sv.port_label(sp)))
-    running = podspec.running_containers(pv.pod)
-    for cp in podspec.container_ports(pv.pod):
+            entries.setdefault((port, proto), {"services": [], "listeners": found})["services"].append((sv, sp))
+    running = pv.running
+    for cp in pv.ports:
         if cp.protocol not in ("TCP", "UDP") or cp.container not in running:
             continue
         found = on_port(ls, cp.port, cp.protocol)
@@ -47,7 +46,7 @@ def _loopback(pv: PodView, port: int, proto: str, entry: dict[str, Any]) -> Find
         [entry["container"]] if entry.get("container") else [])
     addresses = sorted({lst.address for lst in found})
     if services:
-        via = "; ".join(f"Service {s['metadata']['name']} {label}" for s, label in services)
+        via = "; ".join(f"Service {sv.name} {sv.port_label(sp)}" for sv, sp in services)
         title = (f"pod {k[1]} listens on {port}/{proto} only on loopback ({', '.join(addresses)}), "
                  f"but {via} sends traffic there")
         severity = "critical"
@@ -71,14 +70,14 @@ def _loopback(pv: PodView, port: int, proto: str, entry: dict[str, Any]) -> Find
                        "server they cannot reach.")
     return Finding(
         "loopback-only-listener", severity, title,
-        [*[svc_obj(s) for s, _ in services], pod_obj(k, ",".join(containers) or None, "loopback only")],
+        [*[svc_obj(sv.svc) for sv, _ in services], pod_obj(k, ",".join(containers) or None, "loopback only")],
         explanation,
         "Make the server listen on 0.0.0.0 (or ::, or the pod IP from the downward API: "
         "status.podIP); look for a default like `--host 127.0.0.1`, `bind: localhost` or "
         "`server.address`. If loopback is intended, remove the containerPort/Service port.",
         {"port": port, "protocol": proto, "addresses": addresses,
          "processes": sorted({p for lst in found for p in lst.processes}),
-         "services": [f"{s['metadata'].get('namespace', '')}/{s['metadata']['name']}" for s, _ in services]},
+         "services": ["/".join(sv.key) for sv, _ in services]},
         about=frozenset({port_subject(k, port, proto)}))
 
 
@@ -86,9 +85,9 @@ def declared_not_listening(pv: PodView) -> list[Finding]:
     if pv.listeners is None:
         return []
     k, ls = pv.key, pv.listeners
-    running = podspec.running_containers(pv.pod)
+    running = pv.running
     out, seen = [], set()
-    for cp in podspec.container_ports(pv.pod):
+    for cp in pv.ports:
         if cp.protocol not in ("TCP", "UDP") or cp.container not in running or (cp.port, cp.protocol) in seen:
             continue
         seen.add((cp.port, cp.protocol))
@@ -115,8 +114,8 @@ def undeclared(pv: PodView) -> list[Finding]:
     if pv.listeners is None:
         return []
     k = pv.key
-    known = {(cp.port, cp.protocol) for cp in podspec.container_ports(pv.pod)}
-    known |= {(port, proto) for _sv, _sp, port, proto in service_targets(pv)}
+    known = {(cp.port, cp.protocol) for cp in pv.ports}
+    known |= {(port, proto) for _sv, _sp, port, proto in pv.targets}
     by_port: dict[tuple[int, str], list[Listener]] = defaultdict(list)
     for lst in pv.listeners:
         if not lst.loopback and (lst.port, lst.protocol) not in known and not client_port(lst):
@@ -163,7 +162,7 @@ def container_conflicts(pv: PodView) -> list[Finding]:
     ls = pv.listeners or []
     out = []
     declared: dict[tuple[int, str], list[str]] = defaultdict(list)
-    for cp in podspec.container_ports(pod):
+    for cp in pv.ports:
         if cp.container not in declared[cp.port, cp.protocol]:
             declared[cp.port, cp.protocol].append(cp.container)
     covered: set[str] = set()
@@ -171,14 +170,14 @@ def container_conflicts(pv: PodView) -> list[Finding]:
         if len(names) < 2:
             continue
         holders = sorted({c for lst in on_port(ls, port, proto) for c in lst.containers})
-        losers = {n: t for n in names if (t := podspec.trouble(pod, n))}
+        losers = {n: dict(t) for n in names if (t := pv.trouble.get(n))}
         covered.update(losers)
         out.append(_conflict(pv, port, proto, names, holders, losers))
     if pv.host_network:
         return out  # a crash of a hostNetwork container may be about any port on the node (rules/nodes.py)
     for c in podspec.containers(pod):
         name = c["name"]
-        t = podspec.trouble(pod, name)
+        t = pv.trouble.get(name)
         line = podspec.bind_failure(pv.logs.get(name))
         if not t or not line or name in covered:
             continue
@@ -240,9 +239,9 @@ def _conflict(pv: PodView, port: int, proto: str, names: list[str], holders: lis
 def referenced_ports(pv: PodView) -> set[int]:
     """TCP ports something in Kubernetes expects to reach: containerPorts, Service targets,
     probes."""
-    ports = {cp.port for cp in podspec.container_ports(pv.pod) if cp.protocol == "TCP"}
-    ports |= {port for _sv, _sp, port, proto in service_targets(pv) if proto == "TCP"}
-    ports |= {p.port for p in podspec.probes(pv.pod) if p.port}
+    ports = {cp.port for cp in pv.ports if cp.protocol == "TCP"}
+    ports |= {port for _sv, _sp, port, proto in pv.targets if proto == "TCP"}
+    ports |= {p.port for p in pv.probes if p.port}
     return ports
 
 

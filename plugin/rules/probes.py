@@ -34,10 +34,10 @@ _REFUSED_COUNTERS = ("Tcp.OutRsts",)
 
 
 def probe_checks(pv: PodView) -> list[Finding]:
-    running = podspec.running_containers(pv.pod)
+    running = pv.running
     failing: dict[tuple[str, Any, str], list[Probe]] = defaultdict(list)  # (container, port, how) -> probes
     found_on: dict[tuple[str, Any, str], list[Listener]] = {}
-    for probe in podspec.probes(pv.pod):
+    for probe in pv.probes:
         if probe.handler == "exec" or probe.container not in running:
             continue
         if probe.port is None:

@@ -43,7 +43,7 @@ def service_ports(sv: ServiceView, view: ClusterView) -> list[Finding]:
         proto = sp.get("protocol") or "TCP"
         target = sp.get("targetPort", sp.get("port"))
         named = isinstance(target, str) and not target.isdigit()
-        resolved = {podspec.key(p): podspec.resolve_target_port(p, target, proto) for p in sv.selected}
+        resolved = {podspec.key(p): view.resolve(p, target, proto) for p in sv.selected}
         evidence: dict[str, Any] = {"service_port": sp.get("port"), "target_port": target, "protocol": proto}
         group = (*sv.key, _label(sp), target, proto, len(sv.selected))
         if named:
