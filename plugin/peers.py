@@ -21,11 +21,11 @@ Which name an address gets:
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple, Optional
 
 from . import podspec
+from .view import normal_ip
 
 _KIND = {"pod": "Pod", "svc": "Service", "node": "Node"}
 _LIVE = ("Running", "Pending", None)
@@ -53,15 +53,8 @@ def canonical(addr: Optional[str]) -> Optional[str]:
     if not addr:
         return None
     if ":" not in addr:
-        return addr  # dotted IPv4 as the kernel and the API print it
-    if addr.startswith("::ffff:") and "." in addr:
-        return addr[7:]
-    try:
-        ip = ipaddress.ip_address(addr.split("%", 1)[0])
-    except ValueError:
-        return None
-    mapped = getattr(ip, "ipv4_mapped", None)
-    return str(mapped or ip)
+        return addr  # dotted IPv4 as the kernel and the API print it: no parsing on the hot path
+    return normal_ip(addr)
 
 
 class PeerIndex:
@@ -72,7 +65,6 @@ class PeerIndex:
         self._ip: dict[str, Peer] = {}
         self._claims: dict[tuple[str, int], Peer] = {}  #: (node, port) -> pod claiming it on that node
         self._node_ports: dict[int, Peer] = {}  #: nodePort -> Service
-        self._v6: dict[str, Optional[str]] = {}  #: memo of canonical() for IPv6 text
         pods = list(pods)
         for node in nodes:
             name = node["metadata"]["name"]
@@ -124,14 +116,7 @@ class PeerIndex:
         """The object that owns ``address`` (with ``port``: the remote port, which may name a
         hostNetwork/hostPort pod or a NodePort Service behind a node's address); None for an
         address nothing listed owns."""
-        if not address:
-            return None
-        if ":" in address:
-            key = self._v6.get(address)
-            if key is None and address not in self._v6:
-                key = self._v6[address] = canonical(address)
-        else:
-            key = address
+        key = canonical(address)
         peer = self._ip.get(key) if key else None
         if peer is not None and peer.kind == "node" and port:
             return self._claims.get((peer.name, port)) or self._node_ports.get(port) or peer
