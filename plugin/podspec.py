@@ -64,13 +64,10 @@ class Probe(NamedTuple):
     period_seconds: int
 
     def text(self) -> str:
-        """``readiness probe httpGet :8080/healthz`` style."""
-        where = f":{self.port_ref}" if self.port is None or str(self.port_ref) == str(self.port) else (
-            f":{self.port_ref} ({self.port})")
-        if self.host:
-            where = f"{self.host}{where}"
-        if self.handler == "httpGet":
-            where += self.path or "/"
+        """``readiness probe httpGet :http/healthz (8080)`` style."""
+        where = f"{self.host or ''}:{self.port_ref}" + ((self.path or "/") if self.handler == "httpGet" else "")
+        if self.port is not None and str(self.port_ref) != str(self.port):
+            where += f" ({self.port})"
         return f"{self.kind} probe {self.handler} {where}"
 
 
@@ -222,12 +219,17 @@ def named_port(pod: Mapping, name: str, protocol: Optional[str] = None) -> Optio
     return None
 
 
+def ports_in(text: str) -> set[int]:
+    """Port numbers written as ``:N``, ``port N``, ``--port=N`` in a word or a log line."""
+    return {int(m) for m in _PORT_WORDS.findall(text) if 0 < int(m) < 65536}
+
+
 def mentioned_ports(container: Mapping) -> set[int]:
     """Ports a container declares or names on its command line / in *PORT* variables: the
     ports it probably tries to bind."""
     ports = {int(p["containerPort"]) for p in container.get("ports") or [] if p.get("containerPort")}
     for word in [*(container.get("command") or []), *(container.get("args") or [])]:
-        ports.update(int(m) for m in _PORT_WORDS.findall(str(word)) if 0 < int(m) < 65536)
+        ports |= ports_in(str(word))
     for env in container.get("env") or []:
         value = str(env.get("value") or "")
         if "PORT" in str(env.get("name", "")).upper() and value.isdigit() and 0 < int(value) < 65536:

@@ -14,6 +14,13 @@ from .common import Check, Rule, crash_subjects, ready_subject, recent
 
 _PULL = frozenset({"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull"})
 _LOG_LINES = 5
+_UNPRIVILEGED = 1024  # net.ipv4.ip_unprivileged_port_start default
+
+
+def _container(pv: PodView, name: str) -> dict:
+    spec = pv.pod.get("spec") or {}
+    return next((c for c in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]
+                 if c["name"] == name), {})
 
 
 def _tail(log: Optional[str]) -> list[str]:
@@ -52,12 +59,21 @@ def _cause(pv: PodView, name: str, t: dict[str, Any]) -> tuple[str, str, str]:
                 f"them another port; {logs_cmd} shows the failed run.")
     line = podspec.bind_denied(log)
     if line:
+        wanted = podspec.mentioned_ports(_container(pv, name)) | podspec.ports_in(line)
+        low = sorted(p for p in wanted if p < _UNPRIVILEGED)
+        if low:
+            return (f"its bind is refused: {line}",
+                    f"Its log says binding was refused, and it wants port {low[0]}: a port below 1024 needs root or "
+                    "the NET_BIND_SERVICE capability (or the pod sysctl net.ipv4.ip_unprivileged_port_start "
+                    "lowered), and the container runs without them (runAsNonRoot, capabilities dropped).",
+                    "Listen on a port of 1024 or above (a Service can still expose 80), or add NET_BIND_SERVICE to "
+                    "securityContext.capabilities.add, or set the pod sysctl net.ipv4.ip_unprivileged_port_start.")
         return (f"its bind is refused: {line}",
-                "Its log says binding its port was refused: a port below 1024 needs root or the "
-                "NET_BIND_SERVICE capability (or the sysctl net.ipv4.ip_unprivileged_port_start lowered for the "
-                "pod), and the container runs without them (runAsNonRoot, capabilities dropped).",
-                "Listen on a port of 1024 or above (a Service can still expose 80), or add NET_BIND_SERVICE to "
-                "securityContext.capabilities.add, or set the pod sysctl net.ipv4.ip_unprivileged_port_start.")
+                "Its log says binding was refused (EACCES). Its ports are not privileged ones, so the usual cause "
+                "is a security module (SELinux, AppArmor, a seccomp profile) or a raised "
+                "net.ipv4.ip_unprivileged_port_start.",
+                "Check the node's audit log for a denial of bind() for this container, and the pod's "
+                "securityContext (seLinuxOptions, appArmorProfile, seccompProfile) and sysctls.")
     code = t.get("exit_code")
     return (f"the process exits with code {code}" + (f" ({t['reason']})" if t.get("reason") else ""),
             "The container's process keeps exiting on its own and the kubelet restarts it with growing "

@@ -83,6 +83,7 @@ def policy_checks(pv: PodView) -> list[Finding]:
         if cp.container not in wanted[cp.port, cp.protocol]["containers"]:
             wanted[cp.port, cp.protocol]["containers"].append(cp.container)
     names = ", ".join(p["metadata"]["name"] for p in policies)
+    verbs = ("selects", "admits") if len(policies) == 1 else ("select", "admit")
     out = []
     for (port, proto), why in sorted(wanted.items()):
         if any(admits(pod, p, port, proto) for p in policies):
@@ -91,7 +92,7 @@ def policy_checks(pv: PodView) -> list[Finding]:
         via = "; ".join(f"Service {s['metadata']['name']} {label}" for s, label in why["services"])
         out.append(Finding(
             "networkpolicy-blocks-port", "warning",
-            f"pod {k[1]}: NetworkPolicy {names} select it but admit no ingress to port {port}/{proto}"
+            f"pod {k[1]}: NetworkPolicy {names} {verbs[0]} it but {verbs[1]} no ingress to port {port}/{proto}"
             + (f", where {via} sends traffic" if via else f", which container {', '.join(why['containers'])} "
                "declares"),
             [pod_obj(k, ",".join(why["containers"]) or None, "port not admitted"),
@@ -112,7 +113,7 @@ def policy_checks(pv: PodView) -> list[Finding]:
         ports = sorted({(lst.port, lst.protocol) for lst in blocked})
         out.append(Finding(
             "networkpolicy-blocks-listener", "info",
-            f"pod {k[1]}: NetworkPolicy {names} admit no ingress to "
+            f"pod {k[1]}: NetworkPolicy {names} {verbs[1]} no ingress to "
             f"{', '.join(f'{p}/{proto}' for p, proto in ports)}, where it listens",
             [pod_obj(k, ",".join(sorted({c for lst in blocked for c in lst.containers})) or None),
              *[policy_obj(p, "selects the pod") for p in policies]],

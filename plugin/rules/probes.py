@@ -97,7 +97,7 @@ def _finding(pv: PodView, container: str, port: Any, how: str, probes: list[Prob
             "The kubelet resolves a probe's named port in the probed container's own ports only "
             "(ResolveContainerPort), never in another container's, even though all containers share the pod's "
             "network namespace. It cannot resolve this one, so every probe errors ('... probe errored: ...' "
-            f"Events) and counts as a failure: {_EFFECTS[probes[0].kind]}.",
+            f"Events) and counts as a failure. Then {_joined_effects(kinds)}.",
             f"Use the port number in the probe (`port: N`), or declare the named port in container {container}"
             + (f" (and remove it from container {declared_by}, or two containers declare one port)" if declared_by
                else "") + ".",

@@ -57,17 +57,20 @@ def test_a_bind_failure_with_no_other_holder_is_the_conflict_rule_s():
     assert report.findings[0].evidence["explains"] == ["container-crash-looping", "pod-not-ready"]
 
 
-@pytest.mark.parametrize("log, reason, says", [
-    ("listen tcp :80: bind: permission denied", "Error", "its bind is refused"),
-    ("PermissionError: [Errno 13] Permission denied (while binding to port 80)", "Error", "its bind is refused"),
-    ("", "OOMKilled", "OOMKilled"),
-    ("KeyError: 'DATABASE_URL'", "Error", "the process exits with code 1 (Error)"),
+@pytest.mark.parametrize("log, reason, says, why", [
+    ("listen tcp :80: bind: permission denied", "Error", "its bind is refused", "below 1024"),
+    ("PermissionError: [Errno 13] Permission denied (while binding to port 80)", "Error", "its bind is refused",
+     "below 1024"),
+    ('FATAL: could not bind IPv4 address "0.0.0.0": Permission denied', "Error", "its bind is refused",
+     "security module"),  # it wants 8080: not a privileged port
+    ("", "OOMKilled", "OOMKilled", "resources.limits.memory"),
+    ("KeyError: 'DATABASE_URL'", "Error", "the process exits with code 1 (Error)", "in its log"),
 ])
-def test_crash_causes_from_the_status_and_the_log(log, reason, says):
+def test_crash_causes_from_the_status_and_the_log(log, reason, says, why):
     p = down(crashing("app", reason=reason))
     report = analyse([p], (), {}, logs={("shop", "api", "app"): log})
     f = one(report, "container-crash-looping")
-    assert says in f.title, f.title
+    assert says in f.title and why in f.explanation, (f.title, f.explanation)
     assert f.evidence["log"] == ([log] if log else [])
 
 
