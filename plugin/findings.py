@@ -276,7 +276,9 @@ def text(report: Report, scope: dict[str, Any], color: bool = False, empty: str 
 
 
 def write(doc: dict[str, Any], output: str, out: TextIO) -> None:
-    """A report document as json or yaml."""
+    """A report document as json or yaml (``table`` is ``text``)."""
+    if output not in OUTPUTS[1:]:
+        raise UsageError(f"no document for output {output!r}", f"use {', '.join(OUTPUTS[1:])}, or text() for table")
     if output == "json":
         json.dump(doc, out, indent=2)
         out.write("\n")

@@ -212,3 +212,5 @@ def test_documents(output):
     assert back["findings"][0]["evidence"]["comm"] == EVIL and back["not_seen"] == [f"events: {EVIL}"]
     if output == "json":
         assert "\x1b" not in buf.getvalue()
+    with pytest.raises(UsageError):
+        findings.write(doc, "table", buf)
