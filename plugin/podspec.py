@@ -17,6 +17,7 @@ from typing import Any, NamedTuple, Optional, Union
 PodKey = tuple[str, str]  #: (namespace, name)
 PROBE_KINDS = ("startup", "liveness", "readiness")  #: the kubelet runs startup first, then the other two
 PROBE_HANDLERS = ("tcpSocket", "httpGet", "grpc")  #: the handlers that connect to a port
+_PROBE_FIELDS = tuple((kind, f"{kind}Probe") for kind in PROBE_KINDS)
 _PORT_WORDS = re.compile(r"(?::|\bport[=: ]\s*|\bports?=)(\d{1,5})\b", re.I)
 # A bind that failed because the address is taken, in the wording of the usual servers and
 # runtimes: Python "[Errno 98] Address already in use", Go "bind: address already in use",
@@ -116,8 +117,11 @@ def running_containers(pod: Mapping) -> set[str]:
 def trouble(pod: Mapping, container: str) -> Optional[dict[str, Any]]:
     """How a container is failing (crash-looping, or exited with an error), else None."""
     s = statuses(pod).get(container)
-    if not s:
-        return None
+    return status_trouble(s) if s else None
+
+
+def status_trouble(s: Mapping) -> Optional[dict[str, Any]]:
+    """``trouble`` of one container status record."""
     state = s.get("state") or {}
     waiting = state.get("waiting") or {}
     last = (s.get("lastState") or {}).get("terminated") or {}
@@ -276,11 +280,15 @@ def probes(pod: Mapping) -> list[Probe]:
     out = []
     all_containers = containers(pod)
     for c in all_containers:
-        for kind in PROBE_KINDS:
-            spec = c.get(f"{kind}Probe")
+        for kind, field in _PROBE_FIELDS:
+            spec = c.get(field)
             if not spec:
                 continue
-            handler = next((h for h in PROBE_HANDLERS if spec.get(h)), "exec" if spec.get("exec") else None)
+            handler = "exec" if "exec" in spec else None
+            for h in PROBE_HANDLERS:
+                if spec.get(h):
+                    handler = h
+                    break
             if handler is None:
                 continue
             action = spec.get(handler) or {}

@@ -94,13 +94,15 @@ def listeners(sockets: Iterable[Any]) -> list[Listener]:
     """TCP LISTEN and bound UDP UNCONN sockets as ``Listener`` s (other records ignored)."""
     out = []
     for s in sockets:
-        if getattr(s, "type", "socket") != "socket" or s.family not in ("inet", "inet6") or not s.local_port:
-            continue
-        if s.netid == "tcp" and s.state == "LISTEN":
+        # connections are most of a busy pod's sockets: rejected on the first two compares
+        netid, state = getattr(s, "netid", None), getattr(s, "state", None)
+        if netid == "tcp" and state == "LISTEN":
             proto = "TCP"
-        elif s.netid == "udp" and s.state == "UNCONN":
+        elif netid == "udp" and state == "UNCONN":
             proto = "UDP"
         else:
+            continue
+        if getattr(s, "type", "socket") != "socket" or s.family not in ("inet", "inet6") or not s.local_port:
             continue
         procs = s.processes or ()
         containers = tuple(sorted({p["container"] for p in procs if p.get("container")}))
@@ -234,7 +236,7 @@ class PodView(NamedTuple):
     listeners: Optional[list[Listener]]  #: None: its network namespace was not read
     sockets: Sequence[Any]  #: every socket record read (connections too)
     services: list[ServiceView]  #: Services selecting it
-    endpoints: list[EndpointState]  #: its entries in those Services' EndpointSlices
+    endpoints: list[EndpointState]  #: its entries in EndpointSlices (by targetRef, else by address)
     policies: Optional[list[dict]]  #: NetworkPolicies of type Ingress selecting it (None: not listed)
     events: list[Event]  #: newest last
     logs: dict[str, str]  #: container -> last log lines of its failed run
@@ -332,6 +334,7 @@ class ClusterView:
     def _index_endpoints(self) -> None:
         self.slices_known = "endpointslices" not in self.data.not_listed
         self._endpoints: dict[PodKey, list[tuple[PodKey, EndpointState]]] = defaultdict(list)  # svc -> (pod, state)
+        self._endpoints_of: dict[PodKey, list[EndpointState]] = defaultdict(list)  # pod -> its entries
         by_ip: dict[tuple[str, str], PodKey] = {}
         for p in self.all_pods:
             for ip in podspec.pod_ips(p):
@@ -347,8 +350,10 @@ class ClusterView:
                 pod = ((ref.get("namespace") or ns, ref["name"]) if ref.get("kind") == "Pod" and ref.get("name")
                        else next((by_ip[ns, a] for a in addresses if (ns, a) in by_ip), None))
                 ready = (ep.get("conditions") or {}).get("ready")
-                self._endpoints[ns, svc].append((pod, EndpointState(svc, meta.get("name", ""), ready is not False,
-                                                                    addresses)))
+                state = EndpointState(svc, meta.get("name", ""), ready is not False, addresses)
+                self._endpoints[ns, svc].append((pod, state))
+                if pod is not None:
+                    self._endpoints_of[pod].append(state)
 
     def _services(self) -> list[ServiceView]:
         out = []
@@ -370,7 +375,7 @@ class ClusterView:
         ns = k[0]
         obs = self.data.observed.get(k)
         services = self._services_of.get(k, [])
-        endpoints = [e for sv in services for pk, e in sv.endpoints if pk == k]
+        endpoints = self._endpoints_of.get(k, [])
         policies = None
         if "networkpolicies" not in self.data.not_listed:
             labels = podspec.labels(pod)
@@ -378,7 +383,9 @@ class ClusterView:
                         if podspec.label_selector_matches((pol.get("spec") or {}).get("podSelector"), labels)]
         logs = {c["name"]: self.data.logs[(*k, c["name"])] for c in _all_containers(pod)
                 if (*k, c["name"]) in self.data.logs}
-        troubles = {c["name"]: t for c in _all_containers(pod) if (t := podspec.trouble(pod, c["name"]))}
+        statuses = podspec.statuses(pod)
+        troubles = {name: t for name, s in statuses.items() if (t := podspec.status_trouble(s))}
+        running = {name for name, s in statuses.items() if "running" in (s.get("state") or {})}
         targets = []
         for sv in services:
             for sp in sv.ports():
@@ -387,7 +394,7 @@ class ClusterView:
                 if port:
                     targets.append(Target(sv, sp, port, proto))
         return PodView(pod, k, (pod.get("spec") or {}).get("nodeName"), self.ports(pod),
-                       podspec.running_containers(pod), podspec.probes(pod), targets, troubles,
+                       running, podspec.probes(pod), targets, troubles,
                        self.listeners.get(k),
                        obs.sockets if obs else (), services, endpoints, policies, self._events.get(k, []), logs,
                        obs.limits if obs else None, obs.findings if obs else (),
