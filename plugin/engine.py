@@ -43,7 +43,7 @@ def analyse(data: ClusterInput, rules: Optional[Collection[str]] = None) -> Repo
 def _acyclic() -> Iterator[None]:
     """The cyclic garbage collector paused while the engine runs: it builds many small,
     acyclic records (reference counting frees them) over a large live input, which every
-    full collection would traverse again; that made 10k pods cost 1.5x per pod what 1k did."""
+    full collection would traverse again (10k pods: 2.47 s of CPU with it on, 1.51 s paused)."""
     was = gc.isenabled()
     gc.disable()
     try:
