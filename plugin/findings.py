@@ -19,11 +19,11 @@ it.  Two more fields are engine plumbing and never rendered:
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple, Optional, TextIO
 
+from sockdebug_agent.render import escape, severity_tag, value_text
 from sockdebug_agent.schema import SEVERITIES
 
 from .errors import FindingsError, UsageError
@@ -32,7 +32,6 @@ RANK = {s: len(SEVERITIES) - 1 - i for i, s in enumerate(SEVERITIES)}  #: critic
 FAIL_ON = SEVERITIES  #: the values --fail-on accepts
 FIELDS = ("id", "severity", "title", "objects", "explanation", "fix", "evidence")  #: what is rendered
 OUTPUTS = ("table", "json", "yaml")
-_COLORS = {"critical": "31;1", "warning": "33;1", "info": "36"}
 _KIND_SHORT = {"Service": "svc", "Pod": "pod", "Node": "node", "NetworkPolicy": "netpol"}
 
 
@@ -218,21 +217,14 @@ def finding_dict(f: Finding) -> dict[str, Any]:
 
 def findings_text(findings: Sequence[Finding], color: bool = False, empty: str = "no findings") -> str:
     """The table form: one block per finding, every target-supplied string escaped."""
-    from .render import escape
-
     out = []
     for f in findings:
-        tag = f.severity.upper()
-        if color:
-            tag = f"\x1b[{_COLORS[f.severity]}m{tag}\x1b[0m"
-        out.append(f"{tag}  {escape(f.title)}  [{f.id}]")
+        out.append(f"{severity_tag(f.severity, color)}  {escape(f.title)}  [{escape(f.id)}]")
         out.append("    objects: " + "; ".join(escape(object_text(o)) for o in f.objects))
         out.append(f"    why: {escape(f.explanation)}")
         out.append(f"    fix: {escape(f.fix)}")
         if f.evidence:
-            out.append("    evidence: " + ", ".join(
-                f"{escape(k)}={escape(json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v)}"
-                for k, v in f.evidence.items()))
+            out.append("    evidence: " + ", ".join(f"{escape(k)}={value_text(v)}" for k, v in f.evidence.items()))
         out.append("")
     if not findings:
         out += [empty, ""]
@@ -259,8 +251,6 @@ def document(report: Report, scope: dict[str, Any], kind: str) -> dict[str, Any]
 
 def text(report: Report, scope: dict[str, Any], color: bool = False, empty: str = "no findings") -> str:
     """The table output of a report: findings, what was not inspected or seen, a summary."""
-    from .render import escape
-
     out = [findings_text(report.findings, color, empty)]
     if report.uninspected:
         out.append(f"not inspected ({len(report.uninspected)}):")
@@ -277,12 +267,8 @@ def text(report: Report, scope: dict[str, Any], color: bool = False, empty: str 
 
 def write(doc: dict[str, Any], output: str, out: TextIO) -> None:
     """A report document as json or yaml (``table`` is ``text``)."""
+    from .render import write_doc
+
     if output not in OUTPUTS[1:]:
         raise UsageError(f"no document for output {output!r}", f"use {', '.join(OUTPUTS[1:])}, or text() for table")
-    if output == "json":
-        json.dump(doc, out, indent=2)
-        out.write("\n")
-        return
-    import yaml  # only for -o yaml
-
-    yaml.dump(doc, out, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), sort_keys=False)
+    write_doc(doc, output, out)
