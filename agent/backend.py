@@ -99,6 +99,19 @@ class Linux(Backend):
         counters = read_counters()  # first: the dump's own netlink socket would be counted
         return summarise(collect_all(select(all_states=True), Details(), warn), counters)
 
+    def rtnetlink(self):
+        """A NETLINK_ROUTE socket, or the error that says why there is none."""
+        from .faults import os_resource
+        from .netlink import NETLINK_ROUTE, Netlink
+
+        try:
+            return Netlink(NETLINK_ROUTE)
+        except OSError as exc:
+            raise os_resource(exc) or KernelError(
+                f"NETLINK_ROUTE could not be opened ({exc.strerror}): routes and interfaces cannot be read",
+                "a seccomp profile or security module denies netlink sockets to the agent: "
+                "run it with the runtime's default seccomp profile") from None
+
     def require_proc(self, command: str) -> None:
         """Refuse ``command`` when /proc is not there at all (it reads nothing else)."""
         from .inspectors import procfs

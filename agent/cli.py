@@ -32,11 +32,13 @@ from .errors import (
     EXIT_OK,
     EXIT_OUTPUT,
     EXIT_USAGE,
+    KernelError,
     OutputError,
     SockdebugError,
     UsageError,
 )
 from .filter import FilterError, select
+from .netlink import NetlinkError
 from .stream import Writer
 
 PID_MAX = 1 << 22  # PID_MAX_LIMIT: no pid is larger
@@ -108,7 +110,9 @@ def run_summary(args: argparse.Namespace, out: Writer, backend: Backend) -> int:
 def run_routes(args: argparse.Namespace, out: Writer, backend: Backend) -> int:
     from .inspectors import routes
 
-    for route in routes.collect():
+    with backend.rtnetlink() as nl:
+        found = routes.collect(nl)
+    for route in found:
         out.emit(route)
     return EXIT_OK
 
@@ -117,7 +121,9 @@ def run_routes(args: argparse.Namespace, out: Writer, backend: Backend) -> int:
 def run_interfaces(args: argparse.Namespace, out: Writer, backend: Backend) -> int:
     from .inspectors import interfaces
 
-    for link in interfaces.collect():
+    with backend.rtnetlink() as nl:
+        found = interfaces.collect(nl)
+    for link in found:
         out.emit(link)
     return EXIT_OK
 
@@ -138,7 +144,6 @@ def run_triage(args: argparse.Namespace, out: Writer, backend: Backend) -> int:
     from .inspectors import interfaces, procfs, routes
     from .inspectors.sockets import Details
     from .inspectors.summary import read_counters
-    from .netlink import NETLINK_ROUTE, Netlink
 
     if not procfs.mounted():
         out.warning("proc-unavailable", "/proc is not mounted in this mount namespace: no owners, process limits, "
@@ -149,14 +154,12 @@ def run_triage(args: argparse.Namespace, out: Writer, backend: Backend) -> int:
                for s in batch]
     data = triage.TriageInput(sockets=sockets, summary=summarise(sockets, counters), host=args.host)
     try:
-        with Netlink(NETLINK_ROUTE) as nl:
+        with backend.rtnetlink() as nl:
             data.interfaces = interfaces.collect(nl)
             data.routes = routes.collect(nl, {i.index: i.name for i in data.interfaces})
-    except OSError as exc:
-        if faults.os_resource(exc) is not None:
-            raise
-        out.warning("rtnetlink-unavailable", f"routes and interfaces could not be read ({exc}): "
-                    "the route findings were not checked")
+    except (KernelError, NetlinkError) as exc:
+        why = exc.message if isinstance(exc, KernelError) else f"routes and interfaces could not be read ({exc})"
+        out.warning("rtnetlink-unavailable", f"{why}: the route findings were not checked")
     data.processes = backend.process_limits(out.emit)
     data.limits = backend.limits(out.emit, sockets)
     findings = triage.triage(data)

@@ -198,7 +198,10 @@ class Netlink:
                 queue.put(exc)
             queue.put(None)
 
-        threading.Thread(target=receive, name="netlink-prefetch", daemon=True).start()
+        try:
+            threading.Thread(target=receive, name="netlink-prefetch", daemon=True).start()
+        except RuntimeError:  # no thread left (RLIMIT_NPROC, memory): receive here, one datagram at a time
+            queue.put(None)
         try:
             while True:
                 item = queue.get()

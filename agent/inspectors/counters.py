@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Optional
 
+from ..schema import text
+
 
 def parse_sockstat(text: str) -> dict[str, dict[str, int]]:
     """``TCP: inuse 15 orphan 0 tw 0 alloc 4027 mem 459`` -> {"TCP": {"inuse": 15, ...}}."""
@@ -32,7 +34,7 @@ def parse_counter_pairs(text: str) -> dict[str, dict[str, int]]:
 def read_optional(path: str) -> Optional[str]:
     """A /proc file's text, or None where this kernel or namespace lacks it."""
     try:
-        with open(path) as f:
-            return f.read()
+        with open(path, "rb") as f:
+            return text(f.read())
     except OSError:
         return None

@@ -10,7 +10,7 @@ from typing import NamedTuple, Optional
 
 from ..filter import NEW_SYN_RECV, SYN_RECV, Selection, Unlocked
 from ..netlink import NETLINK_SOCK_DIAG, DumpInterrupted, Netlink, NetlinkError
-from ..schema import Process, Socket, Warning
+from ..schema import Process, Socket, Warning, text
 from . import procnet
 from .processes import CAP_SYS_PTRACE, has_capability, scan_owners
 from .sockdiag import (
@@ -33,6 +33,7 @@ _PROTOCOLS = {"tcp": IPPROTO_TCP, "udp": IPPROTO_UDP, "raw": IPPROTO_RAW}
 _FAMILIES = (("inet", socket.AF_INET, ""), ("inet6", socket.AF_INET6, "6"))
 # A diag module that is not built answers ENOENT (raw_diag here), an unknown family EINVAL.
 _MISSING_MODULE = (errno.ENOENT, errno.EINVAL, errno.EOPNOTSUPP, errno.EPROTONOSUPPORT)
+_OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS)
 
 Owners = Optional[dict[int, list[Process]]]
 Warn = Callable[[Warning], None]
@@ -57,7 +58,7 @@ class InterfaceNames:
     def __call__(self, index: int) -> Optional[str]:
         if index not in self._names:
             try:
-                self._names[index] = socket.if_indextoname(index)
+                self._names[index] = text(socket.if_indextoname(index))  # \xNN, not a lone surrogate
             except OSError:
                 self._names[index] = str(index)
         return self._names[index]
@@ -178,6 +179,8 @@ def collect(sel: Selection, details: Details, warn: Warn) -> Iterator[list[Socke
     try:
         nl: Optional[Netlink] = Netlink(NETLINK_SOCK_DIAG)
     except OSError as exc:
+        if exc.errno in _OUT_OF_RESOURCES:  # /proc would fail the same way: say which limit (faults.py)
+            raise
         nl = None
         warn(Warning("netlink-unavailable", f"NETLINK_SOCK_DIAG could not be opened ({exc.strerror}): "
                      "reading /proc/net instead"))
