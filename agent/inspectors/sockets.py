@@ -75,22 +75,12 @@ def _proc_fallback(table: str, families: list[tuple[str, int, str]], details: De
     if table == "unix":
         warn(Warning("proc-fallback", f"{why or 'the kernel has no unix_diag'}: unix sockets are read from "
                      "/proc/net/unix (no peers, queues or uids), as ss does"))
-        paths = [("/proc/net/unix", 0)]
+        out = procnet.read_unix(warn)
     else:
         warn(Warning("proc-fallback", f"{why or f'the kernel has no {table}_diag'}: {table} sockets are read from "
                      f"/proc/net/{table}{{,6}} (no cookies, listener backlogs or ms timers), as ss does"))
-        paths = [(f"/proc/net/{table}{suffix}", family) for _name, family, suffix in families]
-    out: list[Socket] = []
-    for path, family in paths:
-        try:
-            with open(path) as f:
-                text = f.read()
-        except FileNotFoundError:  # e.g. IPv6 disabled in this kernel or namespace
-            continue
-        if table == "unix":
-            out += procnet.parse_proc_unix(text)
-        else:
-            out += procnet.parse_proc_inet(text, family, table, details.timers)
+        out = [s for _name, family, suffix in families
+               for s in procnet.read_inet(f"/proc/net/{table}{suffix}", family, table, details.timers)]
     if owners is not None:
         out = [s._replace(processes=owners.get(s.inode, []) if s.inode else []) for s in out]
     return out
