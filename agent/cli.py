@@ -28,7 +28,6 @@ from . import __version__, faults, namespaces, serve
 from .backend import Backend, Linux, choose, summarise
 from .errors import (
     EXIT_FINDINGS,
-    EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_OUTPUT,
     EXIT_USAGE,
@@ -311,6 +310,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     # reference cycles worth collecting: the cyclic GC only costs time (up to a third
     # of a 40k-socket dump) and reference counting frees everything anyway.
     gc.disable()
+    sys.unraisablehook = faults.ignore_unraisable  # cleanup after a failure never prints a traceback
     closed = faults.reserve_std_fds()  # before anything opens a file that would take fd 1
     out = Writer()
     signal.signal(signal.SIGINT, out.on_sigint)  # Ctrl-C ends the stream after a whole line
@@ -372,13 +372,13 @@ def _finish(out: Writer, command_line: list[str], code: int, error: Optional[Soc
             if error is not None:
                 out.error(error.code, error.message, error.hint)
             out.end(code)
-    except OutputError:
+    except (OutputError, MemoryError):  # nothing more can be written: stderr and the exit code still say it
         pass
     broken = out.broken or (error if isinstance(error, OutputError) else None)
     if broken is not None:
         faults.stderr_line(f"sockdebug-agent: {broken.message}")
         faults.silence_stdout()
-        if code != EXIT_INTERRUPTED:
+        if error is None or error is broken:  # else the failure that came first keeps its code
             code = EXIT_OUTPUT
     return code
 

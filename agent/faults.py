@@ -13,6 +13,11 @@ import errno
 import os
 from typing import Optional
 
+try:  # now: under RLIMIT_AS, loading the module when memory has run out fails too
+    import resource
+except ImportError:  # Windows
+    resource = None  # type: ignore[assignment]
+
 from .errors import Interrupted, KernelError, OutputError, ResourceError, SockdebugError
 from .netlink import NetlinkError, ProtocolError
 
@@ -62,6 +67,11 @@ def silence_stdout() -> None:
     os.close(null)
 
 
+def ignore_unraisable(_unraisable: object) -> None:
+    """``sys.unraisablehook``: an exception in a finaliser (a generator closed while memory
+    or stdout has run out) changes nothing the run's error record does not already say."""
+
+
 def stderr_line(line: str) -> None:
     """One line on stderr, escaped for a terminal; a stderr that is gone is ignored."""
     safe = "".join(c if c.isprintable() else (f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}")
@@ -76,9 +86,7 @@ def stderr_line(line: str) -> None:
 
 def _rlimit(name: str) -> Optional[int]:
     """The soft limit RLIMIT_<name> of this process; None when unlimited or unknown."""
-    try:
-        import resource
-    except ImportError:  # Windows
+    if resource is None:
         return None
     soft, _hard = resource.getrlimit(getattr(resource, f"RLIMIT_{name}"))
     return None if soft == resource.RLIM_INFINITY else soft

@@ -194,7 +194,7 @@ class Netlink:
                     queue.put((memoryview(buf), size))
                     if size == 0 or _ends_reply(buf, size):
                         break
-            except OSError as exc:
+            except (OSError, MemoryError) as exc:  # handed over: the reader raises it (RLIMIT_AS, ...)
                 queue.put(exc)
             queue.put(None)
 
@@ -207,7 +207,7 @@ class Netlink:
                 item = queue.get()
                 if item is None:
                     break
-                if isinstance(item, OSError):
+                if isinstance(item, (OSError, MemoryError)):
                     raise item
                 yield item
             yield from self._received(request, sock)

@@ -67,6 +67,10 @@ class Writer:
                 except OSError as exc:  # EINTR never gets here: Python retries it (PEP 475)
                     self.broken = output_error(exc)
                     raise self.broken from None
+        except BaseException:
+            if self.broken is None and len(view) not in (0, len(data)):  # e.g. MemoryError mid-batch
+                self.broken = OutputError("the stream was cut inside a record", "run it again")
+            raise
         finally:
             self._writing = False
         self.counts[kind] += records

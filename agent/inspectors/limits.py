@@ -12,6 +12,7 @@ system-wide.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -245,7 +246,9 @@ def collect_process_limits(proc: str = "/proc", all_netns: bool = False) -> Proc
         except PermissionError:
             scan.denied.append(pid)
             continue
-        except OSError:  # exited meanwhile
+        except OSError as exc:  # exited meanwhile; out of fds is not silence
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                raise
             continue
         if record is not None:
             scan.records.append(record)

@@ -7,6 +7,7 @@ CAP_SYS_PTRACE; processes we may not read are counted, never silently skipped.
 
 from __future__ import annotations
 
+import errno
 import os
 from typing import NamedTuple, Optional
 
@@ -64,7 +65,9 @@ def scan_owners(proc: str = "/proc", with_containers: bool = True) -> OwnerScan:
         except PermissionError:
             scan.denied.append(pid)
             continue
-        except OSError:  # exited meanwhile, or a kernel thread
+        except OSError as exc:  # exited meanwhile, or a kernel thread; out of fds is not silence
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                raise
             continue
         found: list[tuple[int, int]] = []
         try:
