@@ -39,6 +39,10 @@ class Backend:
         """Batches of the selected sockets, as they become ready."""
         raise NotImplementedError
 
+    def warn_no_proc(self, warn: Warn, consequence: str) -> bool:
+        """A ``proc-unavailable`` warning when this back-end needs /proc and it is not mounted."""
+        return False
+
     def process_limits(self, warn: Warn, all_netns: bool = False) -> list[ProcessLimits]:
         raise NotImplementedError
 
@@ -60,6 +64,14 @@ class Linux(Backend):
         if details.processes:
             self.warn_hidden(warn, "sockets they hold show no owner")
         return collect(sel, details, warn)
+
+    def warn_no_proc(self, warn: Warn, consequence: str) -> bool:
+        from .inspectors import procfs
+
+        if procfs.mounted():
+            return False
+        warn(Warning("proc-unavailable", f"/proc is not mounted in this mount namespace: {consequence}"))
+        return True
 
     def warn_hidden(self, warn: Warn, consequence: str) -> Optional[str]:
         """A warning when /proc hides processes from this agent; returns why (None: all visible)."""
@@ -96,6 +108,7 @@ class Linux(Backend):
         from .inspectors.sockets import Details, collect_all
         from .inspectors.summary import read_counters
 
+        self.warn_no_proc(warn, "the summary's counters (sockets_used, transports, the TCP totals) are not known")
         counters = read_counters()  # first: the dump's own netlink socket would be counted
         return summarise(collect_all(select(all_states=True), Details(), warn), counters)
 

@@ -140,13 +140,12 @@ def run_limits(args: argparse.Namespace, out: Writer, backend: Backend) -> int:
 @command("triage")
 def run_triage(args: argparse.Namespace, out: Writer, backend: Backend) -> int:
     from . import triage
-    from .inspectors import interfaces, procfs, routes
+    from .inspectors import interfaces, routes
     from .inspectors.sockets import Details
     from .inspectors.summary import read_counters
 
-    if not procfs.mounted():
-        out.warning("proc-unavailable", "/proc is not mounted in this mount namespace: no owners, process limits, "
-                    "counters or sysctls; the findings that need them were not checked")
+    backend.warn_no_proc(out.emit, "no owners, process limits, counters or sysctls: the findings that need "
+                         "them were not checked")
     counters = read_counters()
     sockets = [s for batch in backend.sockets(select(all_states=True),
                                               Details(processes=True, timers=True, memory=True, info=True), out.emit)

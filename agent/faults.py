@@ -119,7 +119,7 @@ def os_resource(exc: OSError) -> Optional[ResourceError]:
     if exc.errno == errno.EMFILE:
         nofile = _rlimit("NOFILE")
         return ResourceError(f"no file descriptor left under RLIMIT_NOFILE = {nofile} (ulimit -n)",
-                             "raise it (ulimit -n, prlimit --nofile): the agent needs about 10 fds")
+                             "raise it (ulimit -n, prlimit --nofile): the agent needs 5 at least")
     if exc.errno == errno.ENFILE:
         return ResourceError("the system's file table is full (fs.file-max)",
                              "close files elsewhere, or raise fs.file-max")

@@ -50,7 +50,7 @@ def hidden_reason(options: dict[str, str], euid: int, groups: list[int], ptrace:
     if gid is not None and gid.isdigit() and int(gid) in groups:
         return None
     return (f"/proc is mounted with hidepid={mode}: the processes of other users are invisible to this agent "
-            f"(uid {euid}, without CAP_SYS_PTRACE), so they cannot even be counted")
+            f"(uid {euid}, without CAP_SYS_PTRACE) and cannot even be counted")
 
 
 def mounted(proc: str = "/proc") -> bool:
@@ -60,8 +60,7 @@ def mounted(proc: str = "/proc") -> bool:
 def processes_hidden(proc: str = "/proc") -> Optional[str]:
     """Why /proc hides (some) processes from this agent; None when it shows every one it may read."""
     if not mounted(proc):
-        return (f"{proc} is not mounted in this mount namespace: no process can be seen "
-                "(mount -t proc proc /proc)")
+        return f"{proc} is not mounted in this mount namespace, so no process is visible"
     options = proc_mount_options(read_text(f"{proc}/self/mountinfo") or "", proc)
     if options is None:
         return None

@@ -176,30 +176,43 @@ def parse_unix_count(protocols: bytes | str) -> Optional[int]:
     return total if found else None
 
 
-def _read(path: str) -> bytes:
+Warn = Callable[[Warning], None]
+
+
+def _read(path: str, warn: Warn) -> Optional[bytes]:
+    """The file's bytes; None, with a warning, when /proc is not mounted at all; [] is
+    for the caller when the file alone is missing (IPv6 disabled)."""
     try:
         with open(path, "rb") as f:
             return f.read()
     except OSError as exc:
-        if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM) or (
-                isinstance(exc, FileNotFoundError) and os.path.isdir("/proc/net")):
-            raise  # a limit (faults.py says which), or a table this kernel lacks (IPv6 disabled)
-        raise KernelError(f"netlink is unavailable and {path} cannot be read either ({exc.strerror})",
-                          "mount /proc in the agent's mount namespace, or let it open netlink sockets") from None
+        if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM):
+            raise  # a limit: faults.py says which
+        if not os.path.isdir("/proc/net"):
+            warn(Warning("proc-unavailable", f"netlink did not give this table and /proc is not mounted: "
+                         f"the sockets of {path} are missing"))
+            return None
+        if isinstance(exc, FileNotFoundError):
+            return b""
+        raise KernelError(f"netlink did not give this table and {path} cannot be read ({exc.strerror})",
+                          "let the agent read /proc/net, or open netlink sockets (seccomp, LSM)") from None
 
 
 def _unix_count() -> Optional[int]:
     try:
-        return parse_unix_count(_read("/proc/net/protocols"))
+        with open("/proc/net/protocols", "rb") as f:
+            return parse_unix_count(f.read())
     except OSError:
         return None
 
 
-def read_unix(warn: Callable[[Warning], None]) -> list[Socket]:
+def read_unix(warn: Warn) -> list[Socket]:
     """/proc/net/unix of the current namespace, with the kernel's count of unix sockets
     read before and after (a count that moved meanwhile cannot judge the rows)."""
     before = _unix_count()
-    data = _read("/proc/net/unix")
+    data = _read("/proc/net/unix", warn)
+    if not data:
+        return []
     after = _unix_count()
     table = parse_proc_unix(data, before if before == after else None)
     if table.ambiguous:
@@ -210,10 +223,7 @@ def read_unix(warn: Callable[[Warning], None]) -> list[Socket]:
     return table.sockets
 
 
-def read_inet(path: str, family: int, netid: str, timers: bool) -> list[Socket]:
+def read_inet(path: str, family: int, netid: str, timers: bool, warn: Warn) -> list[Socket]:
     """One /proc/net/{tcp,udp,raw}{,6} file; [] where it does not exist (IPv6 disabled)."""
-    try:
-        data = _read(path)
-    except FileNotFoundError:
-        return []
-    return parse_proc_inet(data, family, netid, timers)
+    data = _read(path, warn)
+    return parse_proc_inet(data, family, netid, timers) if data else []

@@ -80,7 +80,7 @@ def _proc_fallback(table: str, families: list[tuple[str, int, str]], details: De
         warn(Warning("proc-fallback", f"{why or f'the kernel has no {table}_diag'}: {table} sockets are read from "
                      f"/proc/net/{table}{{,6}} (no cookies, listener backlogs or ms timers), as ss does"))
         out = [s for _name, family, suffix in families
-               for s in procnet.read_inet(f"/proc/net/{table}{suffix}", family, table, details.timers)]
+               for s in procnet.read_inet(f"/proc/net/{table}{suffix}", family, table, details.timers, warn)]
     if owners is not None:
         out = [s._replace(processes=owners.get(s.inode, []) if s.inode else []) for s in out]
     return out
