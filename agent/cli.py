@@ -244,6 +244,20 @@ class _UsageExit(UsageError):
 
 
 class _ArgumentParser(argparse.ArgumentParser):
+    def _print_message(self, message: str, file=None) -> None:  # --help, --version: argparse swallows failures
+        if not message:
+            return
+        if file is None or file is sys.stdout:
+            data = message.encode("utf-8", "backslashreplace")
+            try:
+                while data:
+                    data = data[os.write(1, data):]
+            except OSError as exc:
+                raise faults.output_error(exc) from None
+        else:
+            for line in message.rstrip("\n").split("\n"):
+                faults.stderr_line(line)
+
     def error(self, message: str):  # type: ignore[override]
         for line in self.format_usage().rstrip("\n").split("\n"):
             faults.stderr_line(line)
@@ -336,7 +350,6 @@ def _run(argv: list[str], command_line: list[str], out: Writer) -> int:
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # argparse has printed --help/--version
-        _flush_help()
         return int(exc.code or 0) and EXIT_USAGE
     backend = choose(args.psutil)
     path = namespaces.netns_path(args.netns, args.target_pid)
@@ -348,13 +361,6 @@ def _run(argv: list[str], command_line: list[str], out: Writer) -> int:
     if os.environ.get(serve.SERVE_ENV) and args.command != "serve":
         serve.keep_alive()
     return COMMANDS[args.command](args, out, backend)
-
-
-def _flush_help() -> None:
-    try:
-        sys.stdout.flush()
-    except OSError as exc:
-        raise faults.output_error(exc) from None
 
 
 def _finish(out: Writer, command_line: list[str], code: int, error: Optional[SockdebugError]) -> int:
