@@ -128,7 +128,8 @@ def _split_unix_rows(lines: list[bytes]) -> list[_Row]:
     return rows
 
 
-def parse_proc_unix(data: bytes | str, expected: Optional[int] = None) -> UnixTable:
+def parse_proc_unix(data: bytes | str, expected: Optional[int] = None,
+                    held: Optional[set[int]] = None) -> UnixTable:
     """Rows of /proc/net/unix: no peer and no queue data exist there (ss prints ``* 0``).
 
     A name can hold a newline followed by a line shaped exactly like a row.  Such a line
@@ -136,11 +137,16 @@ def parse_proc_unix(data: bytes | str, expected: Optional[int] = None) -> UnixTa
     (``UNIX_NAME_MAX``).  ``expected`` is the number of unix sockets the kernel counts in
     this namespace (/proc/net/protocols): when there are that many rows too many and
     exactly that many candidates, the candidates are names' ends and are joined back;
-    when the count cannot decide, they stay rows and ``ambiguous`` says how many."""
+    when there are more candidates, ``held`` (the inodes some process holds an fd of,
+    from the owner scan) narrows them to those no process holds, since a forged row
+    names a socket nobody has.  When that cannot decide either, they stay rows and
+    ``ambiguous`` says how many."""
     rows = _split_unix_rows(_lines(data))
     candidates = [i for i in range(1, len(rows)) if rows[i - 1].name is not None
                   and len(rows[i - 1].name) + 1 + len(rows[i].raw) <= UNIX_NAME_MAX]
     surplus = len(rows) - expected if expected is not None else 0
+    if held is not None and 0 < surplus < len(candidates):
+        candidates = [i for i in candidates if int(rows[i].fields[5]) not in held]
     ambiguous = 0
     if surplus > 0 and surplus == len(candidates):
         for i in reversed(candidates):  # from the end, so a name holding two rows gets both
@@ -214,7 +220,12 @@ def read_unix(warn: Warn) -> list[Socket]:
     if not data:
         return []
     after = _unix_count()
-    table = parse_proc_unix(data, before if before == after else None)
+    expected = before if before == after else None
+    table = parse_proc_unix(data, expected)
+    if table.ambiguous:  # rare: worth a walk of every process's fds to tell forged rows apart
+        from .processes import scan_owners
+
+        table = parse_proc_unix(data, expected, set(scan_owners(with_containers=False).owners))
     if table.ambiguous:
         warn(Warning("unix-names-ambiguous",
                      f"{table.ambiguous} rows of /proc/net/unix could also be the end of a unix socket name holding "

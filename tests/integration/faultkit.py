@@ -33,8 +33,8 @@ PER_HOLDER = 7000  # connections per holder process: 14,001 fds, under the 20,00
 def needs(*tools: str):
     """Skip unless root and every tool is installed (scripts/setup installs them)."""
     missing = [t for t in tools if shutil.which(t) is None]
-    return pytest.mark.skipif(os.geteuid() != 0 or bool(missing),
-                              reason=f"needs root and {', '.join(tools)}" + (f" (missing: {missing})" if missing else ""))
+    why = f"needs root and {', '.join(tools)}" + (f" (missing: {missing})" if missing else "")
+    return pytest.mark.skipif(os.geteuid() != 0 or bool(missing), reason=why)
 
 
 @dataclass

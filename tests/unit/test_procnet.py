@@ -153,3 +153,11 @@ def test_inet_state_out_of_range_and_negative_jiffies():
     (s,) = procnet.parse_proc_inet(b"hdr\n" + line + b"\n", socket.AF_INET, "tcp", timers=True)
     assert (s.state, s.send_q, s.recv_q, s.uid, s.inode) == ("UNKNOWN", 1, 2, 7, 42)
     assert s.timer["name"] == "keepalive"
+
+
+def test_inodes_no_process_holds_break_the_tie():
+    forged = row(P[5], 999)
+    data = table(row(P[0], 10, b"@e\n" + forged), row(P[1], 11, b"@f"), row(P[2], 12), row(P[3], 13))
+    t = procnet.parse_proc_unix(data, expected=4, held={10, 11, 12, 13})
+    assert t.ambiguous == 0 and [s.inode for s in t.sockets] == [10, 11, 12, 13]
+    assert procnet.parse_proc_unix(data, expected=4, held={10, 11, 13}).ambiguous == 2  # 12 unheld too
