@@ -13,7 +13,8 @@ def parse_sockstat(text: str) -> dict[str, dict[str, int]]:
     for line in text.splitlines():
         name, _, rest = line.partition(":")
         words = rest.split()
-        out[name.strip()] = {words[i]: int(words[i + 1]) for i in range(0, len(words) - 1, 2)}
+        out[name.strip()] = {words[i]: int(words[i + 1]) for i in range(0, len(words) - 1, 2)
+                             if words[i + 1].isascii() and words[i + 1].isdigit()}
     return out
 
 

@@ -21,7 +21,9 @@ def _unescape(field: str) -> str:
     """mountinfo writes space, tab, newline and backslash in paths as ``\\ooo``."""
     if "\\" not in field:
         return field
-    return bytes(field, "latin-1").decode("unicode_escape")
+    import re
+
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), field)
 
 
 def proc_mount_options(mountinfo: str, mount_point: str = "/proc") -> Optional[dict[str, str]]:
