@@ -53,7 +53,8 @@ class Writer:
             return
         raise KeyboardInterrupt
 
-    def _write(self, data: bytes, kind: str, records: int) -> None:
+    def _write(self, data: bytes, kind: Optional[str] = None, records: int = 0) -> None:
+        """Write ``data`` (whole lines) to its end; then count ``records`` of type ``kind``."""
         if self.broken is not None:
             raise self.broken
         view = memoryview(data)
@@ -73,7 +74,8 @@ class Writer:
             raise
         finally:
             self._writing = False
-        self.counts[kind] += records
+        if kind is not None:
+            self.counts[kind] += records
         if self._interrupted:
             self._interrupted = False
             raise KeyboardInterrupt
