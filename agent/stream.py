@@ -81,6 +81,8 @@ class Writer:
             raise KeyboardInterrupt
 
     def emit(self, record: Any) -> None:
+        if type(record) is Warning:  # inspectors' warnings quote kernel text (strerror, names)
+            record = record._replace(message=text(record.message))
         self._write((to_json(record) + "\n").encode(), record.type, 1)
 
     def emit_batch(self, records: list) -> None:
