@@ -18,7 +18,6 @@ import sys
 import tempfile
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -37,14 +36,17 @@ def needs(*tools: str):
     return pytest.mark.skipif(os.geteuid() != 0 or bool(missing), reason=why)
 
 
-@dataclass
 class Run:
-    returncode: int
-    records: list[dict]
-    stderr: str
+    """One finished run: its exit code, its records (also by type) and its stderr."""
+
+    def __init__(self, returncode: int, records: list[dict], stderr: str) -> None:
+        self.returncode, self.records, self.stderr = returncode, records, stderr
+        self.by_type: dict[str, list[dict]] = {}
+        for record in records:
+            self.by_type.setdefault(record["type"], []).append(record)
 
     def of_type(self, kind: str) -> list[dict]:
-        return [r for r in self.records if r["type"] == kind]
+        return self.by_type.get(kind, [])
 
     def codes(self, kind: str = "warning") -> list[str]:
         return [r["code"] for r in self.of_type(kind)]

@@ -15,12 +15,12 @@ Standard library only; nothing here talks to anything outside the namespace.
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 import socket
 import sys
-import time
+
+from open_sockets import ready  # this folder is sys.path[0] when run as a script
 
 KEEP: list[socket.socket] = []
 
@@ -82,11 +82,7 @@ def main() -> None:
         info = bound(bytes.fromhex(args[0]), int(args[1]))
     else:
         sys.exit(f"unknown role {role}")
-    info["pid"] = os.getpid()
-    sys.stdout.write("ready " + json.dumps(info) + "\n")
-    sys.stdout.flush()
-    while True:
-        time.sleep(3600)
+    ready(info)
 
 
 if __name__ == "__main__":
