@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any, Optional
 
 from ..netlink import ProtocolError, parse_attrs
-from ..schema import STATE_NAMES, Extended, Process, SkMem, Socket, Timer
+from ..schema import STATE_NAMES, Extended, Process, SkMem, Socket, Timer, text
 
 SOCK_DIAG_BY_FAMILY = 20
 
@@ -256,7 +256,7 @@ def unix_name(raw: bytes | memoryview) -> str:
         data = data.replace(b"\0", b"@")
     else:
         data = data.split(b"\0", 1)[0]
-    return data.decode("utf-8", "backslashreplace")
+    return text(data)
 
 
 def parse_unix(buf: memoryview | bytes, start: int, end: int, *, extended: bool = False,
