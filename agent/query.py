@@ -43,8 +43,8 @@ COMMAND_HELP = {
 # The socket flags, in the order to_argv writes them: (SocketFlags field, short, long, help).
 # argparse's dest is the long option's name (``--options`` -> args.options).
 SOCKET_FLAGS = (
-    ("listening", "-l", "--listening", "listening sockets only"),
-    ("all", "-a", "--all", "listening and non-listening sockets"),
+    ("listening", "-l", "--listening", "listening sockets only (the last of -a/-l counts, as in ss)"),
+    ("all", "-a", "--all", "listening and non-listening sockets (the last of -a/-l counts)"),
     ("tcp", "-t", "--tcp", "TCP sockets"),
     ("udp", "-u", "--udp", "UDP sockets"),
     ("unix", "-x", "--unix", "unix domain sockets"),
@@ -73,7 +73,8 @@ class SocketFlags(Value):
                  unix: bool = False, raw: bool = False, ipv4: bool = False, ipv6: bool = False,
                  processes: bool = False, timers: bool = False, extended: bool = False, memory: bool = False,
                  info: bool = False, preferred_family: Optional[str] = None):
-        self.listening, self.all = listening, all  # -l, -a
+        # -l, -a: ss keeps the last one given; to_argv writes -l first, so -a wins over -l here
+        self.listening, self.all = listening and not all, all
         self.tcp, self.udp, self.unix, self.raw = tcp, udp, unix, raw  # -t, -u, -x, -w
         self.ipv4, self.ipv6 = ipv4, ipv6  # -4, -6
         self.processes, self.timers, self.extended = processes, timers, extended  # -p, -o, -e
@@ -200,7 +201,7 @@ class Query(Value):
                 raise UsageError("--for must be more than 0", "e.g. --for 30s")
         if self.count is not None and self.count < 1:
             raise UsageError("--count must be at least 1", "e.g. --count 100")
-        if self.tick is not None and self.tick < 0:
+        if self.tick is not None and not 0 <= self.tick < float("inf"):  # nan fails both
             raise UsageError("--tick must be 0 (only the final tick) or more", "e.g. --tick 5")
         if self.rcvbuf is not None and self.rcvbuf < MIN_RCVBUF:
             raise UsageError(f"--rcvbuf must be at least {MIN_RCVBUF} bytes", "leave it out for the default")
@@ -237,8 +238,25 @@ _OPTION_COMMAND = {"fail_on": "triage", "sockets": "triage", "host": "triage", "
                    "rcvbuf": "events"}
 _DEFAULTS = {"fail_on": "never", "sockets": False, "host": False, "all_processes": False, "no_watch": False,
              "duration": None, "count": None, "tick": None, "rcvbuf": None}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*$")
+_DURATION = re.compile(r"^ *([0-9]{1,9}(?:\.[0-9]{0,9})?|\.[0-9]{1,9}) *(ms|s|m|h)? *$")  # ASCII digits, as ss
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+_ASCII_NUMBER = re.compile(r"[0-9]{1,12}(\.[0-9]{1,9})?")
+
+
+def ascii_integer(word: str) -> int:
+    """An argparse type: ASCII digits only (int() would take any script's digits, ``1_000``)."""
+    if not _ASCII_NUMBER.fullmatch(word) or "." in word:
+        raise ValueError(word)
+    return int(word)
+
+
+def ascii_seconds(word: str) -> float:
+    """An argparse type: seconds in ASCII digits (float() would take ``nan``, ``inf``, ``1e9``)."""
+    if not _ASCII_NUMBER.fullmatch(word):
+        raise ValueError(word)
+    return float(word)
 
 
 def parse_duration(text: str) -> float:
@@ -278,21 +296,25 @@ def add_commands(sub: Any, help: bool = True) -> None:
     (the agent's parser, and ``from_argv``'s)."""
     import argparse
 
-    class FamilyFlag(argparse.Action):
-        """store_true that also remembers the last family flag given."""
+    class Flag(argparse.Action):
+        """store_true that also sets other attributes: -x/-4/-6 record themselves as the
+        last family flag given, and -a/-l clear each other (ss keeps the last one)."""
 
-        def __init__(self, option_strings, dest, family: str, **kwargs):
+        def __init__(self, option_strings, dest, also: dict, **kwargs):
             super().__init__(option_strings, dest, nargs=0, default=False, **kwargs)
-            self.family = family
+            self.also = also
 
         def __call__(self, parser, namespace, values, option_string=None):
             setattr(namespace, self.dest, True)
-            namespace.preferred_family = self.family
+            for name, value in self.also.items():
+                setattr(namespace, name, value)
 
+    also = {"listening": {"all": False}, "all": {"listening": False},
+            **{field: {"preferred_family": family} for field, family in FAMILY_FLAGS}}
     for command in COMMANDS:
         p = sub.add_parser(command, help=COMMAND_HELP[command], add_help=help)
         if command in SOCKET_COMMANDS:
-            _add_flags(p, [field for field, *_ in SOCKET_FLAGS], FamilyFlag)
+            _add_flags(p, [field for field, *_ in SOCKET_FLAGS], Flag, also)
             p.add_argument("-n", "--numeric", action="store_true",
                            help="accepted for ss habits; output is always numeric")
             p.add_argument("-H", "--no-header", action="store_true",
@@ -303,7 +325,7 @@ def add_commands(sub: Any, help: bool = True) -> None:
             p.add_argument("--all-processes", action="store_true",
                            help="every visible process, not only those in the inspected network namespace")
         elif command == "events":
-            _add_events_arguments(p, FamilyFlag)
+            _add_events_arguments(p, Flag, also)
         elif command == "triage":
             p.add_argument("--fail-on", choices=FAIL_ON, default="never",
                            help="exit 1 when a finding is at least this severe (default: never)")
@@ -313,30 +335,30 @@ def add_commands(sub: Any, help: bool = True) -> None:
                                 "daemons' normal choice (kubelet, etcd), not a finding")
 
 
-def _add_flags(p: Any, fields: Sequence[str], family_flag: Any) -> None:
-    """The SOCKET_FLAGS of ``fields``: family flags remember which came last."""
-    families = dict(FAMILY_FLAGS)
+def _add_flags(p: Any, fields: Sequence[str], flag_action: Any, also: dict) -> None:
+    """The SOCKET_FLAGS of ``fields``; those in ``also`` set other attributes too."""
     for field, short, long, text in SOCKET_FLAGS:
         if field not in fields:
             continue
-        if field in families:
-            p.add_argument(short, long, action=family_flag, family=families[field], help=text)
+        if field in also:
+            p.add_argument(short, long, action=flag_action, also=also[field], help=text)
         else:
             p.add_argument(short, long, action="store_true", help=text)
 
 
-def _add_events_arguments(p: Any, family_flag: Any) -> None:
+def _add_events_arguments(p: Any, flag_action: Any, also: dict) -> None:
     """ss -E's flags, the filter, and how the stream ends (--for, --count) and ticks."""
-    _add_flags(p, EVENTS_FLAGS, family_flag)
+    _add_flags(p, EVENTS_FLAGS, flag_action, also)
     p.add_argument("-n", "--numeric", action="store_true", help="accepted for ss habits; output is always numeric")
     p.add_argument("--for", dest="duration", metavar="DURATION", help="stop after this long (30s, 2m, 500ms, seconds)")
-    p.add_argument("--count", type=int, metavar="N", help="stop after N events")
-    p.add_argument("--tick", type=float, metavar="SECONDS", help="seconds between tick records (default 5; 0: only "
-                   "the final one)")
+    p.add_argument("--count", type=ascii_integer, metavar="N", help="stop after N events")
+    p.add_argument("--tick", type=ascii_seconds, metavar="SECONDS",
+                   help="seconds between tick records (default 5; 0: only the final one)")
     p.add_argument("--no-watch", action="store_true",
                    help="no periodic table dumps: no `seen`, no owners, durations from tcp_info only")
-    p.add_argument("--rcvbuf", type=int, metavar="BYTES", help="netlink receive buffer to ask for (default 8 MiB; "
-                   "above net.core.rmem_max only with CAP_NET_ADMIN)")
+    p.add_argument("--rcvbuf", type=ascii_integer, metavar="BYTES",
+                   help="netlink receive buffer to ask for (default 8 MiB; above net.core.rmem_max only with "
+                        "CAP_NET_ADMIN)")
     p.add_argument("filter", nargs="*", metavar="FILTER", help="ss filter expression, e.g. 'dport = :443' (state "
                    "words are ignored, as by ss -E)")
 

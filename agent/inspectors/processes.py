@@ -7,11 +7,12 @@ CAP_SYS_PTRACE; processes we may not read are counted, never silently skipped.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Collection
 from typing import NamedTuple, Optional
 
-from ..schema import Process
+from ..schema import Process, text
 
 CAP_SYS_PTRACE = 19
 
@@ -24,7 +25,7 @@ class OwnerScan(NamedTuple):
 def parse_comm(stat: bytes) -> str:
     """comm from the text of /proc/PID/stat: between the first '(' and the last ')'
     (a comm may itself contain ')' or spaces)."""
-    return stat[stat.find(b"(") + 1:stat.rfind(b")")].decode("utf-8", "backslashreplace")
+    return text(stat[stat.find(b"(") + 1:stat.rfind(b")")])
 
 
 def parse_container_id(cgroup: str) -> Optional[str]:
@@ -42,7 +43,7 @@ def parse_container_id(cgroup: str) -> Optional[str]:
 def read_text(path: str) -> Optional[str]:
     try:
         with open(path, "rb") as f:
-            return f.read().decode("utf-8", "backslashreplace")
+            return text(f.read())
     except OSError:
         return None
 
@@ -53,7 +54,11 @@ def scan_owners(proc: str = "/proc", with_containers: bool = True,
     scan = OwnerScan({}, [])
     owners = scan.owners
     readlink, listdir = os.readlink, os.listdir
-    for entry in os.listdir(proc):
+    try:
+        entries = os.listdir(proc)
+    except OSError:  # no /proc in this mount namespace: the caller warns (procfs.processes_hidden)
+        return scan
+    for entry in entries:
         if not entry.isdigit() or (pids is not None and int(entry) not in pids):
             continue
         pid = int(entry)
@@ -62,7 +67,9 @@ def scan_owners(proc: str = "/proc", with_containers: bool = True,
         except PermissionError:
             scan.denied.append(pid)
             continue
-        except OSError:  # exited meanwhile, or a kernel thread
+        except OSError as exc:  # exited meanwhile, or a kernel thread; out of fds is not silence
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                raise
             continue
         found: list[tuple[int, int]] = []
         try:
