@@ -17,6 +17,7 @@ from sockdebug_agent.inspectors.destroy import destroy_parser, to_event
 from sockdebug_agent.inspectors.events import Counts, Subscription
 from sockdebug_agent.netlink import parse_datagram
 from sockdebug_agent.query import Query, SocketFlags
+from sockdebug_agent.stream import Writer
 
 DATA = Path(__file__).parent / "data"
 
@@ -31,6 +32,9 @@ DATA = Path(__file__).parent / "data"
     (["events", "-x"], "-x"),  # unix sockets have no destroy messages: not a flag of events
     (["events", "-t", "dport", "=", ":80", "and"], "and"),
     (["events", "src", "unix:/tmp/x"], "TCP and UDP"),  # a unix host condition: no group to join
+    (["events", "--count", "\u0663"], "--count"),  # ASCII digits only, as ss reads numbers
+    (["events", "--tick", "nan"], "--tick"),
+    (["events", "--rcvbuf", "1e6"], "--rcvbuf"),
 ])
 def test_bad_flags_end_framed_with_a_usage_error(run_agent, argv, says):
     run = run_agent(*argv)
@@ -214,3 +218,9 @@ def test_options_take_the_agents_defaults():
         events.DEFAULT_TICK, events.DEFAULT_RCVBUF, True, None, None)
     opts = events.options(Query("events", words=("state", "established"), duration="2m").check(), select())
     assert opts.state_words and opts.duration == 120.0
+
+
+def test_events_write_records_even_where_tables_are_asked_for():
+    """Tables are printed at end; a follow stream has none to wait for."""
+    assert type(cli.writer(["-o", "table", "events", "-t"])) is Writer
+    assert type(cli.writer(["--netns", "x", "-o", "table", "sockets"])) is not Writer
