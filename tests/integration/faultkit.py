@@ -9,7 +9,9 @@ code and the count of every record before it, and the documented exit code.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -26,6 +28,32 @@ from netns_fixture import TestNamespace
 AGENT = [sys.executable, "-m", "sockdebug_agent"]
 HOSTILE = Path(__file__).parent / "helpers" / "hostile.py"
 NOBODY = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups"]
+DEBIAN_PYTHON = "/usr/bin/python3"  # python3-minimal: where a root-only interpreter cannot be used
+
+
+def _usable_by_others(path: str) -> bool:
+    """Every directory above ``path`` searchable by other users, and ``path`` executable."""
+    real = Path(os.path.realpath(path))
+    return all(p.stat().st_mode & 0o001 for p in real.parents) and bool(real.stat().st_mode & 0o001)
+
+
+@functools.cache  # one staging folder per run, removed at exit
+def as_nobody_python() -> list[str]:
+    """An interpreter and import path that uid 65534 can use, then ``-m sockdebug_agent``.
+
+    CI's Python may live under root's 0700 home (pyenv), and the editable install's
+    path hook with it: the agent then runs under Debian's python3 with PYTHONPATH
+    pointing at a world-readable link to this checkout's agent package."""
+    import sockdebug_agent
+
+    python = sys.executable if _usable_by_others(sys.executable) else DEBIAN_PYTHON
+    if not _usable_by_others(python):
+        pytest.skip(f"no interpreter uid 65534 may run ({sys.executable}, {DEBIAN_PYTHON})")
+    stage = Path(tempfile.mkdtemp(prefix="sdf-path-"))
+    atexit.register(shutil.rmtree, stage, True)
+    stage.chmod(0o755)
+    (stage / "sockdebug_agent").symlink_to(Path(sockdebug_agent.__file__).parent)
+    return ["env", f"PYTHONPATH={stage}", python, "-m", "sockdebug_agent"]
 PER_HOLDER = 7000  # connections per holder process: 14,001 fds, under the 20,000 a process may hold
 
 
@@ -80,7 +108,8 @@ def run(*args: str, prefix: tuple[str, ...] = (), env: dict | None = None, timeo
     """``sockdebug-agent ARGS`` (after ``prefix``, e.g. prlimit or unshare) to completion."""
     full_env = {**os.environ, **(env or {})}
     popen.setdefault("stdout", subprocess.PIPE)
-    proc = subprocess.run([*prefix, *AGENT, *args], stderr=subprocess.PIPE, timeout=timeout, env=full_env, **popen)
+    agent = as_nobody_python() if "--reuid" in prefix else AGENT
+    proc = subprocess.run([*prefix, *agent, *args], stderr=subprocess.PIPE, timeout=timeout, env=full_env, **popen)
     return check(proc.stdout or b"", proc.stderr, proc.returncode, framed=framed)
 
 

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from faultkit import AGENT, NOBODY, check, many_count, many_sockets, needs, run
+from faultkit import AGENT, NOBODY, as_nobody_python, check, many_count, many_sockets, needs, run
 
 pytestmark = [pytest.mark.root, needs("ip", "prlimit", "setpriv")]
 
@@ -54,7 +54,8 @@ def test_no_thread_left_reads_without_the_prefetch_thread(big):
     """RLIMIT_NPROC 1 for an unprivileged agent: the prefetch thread cannot start, every
     socket is still read (root ignores the limit, hence nobody)."""
     prefix = ("ip", "netns", "exec", big.name, "prlimit", "--nproc=1", *NOBODY)
-    probe = subprocess.run([*prefix, *AGENT[:1], "-c", "import threading; threading.Thread(target=print).start()"],
+    probe = subprocess.run([*prefix, *as_nobody_python()[:3], "-c",
+                            "import threading; threading.Thread(target=print).start()"],
                            capture_output=True, text=True, timeout=60)
     assert "can't start new thread" in probe.stderr  # the limit really bites
     r = run("sockets", "-ta", prefix=prefix)
