@@ -14,18 +14,16 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
+from faultkit import as_nobody_python
 from netns_fixture import TestNamespace
 from sockdebug_agent.inspectors.events import DEFAULT_RCVBUF
 
 pytestmark = pytest.mark.root
 
-REPO = Path(__file__).parents[2]
 DRIVER = Path(__file__).parent / "helpers" / "events_driver.py"
-SYSTEM_PYTHON = "/usr/bin/python3"
 DROP_ALL = ["setpriv", "--inh-caps=-all", "--bounding-set=-all"]
 NOBODY = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", "--inh-caps=-all",
           "--bounding-set=-all"]
@@ -53,22 +51,19 @@ def ns():
 
 
 @pytest.fixture(scope="module")
-def world_readable_agent():
-    """The agent's package where another uid can import it with the system Python (this
-    checkout's venv lives under /root): a directory holding a link named sockdebug_agent."""
-    if not os.access(SYSTEM_PYTHON, os.X_OK) or subprocess.run(
-            [SYSTEM_PYTHON, "-c", "import sys; sys.exit(sys.version_info < (3, 10))"]).returncode:
-        pytest.skip(f"needs {SYSTEM_PYTHON} >= 3.10 for a non-root agent")
-    where = tempfile.mkdtemp(prefix="sdtevp-")
-    os.chmod(where, 0o755)
-    os.symlink(REPO / "agent", os.path.join(where, "sockdebug_agent"))
-    yield where
-    shutil.rmtree(where, ignore_errors=True)
+def nobody_python() -> list[str]:
+    """``env PYTHONPATH=... PYTHON`` that uid 65534 can run the agent with (faultkit's)."""
+    if _why_not():
+        pytest.skip(_why_not())
+    command = as_nobody_python()
+    assert command[-2:] == ["-m", "sockdebug_agent"]
+    return command[:-2]
 
 
-def run_driver(prefix: list[str], python: str, env: dict[str, str]) -> list[dict]:
-    out = subprocess.run([*prefix, python, str(DRIVER), "clean,udp"], capture_output=True, text=True,
-                         timeout=120, env={**os.environ, **env})
+def run_driver(prefix: list[str], python: list[str]) -> list[dict]:
+    """The driver (and so the agent: its sys.executable) under ``prefix``, with ``python``."""
+    out = subprocess.run([*prefix, *python, str(DRIVER), "clean,udp"], capture_output=True, text=True,
+                         timeout=120)
     assert out.returncode == 0, out.stderr
     recs = [json.loads(line) for line in out.stdout.splitlines()]
     assert recs[0]["type"] == "hello" and recs[-1]["type"] == "end" and recs[-1]["exit_code"] == 0, recs
@@ -97,24 +92,24 @@ def capped() -> bool:
 
 
 def test_root_with_every_capability_gets_the_whole_buffer(ns):
-    recs = run_driver(["ip", "netns", "exec", ns.name], sys.executable, {})
+    recs = run_driver(["ip", "netns", "exec", ns.name], [sys.executable])
     assert check_complete(recs)["euid"] == 0
     assert not rcvbuf_warned(recs)  # SO_RCVBUFFORCE
 
 
 def test_root_without_capabilities_sees_everything_with_a_capped_buffer(ns):
-    recs = run_driver(["ip", "netns", "exec", ns.name, *DROP_ALL], sys.executable, {})
+    recs = run_driver(["ip", "netns", "exec", ns.name, *DROP_ALL], [sys.executable])
     check_complete(recs)
     assert rcvbuf_warned(recs) == capped()
 
 
-def test_another_uid_without_capabilities_sees_everything(ns, world_readable_agent):
-    recs = run_driver(["ip", "netns", "exec", ns.name, *NOBODY], SYSTEM_PYTHON, {"PYTHONPATH": world_readable_agent})
+def test_another_uid_without_capabilities_sees_everything(ns, nobody_python):
+    recs = run_driver(["ip", "netns", "exec", ns.name, *NOBODY], nobody_python)
     assert check_complete(recs)["euid"] == 65534
     assert rcvbuf_warned(recs) == capped()
 
 
-def test_a_user_namespace_sees_its_own_network_namespace(world_readable_agent):
+def test_a_user_namespace_sees_its_own_network_namespace(nobody_python):
     """An unprivileged user's own user + network namespace (rootless containers): root in
     there, yet without any capability over the initial namespace."""
     if _why_not():
@@ -122,6 +117,6 @@ def test_a_user_namespace_sees_its_own_network_namespace(world_readable_agent):
     probe = subprocess.run([*NOBODY, "unshare", "-U", "-r", "-n", "true"], capture_output=True)
     if probe.returncode:
         pytest.skip(f"unprivileged user namespaces are off here: {probe.stderr.decode().strip()}")
-    recs = run_driver([*NOBODY, "unshare", "-U", "-r", "-n"], SYSTEM_PYTHON, {"PYTHONPATH": world_readable_agent})
+    recs = run_driver([*NOBODY, "unshare", "-U", "-r", "-n"], nobody_python)
     assert check_complete(recs)["euid"] == 0  # mapped from 65534
     assert rcvbuf_warned(recs) == capped()  # SO_RCVBUFFORCE checks the initial user namespace
