@@ -36,6 +36,9 @@ import tomllib
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE_MAP = REPO / "scripts" / "setup-packages"
 PY_ROOTS = ("tests", "bench", "agent", "plugin")
+# Calls resolve to definitions of the same group only (tests never call the plugin's Kube.exec
+# on a namespace object, and the plugin runs no host commands through test helpers).
+SCOPES = {"tests": "tests", "bench": "tests", "agent": "agent", "plugin": "plugin"}
 SUBPROCESS_CALLS = {"run", "Popen", "call", "check_call", "check_output"}
 EXEC_PREFIXES = (("ip", "netns", "exec"), ("nsenter",))  # the command comes after these
 
@@ -59,8 +62,14 @@ def python_files() -> list[Path]:
 
 
 def shell_scripts() -> list[Path]:
-    candidates = [*(REPO / "scripts").iterdir(), REPO / "hack" / "local-cluster", REPO / ".ci" / "run"]
-    return sorted(p for p in candidates if p.is_file() and (p.suffix == ".sh" or p.read_bytes()[:2] == b"#!"))
+    """scripts/*, hack/* and .ci/run that are shell: *.sh or a sh/bash shebang."""
+    out = []
+    for path in [*(REPO / "scripts").iterdir(), *(REPO / "hack").iterdir(), REPO / ".ci" / "run"]:
+        if path.is_file():
+            head = path.read_bytes()[:64]
+            if path.suffix == ".sh" or head.startswith((b"#!/bin/sh", b"#!/bin/bash", b"#!/usr/bin/env bash")):
+                out.append(path)
+    return sorted(out)
 
 
 # ---------------------------------------------------------------------------------------
@@ -116,9 +125,27 @@ class Def:
 
     def __init__(self, node: ast.FunctionDef, cls: str | None, path: Path, consts: dict[str, str]):
         self.node, self.cls, self.path, self.consts = node, cls, path, consts
+        self.scope = scope_of(path)
         self.vararg = node.args.vararg.arg if node.args.vararg else None
         self.params = [a.arg for a in node.args.args]
-        self.wrapper: str | None = None  # "vararg" (first positional is the command) or "argv"
+        self.argv_param = 0
+        self.wrapper: str | None = None  # "vararg" (a command line in *args) or "argv" (one list)
+
+    def arg_index(self) -> int:
+        """Where, in a call's positional arguments, the command line starts (vararg) or is (argv)."""
+        skip = 1 if self.cls and self.params[:1] == ["self"] else 0
+        if self.wrapper == "vararg":
+            return len(self.params) - skip
+        return self.argv_param - skip
+
+    def command_args(self, call: ast.Call) -> list[ast.AST]:
+        """The argv elements a call of this wrapper passes (empty when not literal)."""
+        i = self.arg_index()
+        if self.wrapper == "vararg":
+            return call.args[i:]
+        if len(call.args) > i and isinstance(call.args[i], (ast.List, ast.Tuple)):
+            return call.args[i].elts
+        return []
 
 
 class Scan:
@@ -156,6 +183,8 @@ class Scan:
             if isinstance(inner, ast.Name) and inner.id in (d.vararg, *d.params):
                 before = tuple(head_name(x, d.consts) for x in elts[:i])
                 if any(before[:len(p)] == p for p in EXEC_PREFIXES) or i == 0:
+                    if inner.id != d.vararg:
+                        d.argv_param = d.params.index(inner.id)
                     return "vararg" if inner.id == d.vararg else "argv"
         return None
 
@@ -166,8 +195,8 @@ class Scan:
                     argv = call.args[0]
                     if isinstance(argv, (ast.List, ast.Tuple)):
                         d.wrapper = d.wrapper or self._spliced(d, argv.elts)
-                    elif isinstance(argv, ast.Name) and argv.id in d.params:
-                        d.wrapper = d.wrapper or "argv"
+                    elif isinstance(argv, ast.Name) and argv.id in d.params and not d.wrapper:
+                        d.wrapper, d.argv_param = "argv", d.params.index(argv.id)
         calls = {id(d): [n for n in ast.walk(d.node) if isinstance(n, ast.Call)] for d in self.defs}
         changed = True
         while changed:  # functions that hand their parameter to a wrapper are wrappers too
@@ -176,28 +205,29 @@ class Scan:
                 if d.wrapper:
                     continue
                 for call in calls[id(d)]:
-                    target = self.resolve(call, d.cls, d.node)
+                    target = self.resolve(call, d.cls, d.node, d.scope)
                     if target and target.wrapper and call.args:
-                        kind = self._spliced(d, call.args if target.wrapper == "vararg" else call.args[:1])
+                        i = target.arg_index()
+                        kind = self._spliced(d, call.args[i:] if target.wrapper == "vararg" else call.args[i:i + 1])
                         if kind:
                             d.wrapper, changed = kind, True
                             break
 
-    def _class_defs(self, cls: str, name: str) -> list[Def]:
+    def _class_defs(self, cls: str, name: str, scope: str) -> list[Def]:
         seen, todo = [], [cls]
         while todo:
             c = todo.pop()
-            hits = [d for d in self.by_name.get(name, ()) if d.cls == c]
+            hits = [d for d in self.by_name.get(name, ()) if d.cls == c and d.scope == scope]
             if hits:
                 return hits
             seen.append(c)
             todo += [b for b in self.bases.get(c, []) if b not in seen]
         return []
 
-    def resolve(self, call: ast.Call, cls: str | None, func: ast.FunctionDef | None) -> Def | None:
+    def resolve(self, call: ast.Call, cls: str | None, func: ast.FunctionDef | None, scope: str) -> Def | None:
         f = call.func
         if isinstance(f, ast.Name):
-            hits = [d for d in self.by_name.get(f.id, ()) if d.cls is None]
+            hits = [d for d in self.by_name.get(f.id, ()) if d.cls is None and d.scope == scope]
             return hits[0] if len(hits) == 1 else None
         if not isinstance(f, ast.Attribute):
             return None
@@ -207,9 +237,9 @@ class Scan:
         elif isinstance(f.value, ast.Name) and func is not None:
             owner = local_class(func, f.value.id)
         if owner:
-            hits = self._class_defs(owner, f.attr)
+            hits = self._class_defs(owner, f.attr, scope)
             return hits[0] if hits else None
-        hits = [d for d in self.by_name.get(f.attr, ()) if d.cls is not None]
+        hits = [d for d in self.by_name.get(f.attr, ()) if d.cls is not None and d.scope == scope]
         wrappers = [d for d in hits if d.wrapper]
         return wrappers[0] if hits and len(wrappers) == len(hits) else None  # unambiguous only
 
@@ -226,19 +256,19 @@ class Scan:
             elif isinstance(f, ast.Attribute) and f.attr == "which" and call.args:
                 self._add([head_name(call.args[0], consts)], where)
             else:
-                target = self.resolve(call, cls, func)
-                if target is None or not target.wrapper or not call.args:
-                    continue
-                if target.wrapper == "vararg":
-                    self._add(commands_of_argv(call.args, consts), where)
-                elif isinstance(call.args[0], (ast.List, ast.Tuple)):
-                    self._add(commands_of_argv(call.args[0].elts, consts), where)
+                target = self.resolve(call, cls, func, scope_of(path))
+                if target is not None and target.wrapper:
+                    self._add(commands_of_argv(target.command_args(call), consts), where)
         return self.found
 
     def _add(self, names, where: str) -> None:
         for name in names:
             if name and not name.startswith("-"):
                 self.found[name].add(where)
+
+
+def scope_of(path: Path) -> str:
+    return SCOPES[path.relative_to(REPO).parts[0]]
 
 
 @cache
