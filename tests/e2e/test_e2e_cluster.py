@@ -397,10 +397,15 @@ def test_clusterip_connection_is_routed_and_each_side_sees_the_right_peer(kube, 
                  "spec": {"selector": {"app": "server"}, "ports": [{"port": 80, "targetPort": 9090}]}}])
     server = wait_running(kube, ns, "server")
     cluster_ip = kube.json("-n", ns, "get", "service", "server")["spec"]["clusterIP"]
-    # the client retries its connect for 30 s, so kube-proxy's first sync may come after it starts
+    # the client retries its connect for 30 s (kube-proxy may program the Service after the
+    # client starts) and says "ready" once connected
     kube.apply(simple_pod("client", ns, testapp_image, ["--connect", f"{cluster_ip}:80"]))
     client = wait_running(kube, ns, "client")
     client_ip, server_ip = client["status"]["podIP"], server["status"]["podIP"]
+    deadline = time.monotonic() + 45
+    while app_pid(kube, ns, "client") is None:
+        assert time.monotonic() < deadline, kube.run("-n", ns, "logs", "client", check=False).stdout[-2000:]
+        time.sleep(0.5)
 
     client_pid = pod_pid(kube, ns, "client")
     (conn,) = established(client_pid)
