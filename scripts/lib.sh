@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by scripts/test and scripts/demo (sourced, not run).
 
 # Re-run the calling script as root: directly when we are root, through sudo (keeping the
