@@ -1,4 +1,4 @@
-"""``sockdebug-agent``: ss-compatible flags in, JSON Lines out.
+"""``sockdebug-agent``: ss-compatible flags in, JSON Lines out (tables on a terminal).
 
     sockdebug-agent [--netns NAME|PATH | --target-pid PID] sockets [-tuwx46alpoemi] [state S] [FILTER]
     sockdebug-agent [--netns NAME|PATH | --target-pid PID] summary
@@ -16,21 +16,33 @@ a line on stderr and a non-zero exit code (errors.py), never a traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import gc
 import os
 import signal
 import sys
-from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Optional
 
-from . import __version__, namespaces, serve
-from .errors import EXIT_AGENT, EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, AgentError, KernelError, UsageError
-from .filter import FilterError, select
-from .netlink import NetlinkError, ProtocolError
+from . import __version__, faults, namespaces, serve
+from .backend import Backend, Linux, choose, summarise
+from .errors import (
+    EXIT_FINDINGS,
+    EXIT_OK,
+    EXIT_OUTPUT,
+    EXIT_USAGE,
+    KernelError,
+    OutputError,
+    SockdebugError,
+    UsageError,
+)
+from .filter import select
+from .netlink import NetlinkError
+from .query import Query, add_commands
 from .stream import Writer
 
-Command = Callable[[argparse.Namespace, Writer], int]
+PID_MAX = 1 << 22  # PID_MAX_LIMIT: no pid is larger
+Command = Callable[[argparse.Namespace, Writer, Backend], int]
 COMMANDS: dict[str, Command] = {}
 
 
@@ -51,161 +63,90 @@ def _local_port_range() -> tuple[int, int]:
 
 
 def selection_from_args(args: argparse.Namespace):
-    try:
-        return select(tcp=args.tcp, udp=args.udp, raw=args.raw, unix=args.unix, ipv4=args.ipv4,
-                      ipv6=args.ipv6, all_states=args.all, listening=args.listening, words=args.filter,
-                      preferred_family=getattr(args, "preferred_family", None),
-                      local_port_range=_local_port_range())
-    except FilterError as exc:
-        words = list(args.filter)
-        where = ""
-        if exc.position is not None and exc.position < len(words):
-            marked = [f">>{w}<<" if i == exc.position else w for i, w in enumerate(words)]
-            where = f" (word {exc.position + 1}: {' '.join(marked)})"
-        elif exc.position is not None:
-            where = f" (after the last word: {' '.join(words)} >><<)"
-        elif exc.word is not None:
-            where = f" (at '{exc.word}')"
-        raise UsageError(f"invalid filter: {exc}{where}",
-                         "see ss(8): state NAME ... [src|dst HOST] [sport|dport OP PORT] and/or/not ( )"
-                         ) from None
+    """The parsed command line's Selection (query.py: one contract with the plugin)."""
+    return Query.from_args(args).selection(_local_port_range())
 
 
 @command("sockets")
-def run_sockets(args: argparse.Namespace, out: Writer) -> int:
-    from .inspectors.sockets import Details, collect
+def run_sockets(args: argparse.Namespace, out: Writer, backend: Backend) -> int:
+    from .inspectors.sockets import Details
 
-    sel = selection_from_args(args)
-    if portable_path(args):
-        from .inspectors import portable
-
-        found = portable.collect_sockets(sel, args.processes, out.emit)
-        if found:
-            out.emit_batch(found)
-        return EXIT_OK
     details = Details(processes=args.processes, timers=args.options or args.extended,
                       extended=args.extended, memory=args.memory, info=args.info)
-    for batch in collect(sel, details, out.emit):
+    for batch in backend.sockets(selection_from_args(args), details, out.emit):
         out.emit_batch(batch)
     return EXIT_OK
 
 
 @command("serve")
-def run_serve(args: argparse.Namespace, out: Writer) -> int:
+def run_serve(args: argparse.Namespace, out: Writer, backend: Backend) -> int:
     serve.run(args.idle_timeout)
     return EXIT_OK
 
 
 @command("summary")
-def run_summary(args: argparse.Namespace, out: Writer) -> int:
-    from .inspectors.sockets import Details, collect_all
-    from .inspectors.summary import collect_summary, read_counters
-
-    counters = read_counters()  # first: the dump's own netlink socket would be counted
-    states: Counter[str] = Counter()
-    udp = unix = 0
-    for sock in collect_all(select(all_states=True), Details(), out.emit):
-        if sock.netid == "tcp":
-            states[sock.state] += 1
-        elif sock.netid == "udp":
-            udp += 1
-        elif sock.family == "unix":
-            unix += 1
-    out.emit(collect_summary(states, udp, unix, counters))
+def run_summary(args: argparse.Namespace, out: Writer, backend: Backend) -> int:
+    out.emit(backend.summary(out.emit))
     return EXIT_OK
 
 
-def portable_path(args: argparse.Namespace) -> bool:
-    """psutil instead of netlink and /proc: off Linux, or when --psutil forces it."""
-    return bool(getattr(args, "psutil", False)) or not sys.platform.startswith("linux")
-
-
-def _linux_only(args: argparse.Namespace) -> None:
-    if portable_path(args):
-        raise UsageError(f"`{args.command}` reads rtnetlink and /proc, which exist only on Linux "
-                         "(and not with --psutil)", "on other systems only `sockets` and `limits` work")
-
-
-def _warn_denied(out: Writer, denied: list[int]) -> None:
-    if denied:
-        out.warning("process-limits-denied",
-                    f"could not read the open files or network namespace of {len(denied)} processes "
-                    f"(pids {', '.join(map(str, denied[:10]))}{', ...' if len(denied) > 10 else ''}): "
-                    "they have no process_limits record. Run as root with CAP_SYS_PTRACE.", len(denied))
-
-
 @command("routes")
-def run_routes(args: argparse.Namespace, out: Writer) -> int:
+def run_routes(args: argparse.Namespace, out: Writer, backend: Backend) -> int:
     from .inspectors import routes
 
-    _linux_only(args)
-    for route in routes.collect():
+    with backend.rtnetlink() as nl:
+        found = routes.collect(nl)
+    for route in found:
         out.emit(route)
     return EXIT_OK
 
 
 @command("interfaces")
-def run_interfaces(args: argparse.Namespace, out: Writer) -> int:
+def run_interfaces(args: argparse.Namespace, out: Writer, backend: Backend) -> int:
     from .inspectors import interfaces
 
-    _linux_only(args)
-    for link in interfaces.collect():
+    with backend.rtnetlink() as nl:
+        found = interfaces.collect(nl)
+    for link in found:
         out.emit(link)
     return EXIT_OK
 
 
 @command("limits")
-def run_limits(args: argparse.Namespace, out: Writer) -> int:
-    if portable_path(args):
-        from .inspectors import portable
-
-        out.emit(portable.missing_warning("limits", portable.MISSING_LIMITS_FIELDS))
-        for record in portable.collect_process_limits(out.emit):
-            out.emit(record)
-        out.emit(portable.collect_limits())
-        return EXIT_OK
-    from .inspectors import limits
-    from .inspectors.sockets import Details, collect_all
-
-    scan = limits.collect_process_limits(all_netns=args.all_processes)
-    _warn_denied(out, scan.denied)
-    for record in scan.records:
+def run_limits(args: argparse.Namespace, out: Writer, backend: Backend) -> int:
+    if isinstance(backend, Linux):
+        backend.require_proc("limits")
+    for record in backend.process_limits(out.emit, all_netns=args.all_processes):
         out.emit(record)
-    sockets = collect_all(select(tcp=True, udp=True, all_states=True), Details(), out.emit)
-    out.emit(limits.collect_limits(sockets))
+    out.emit(backend.limits(out.emit))
     return EXIT_OK
 
 
 @command("triage")
-def run_triage(args: argparse.Namespace, out: Writer) -> int:
+def run_triage(args: argparse.Namespace, out: Writer, backend: Backend) -> int:
     from . import triage
-    from .inspectors import interfaces, limits, routes
-    from .inspectors.sockets import Details, collect_all
-    from .inspectors.summary import collect_summary, read_counters
-    from .netlink import NETLINK_ROUTE, Netlink
+    from .inspectors import interfaces, routes
+    from .inspectors.sockets import Details
+    from .inspectors.summary import read_counters
 
-    _linux_only(args)
+    backend.warn_no_proc(out.emit, "no owners, process limits, counters or sysctls: the findings that need "
+                         "them were not checked")
     counters = read_counters()
-    sockets = collect_all(select(all_states=True),
-                          Details(processes=True, timers=True, memory=True, info=True), out.emit)
-    states = Counter(s.state for s in sockets if s.netid == "tcp")
-    udp = sum(1 for s in sockets if s.netid == "udp")
-    unix = sum(1 for s in sockets if s.family == "unix")
-    data = triage.TriageInput(sockets=sockets, summary=collect_summary(states, udp, unix, counters),
-                              host=args.host)
+    sockets = [s for batch in backend.sockets(select(all_states=True),
+                                              Details(processes=True, timers=True, memory=True, info=True), out.emit)
+               for s in batch]
+    data = triage.TriageInput(sockets=sockets, summary=summarise(sockets, counters), host=args.host)
     try:
-        with Netlink(NETLINK_ROUTE) as nl:
+        with backend.rtnetlink() as nl:
             data.interfaces = interfaces.collect(nl)
             data.routes = routes.collect(nl, {i.index: i.name for i in data.interfaces})
-    except OSError as exc:
-        out.warning("rtnetlink-unavailable", f"routes and interfaces could not be read ({exc}): "
-                    "the route findings were not checked")
-    scan = limits.collect_process_limits()
-    _warn_denied(out, scan.denied)
-    data.processes = scan.records
-    data.limits = limits.collect_limits(sockets)
+    except (KernelError, NetlinkError) as exc:
+        why = exc.message if isinstance(exc, KernelError) else f"routes and interfaces could not be read ({exc})"
+        out.warning("rtnetlink-unavailable", f"{why}: the route findings were not checked")
+    data.processes = backend.process_limits(out.emit)
+    data.limits = backend.limits(out.emit, sockets)
     findings = triage.triage(data)
-    for record in (*findings, data.summary, data.limits, *scan.records, *(data.routes or ()),
+    for record in (*findings, data.summary, data.limits, *data.processes, *(data.routes or ()),
                    *(data.interfaces or ())):
         out.emit(record)
     if args.sockets and sockets:
@@ -216,11 +157,10 @@ def run_triage(args: argparse.Namespace, out: Writer) -> int:
 
 
 @command("pods")
-def run_pods(args: argparse.Namespace, out: Writer) -> int:
+def run_pods(args: argparse.Namespace, out: Writer, backend: Backend) -> int:
     from .inspectors import podns
     from .inspectors.sockets import Details, collect_all
 
-    _linux_only(args)
     if args.netns or args.target_pid is not None:
         raise UsageError("`pods` enters every pod's network namespace itself", "drop --netns / --target-pid")
     sel = selection_from_args(args)
@@ -233,88 +173,121 @@ def run_pods(args: argparse.Namespace, out: Writer) -> int:
     return EXIT_OK
 
 
-def _add_inspection_commands(sub) -> None:
-    sub.add_parser("routes", help="every route of every table, IPv4 and IPv6 (ip route show table all)")
-    sub.add_parser("interfaces", help="links and their addresses (ip -d addr)")
-    p = sub.add_parser("limits", help="open fds against their limits, kernel limits and pressure counters")
-    p.add_argument("--all-processes", action="store_true",
-                   help="every visible process, not only those in the inspected network namespace")
-    p = sub.add_parser("triage", help="findings in plain language, most severe first, then the figures")
-    p.add_argument("--fail-on", choices=("critical", "warning", "info", "never"), default="never",
-                   help="exit 1 when a finding is at least this severe (default: never)")
-    p.add_argument("--sockets", action="store_true", help="also emit every socket record")
-    p.add_argument("--host", action="store_true",
-                   help="this is a node's own network namespace: loopback-only listeners are its daemons' "
-                        "normal choice (kubelet, etcd), not a finding")
+class _UsageExit(UsageError):
+    """An argparse usage error (its usage text already on stderr), for a framed stream."""
 
-
-class _FamilyFlag(argparse.Action):
-    """store_true that also remembers the last family flag given: ss parses the
-    addresses and ports of a filter in that family (``-x``: unix name patterns)."""
-
-    def __init__(self, option_strings, dest, family: str, **kwargs):
-        super().__init__(option_strings, dest, nargs=0, default=False, **kwargs)
-        self.family = family
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        setattr(namespace, self.dest, True)
-        namespace.preferred_family = self.family
-
-
-def _add_socket_flags(p: argparse.ArgumentParser) -> None:
-    flag = p.add_argument
-    flag("-t", "--tcp", action="store_true", help="TCP sockets")
-    flag("-u", "--udp", action="store_true", help="UDP sockets")
-    flag("-w", "--raw", action="store_true", help="RAW sockets")
-    flag("-x", "--unix", action=_FamilyFlag, family="unix", help="unix domain sockets")
-    flag("-4", "--ipv4", action=_FamilyFlag, family="inet", help="IPv4 only")
-    flag("-6", "--ipv6", action=_FamilyFlag, family="inet6", help="IPv6 only")
-    flag("-a", "--all", action="store_true", help="listening and non-listening sockets")
-    flag("-l", "--listening", action="store_true", help="listening sockets only")
-    flag("-p", "--processes", action="store_true", help="owning processes (pid, comm, fd)")
-    flag("-o", "--options", action="store_true", help="timers")
-    flag("-e", "--extended", action="store_true", help="details (implies -o)")
-    flag("-m", "--memory", action="store_true", help="socket memory (skmem)")
-    flag("-i", "--info", action="store_true", help="TCP internals (tcp_info)")
-    flag("-n", "--numeric", action="store_true", help="accepted for ss habits; output is always numeric")
-    flag("-H", "--no-header", action="store_true", help="accepted for ss habits; JSON has no header")
-    flag("filter", nargs="*", metavar="[state S | exclude S] ... FILTER",
-         help="ss state words and filter expression, e.g. state established '( dport = :443 )'")
-
-
-class _UsageExit(Exception):
-    """An argparse usage error (already printed to stderr), for a framed stream."""
+    reported = True
 
 
 class _ArgumentParser(argparse.ArgumentParser):
+    def _print_message(self, message: str, file=None) -> None:  # --help, --version: argparse swallows failures
+        if not message:
+            return
+        if file is None or file is sys.stdout:
+            data = message.encode("utf-8", "backslashreplace")
+            try:
+                while data:
+                    data = data[os.write(1, data):]
+            except OSError as exc:
+                raise faults.output_error(exc) from None
+        else:
+            for line in message.rstrip("\n").split("\n"):
+                faults.stderr_line(line)
+
     def error(self, message: str):  # type: ignore[override]
-        self.print_usage(sys.stderr)
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
-        raise _UsageExit(message)
+        for line in self.format_usage().rstrip("\n").split("\n"):
+            faults.stderr_line(line)
+        faults.stderr_line(f"{self.prog}: error: {message}")
+        raise _UsageExit(message, "see sockdebug-agent --help")
+
+
+def _ascii_number(pattern: str, what: str) -> Callable[[str], str]:
+    """ASCII digits only, as ss reads numbers: int() and float() would take any script's
+    digits (``٣``), ``1_000`` and surrounding blanks."""
+    import re
+
+    shape = re.compile(pattern)
+
+    def check(word: str) -> str:
+        if not shape.fullmatch(word):
+            raise argparse.ArgumentTypeError(f"{what}, not {word!r}")
+        return word
+    return check
+
+
+def _pid(word: str) -> int:
+    pid = int(_ascii_number(r"[0-9]{1,10}", "a pid is a number of ASCII digits")(word))
+    if not 0 < pid <= PID_MAX:
+        raise argparse.ArgumentTypeError(f"a pid is between 1 and {PID_MAX}, not {word}")
+    return pid
+
+
+def _seconds(word: str) -> float:
+    value = float(_ascii_number(r"[0-9]{1,9}(\.[0-9]{1,9})?", "a timeout is a number of seconds in ASCII digits "
+                                "(e.g. 900 or 0.5), finite and positive")(word))
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"a timeout is more than 0 seconds, not {word}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _ArgumentParser(
         prog="sockdebug-agent",
-        description="ss-grade socket inspection of any network namespace, as JSON Lines.")
+        description="ss-grade socket inspection of any network namespace: tables on a terminal, JSON Lines "
+                    "otherwise.")
     parser.add_argument("--version", action="version", version=f"sockdebug-agent {__version__}")
     target = parser.add_mutually_exclusive_group()
     target.add_argument("--netns", metavar="NAME|PATH",
                         help="inspect this network namespace (ip netns name, or an nsfs path)")
-    target.add_argument("--target-pid", type=int, metavar="PID",
+    target.add_argument("--target-pid", type=_pid, metavar="PID",
                         help="inspect the network namespace of this process (like nsenter --net)")
     parser.add_argument("--psutil", action="store_true",
                         help="read sockets and limits through psutil, as off Linux (for testing that path)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    _add_socket_flags(sub.add_parser("sockets", help="list sockets, like ss"))
-    _add_socket_flags(sub.add_parser("pods", help="on a node (host PID namespace, root): a netns record per pod "
-                                     "network namespace (found through /proc/PID/cgroup), then its sockets"))
-    sub.add_parser("summary", help="socket totals and TCP state counts, like ss -s")
+    add_commands(sub)  # sockets, summary, routes, ...: declared once, with the plugin's Query
     serve = sub.add_parser("serve", help="stay alive for queries exec'd next to it (the plugin's ephemeral "
                            "container); exit after --idle-timeout seconds without one")
-    serve.add_argument("--idle-timeout", type=float, default=900, metavar="SECONDS")
-    _add_inspection_commands(sub)
+    serve.add_argument("--idle-timeout", type=_seconds, default=900, metavar="SECONDS")
+    parser.add_argument("-o", "--output", choices=OUTPUTS, help="table (the default on a terminal: the plugin's "
+                        "tables) or jsonl (the default otherwise: one JSON record a line); after COMMAND, --output")
+    for p in sub.choices.values():  # after `sockets`, -o is ss's timers flag
+        p.add_argument("--output", choices=OUTPUTS, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
+
+
+OUTPUTS = ("table", "jsonl")
+
+
+def writer(argv: Sequence[str]) -> Writer:
+    """Where records go, chosen here only and before the arguments are parsed (a usage
+    error is framed too): tables for a person (-o table, or stdout a terminal), JSON
+    Lines for programs (-o jsonl, or anything else)."""
+    output = output_choice(argv)
+    if output == "table" or (output is None and os.isatty(1)):
+        from .render import TableWriter
+
+        return TableWriter(argv)
+    return Writer()
+
+
+def output_choice(argv: Sequence[str]) -> Optional[str]:
+    """-o/--output before COMMAND, --output after it (there -o is ss's timers flag); None
+    when not given or not a choice (argparse then says why)."""
+    choice, words, in_command = None, iter(argv), False
+    for word in words:
+        if word == "--":
+            break
+        if word == "--output" or (word == "-o" and not in_command):
+            choice = next(words, None)
+        elif word.startswith("--output="):
+            choice = word[len("--output="):]
+        elif word.startswith("-o") and not in_command:
+            choice = word[2:]
+        elif word in ("--netns", "--target-pid") and not in_command:
+            next(words, None)
+        elif not word.startswith("-"):
+            in_command = True
+    return choice if choice in OUTPUTS else None
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -322,53 +295,69 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     # reference cycles worth collecting: the cyclic GC only costs time (up to a third
     # of a 40k-socket dump) and reference counting frees everything anyway.
     gc.disable()
-    # Die quietly like ss when the reader goes away (| head).
+    sys.unraisablehook = faults.ignore_unraisable  # cleanup after a failure never prints a traceback
+    closed = faults.reserve_std_fds()  # before anything opens a file that would take fd 1
+    argv = list(sys.argv[1:] if argv is None else argv)
+    out = writer(argv)
+    signal.signal(signal.SIGINT, out.on_sigint)  # Ctrl-C ends the stream after a whole line
+    # Die quietly like ss when the reader goes away (| head).  Python ignored SIGPIPE at
+    # start, which erases an inherited SIG_IGN too; a blocked SIGPIPE still gives EPIPE.
     if hasattr(signal, "SIGPIPE"):  # not on Windows
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
     command_line = ["sockdebug-agent", *argv]
+    code, error = EXIT_OK, None
     try:
-        args = parser.parse_args(argv)
+        if 1 in closed:
+            raise faults.output_error(OSError(errno.EBADF, os.strerror(errno.EBADF)))
+        code = _run(argv, command_line, out)
+    except BaseException as exc:  # every failure: a record and a line on stderr, no traceback
+        if isinstance(exc, SystemExit):
+            raise
+        error = faults.classify(exc)
+        code = error.exit_code
+    return _finish(out, command_line, code, error)
+
+
+def _run(argv: list[str], command_line: list[str], out: Writer) -> int:
+    try:
+        args = build_parser().parse_args(argv)
     except SystemExit as exc:  # argparse has printed --help/--version
         return int(exc.code or 0) and EXIT_USAGE
-    except _UsageExit as exc:  # bad flags: usage on stderr, and still a framed stream on stdout
-        out = Writer()
-        out.hello(command_line)
-        out.error("usage", str(exc), "see sockdebug-agent --help")
-        out.end(EXIT_USAGE)
-        return EXIT_USAGE
-    out = Writer()
+    backend = choose(args.psutil)
+    path = namespaces.netns_path(args.netns, args.target_pid)
+    if path is not None:
+        namespaces.enter(path)
+    out.hello(command_line)
+    if args.command not in backend.commands:
+        raise backend.unsupported(args.command)
+    if os.environ.get(serve.SERVE_ENV) and args.command != "serve":
+        serve.keep_alive()
+    return COMMANDS[args.command](args, out, backend)
+
+
+def _finish(out: Writer, command_line: list[str], code: int, error: Optional[SockdebugError]) -> int:
+    """The error record and ``end`` while stdout works, the error on stderr; the exit code."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the closing records are written whole
+    if error is not None and not isinstance(error, OutputError) and not getattr(error, "reported", False):
+        faults.stderr_line(f"sockdebug-agent: {error.message}")
+        if error.hint:
+            faults.stderr_line(f"hint: {error.hint}")
     try:
-        path = namespaces.netns_path(args.netns, args.target_pid)
-        if path is not None:
-            namespaces.enter(path)
-        out.hello(command_line)
-        if os.environ.get(serve.SERVE_ENV) and args.command != "serve":
-            serve.keep_alive()
-        code = COMMANDS[args.command](args, out)
-    except AgentError as exc:
-        code = exc.exit_code
-        _fail(out, command_line, exc.code, exc.message, exc.hint)
-    except (NetlinkError, ProtocolError) as exc:
-        code = KernelError.exit_code
-        _fail(out, command_line, KernelError.code, f"the kernel's netlink answer could not be used: {exc}",
-              "run again; if it persists, report it with `uname -r` and the command line")
-    except Exception as exc:  # last resort: a record and one line, no traceback
-        code = EXIT_AGENT
-        _fail(out, command_line, "internal", f"{type(exc).__name__}: {exc}",
-              "please report this with the command line and `uname -r`")
-    out.end(code)
+        if out.broken is None and not isinstance(error, OutputError) and (error is not None or out.counts["hello"]):
+            if not out.counts["hello"]:  # the stream is always framed, even when entering the netns failed
+                out.hello(command_line)
+            if error is not None:
+                out.error(error.code, error.message, error.hint)
+            out.end(code)
+    except (OutputError, MemoryError):  # nothing more can be written: stderr and the exit code still say it
+        pass
+    broken = out.broken or (error if isinstance(error, OutputError) else None)
+    if broken is not None:
+        faults.stderr_line(f"sockdebug-agent: {broken.message}")
+        faults.silence_stdout()
+        if error is None or error is broken:  # else the failure that came first keeps its code
+            code = EXIT_OUTPUT
     return code
-
-
-def _fail(out: Writer, command_line: list[str], code: str, message: str, hint: Optional[str]) -> None:
-    if not out.counts["hello"]:  # the stream is always framed, even when entering the netns failed
-        out.hello(command_line)
-    out.error(code, message, hint)
-    print(f"sockdebug-agent: {message}", file=sys.stderr)
-    if hint:
-        print(f"hint: {hint}", file=sys.stderr)
 
 
 if __name__ == "__main__":
