@@ -73,10 +73,11 @@ def ignore_unraisable(_unraisable: object) -> None:
 
 
 def stderr_line(line: str) -> None:
-    """One line on stderr, escaped for a terminal; a stderr that is gone is ignored."""
-    safe = "".join(c if c.isprintable() else (f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}")
-                   for c in line)
-    data = (safe + "\n").encode("utf-8", "backslashreplace")
+    """One line on stderr, escaped for a terminal by the renderer's one rule; a stderr
+    that is gone is ignored."""
+    from .render import escape  # only on the way out: not on every run's start-up path
+
+    data = (escape(line) + "\n").encode("utf-8", "backslashreplace")
     try:
         while data:
             data = data[os.write(2, data):]
