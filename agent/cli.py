@@ -5,6 +5,7 @@
     sockdebug-agent [--netns NAME|PATH | --target-pid PID] routes | interfaces
     sockdebug-agent [--netns NAME|PATH | --target-pid PID] limits [--all-processes]
     sockdebug-agent [--netns NAME|PATH | --target-pid PID] triage [--fail-on SEVERITY] [--sockets]
+    sockdebug-agent [--netns NAME|PATH | --target-pid PID] events [-tu46pi] [--for D] [--count N] [FILTER]
     sockdebug-agent pods [-tulp ...]     (on a node, hostPID: every pod's network namespace, once each)
     sockdebug-agent --psutil sockets|limits ...   (the portable path, automatic off Linux)
     sockdebug-agent --version
@@ -173,6 +174,16 @@ def run_pods(args: argparse.Namespace, out: Writer, backend: Backend) -> int:
     return EXIT_OK
 
 
+# --- events (agent/inspectors/events.py): ss -E, one record per destroyed socket ----------
+
+@command("events")
+def run_events(args: argparse.Namespace, out: Writer, backend: Backend) -> int:
+    from .inspectors import events
+
+    query = Query.from_args(args).check()
+    return events.run(events.options(query, query.selection(_local_port_range())), out)
+
+
 class _UsageExit(UsageError):
     """An argparse usage error (its usage text already on stderr), for a framed stream."""
 
@@ -261,8 +272,11 @@ OUTPUTS = ("table", "jsonl")
 def writer(argv: Sequence[str]) -> Writer:
     """Where records go, chosen here only and before the arguments are parsed (a usage
     error is framed too): tables for a person (-o table, or stdout a terminal), JSON
-    Lines for programs (-o jsonl, or anything else)."""
-    output = output_choice(argv)
+    Lines for programs (-o jsonl, or anything else).  ``events`` writes JSON Lines always:
+    the tables are printed at ``end``, and a follow stream has no end to wait for."""
+    output, command = _scan(argv)
+    if command == "events":
+        return Writer()
     if output == "table" or (output is None and os.isatty(1)):
         from .render import TableWriter
 
@@ -273,8 +287,14 @@ def writer(argv: Sequence[str]) -> Writer:
 def output_choice(argv: Sequence[str]) -> Optional[str]:
     """-o/--output before COMMAND, --output after it (there -o is ss's timers flag); None
     when not given or not a choice (argparse then says why)."""
-    choice, words, in_command = None, iter(argv), False
+    return _scan(argv)[0]
+
+
+def _scan(argv: Sequence[str]) -> tuple[Optional[str], Optional[str]]:
+    """``output_choice``, and the COMMAND word: the first word that is no option (None: none)."""
+    choice, words, command = None, iter(argv), None
     for word in words:
+        in_command = command is not None
         if word == "--":
             break
         if word == "--output" or (word == "-o" and not in_command):
@@ -285,9 +305,9 @@ def output_choice(argv: Sequence[str]) -> Optional[str]:
             choice = word[2:]
         elif word in ("--netns", "--target-pid") and not in_command:
             next(words, None)
-        elif not word.startswith("-"):
-            in_command = True
-    return choice if choice in OUTPUTS else None
+        elif not word.startswith("-") and not in_command:
+            command = word
+    return (choice if choice in OUTPUTS else None), command
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

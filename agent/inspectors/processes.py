@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Collection
 from typing import NamedTuple, Optional
 
 from ..schema import Process, text
@@ -47,8 +48,9 @@ def read_text(path: str) -> Optional[str]:
         return None
 
 
-def scan_owners(proc: str = "/proc", with_containers: bool = True) -> OwnerScan:
-    """Map socket inodes to the processes holding them."""
+def scan_owners(proc: str = "/proc", with_containers: bool = True,
+                pids: Optional[Collection[int]] = None) -> OwnerScan:
+    """Map socket inodes to the processes holding them (only ``pids``, when given)."""
     scan = OwnerScan({}, [])
     owners = scan.owners
     readlink, listdir = os.readlink, os.listdir
@@ -57,7 +59,7 @@ def scan_owners(proc: str = "/proc", with_containers: bool = True) -> OwnerScan:
     except OSError:  # no /proc in this mount namespace: the caller warns (procfs.processes_hidden)
         return scan
     for entry in entries:
-        if not entry.isdigit():
+        if not entry.isdigit() or (pids is not None and int(entry) not in pids):
             continue
         pid = int(entry)
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import errno
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import NamedTuple, Optional
 
 from ..filter import NEW_SYN_RECV, SYN_RECV, Selection, Unlocked
@@ -151,8 +151,10 @@ def _unlocked(nl: Netlink, family: int, protocol: int, states: int, into: Unlock
         into.known = False
 
 
-def _owners(warn: Warn) -> dict[int, list[Process]]:
-    scan = scan_owners()
+def owners_warned(warn: Warn, pids: Optional[Collection[int]] = None) -> dict[int, list[Process]]:
+    """Socket inode -> holders (``scan_owners``, of ``pids`` when given), warning about
+    processes it may not read."""
+    scan = scan_owners(pids=pids)
     if scan.denied:
         ptrace = has_capability(CAP_SYS_PTRACE)
         why = ("CAP_SYS_PTRACE is missing from this agent's capabilities" if ptrace is False
@@ -167,7 +169,7 @@ def _owners(warn: Warn) -> dict[int, list[Process]]:
 def collect(sel: Selection, details: Details, warn: Warn) -> Iterator[list[Socket]]:
     """Every selected socket in ss's table order, in batches as the kernel returns them
     (so a writer can stream them), with owners when asked for."""
-    owners = _owners(warn) if details.processes else None
+    owners = owners_warned(warn) if details.processes else None
     try:
         nl: Optional[Netlink] = Netlink(NETLINK_SOCK_DIAG)
     except OSError as exc:
