@@ -20,6 +20,7 @@ except ImportError:  # Windows
 
 from .errors import Interrupted, KernelError, OutputError, ResourceError, SockdebugError
 from .netlink import NetlinkError, ProtocolError
+from .schema import escape
 
 _WHY = {
     errno.EBADF: "stdout is closed or not open for writing",
@@ -73,10 +74,8 @@ def ignore_unraisable(_unraisable: object) -> None:
 
 
 def stderr_line(line: str) -> None:
-    """One line on stderr, escaped for a terminal by the renderer's one rule; a stderr
+    """One line on stderr, escaped for a terminal by the one rule (schema.escape); a stderr
     that is gone is ignored."""
-    from .render import escape  # only on the way out: not on every run's start-up path
-
     data = (escape(line) + "\n").encode("utf-8", "backslashreplace")
     try:
         while data:

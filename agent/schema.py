@@ -46,6 +46,30 @@ def text(raw: bytes | bytearray | memoryview | str) -> str:
     return bytes(raw).decode("utf-8", "backslashreplace")
 
 
+def escape(text: Any) -> str:
+    """``text`` made safe for a terminal: the one rule of docs/schema.md (Conventions), beside
+    ``text()``, so the error path needs no further import (render.py re-exports it)."""
+    if text is None:
+        return ""
+    if type(text) is not str:
+        text = str(text)
+    if text.isprintable():  # the common case, in C
+        return text
+    return "".join(c if c.isprintable() else escape_char(c) for c in text)
+
+
+def escape_char(c: str) -> str:
+    """The escape of one non-printable character."""
+    code = ord(c)
+    if code < 0x80:
+        return f"\\x{code:02x}"
+    if 0xDC80 <= code <= 0xDCFF:  # an undecodable byte, as os.fsdecode/surrogateescape keep it
+        return f"\\x{code - 0xDC00:02x}"
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
 # --- nested structures -------------------------------------------------------------
 
 class Process(TypedDict, total=False):
