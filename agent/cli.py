@@ -215,6 +215,16 @@ def run_triage(args: argparse.Namespace, out: Writer) -> int:
     return EXIT_OK
 
 
+@command("ids")
+def run_ids(args: argparse.Namespace, out: Writer) -> int:
+    from .inspectors.processes import scan_ids
+
+    _linux_only(args)
+    for record in scan_ids():
+        out.emit(record)
+    return EXIT_OK
+
+
 @command("pods")
 def run_pods(args: argparse.Namespace, out: Writer) -> int:
     from .inspectors import podns
@@ -310,6 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_socket_flags(sub.add_parser("pods", help="on a node (host PID namespace, root): a netns record per pod "
                                      "network namespace (found through /proc/PID/cgroup), then its sockets"))
     sub.add_parser("summary", help="socket totals and TCP state counts, like ss -s")
+    sub.add_parser("ids", help="the uid and gid of every other visible process (/proc/PID/status: no privilege "
+                   "needed), with its container")
     serve = sub.add_parser("serve", help="stay alive for queries exec'd next to it (the plugin's ephemeral "
                            "container); exit after --idle-timeout seconds without one")
     serve.add_argument("--idle-timeout", type=float, default=900, metavar="SECONDS")
