@@ -12,28 +12,36 @@ import sys
 from collections.abc import Sequence
 from typing import Optional
 
+from . import flags
+from .choices import KIND_PREFIXES, KINDS, SUBCOMMANDS
+
 NO_FILE_COMP = 4
-FLAGS = (
-    "--namespace", "--all-namespaces", "--selector", "--all-pods", "--context", "--kubeconfig", "--container",
-    "--output", "--listening", "--all", "--tcp", "--udp", "--unix", "--raw", "--ipv4", "--ipv6", "--processes",
-    "--no-processes", "--timers", "--extended", "--memory", "--info", "--summary", "--routes", "--interfaces",
-    "--limits", "--watch", "--profile", "--image", "--image-pull-policy", "--timeout", "--help",
-)
-VALUE_FLAGS = {"-n", "--namespace", "--context", "--kubeconfig", "-c", "--container", "-o", "--output", "-l",
-               "--selector", "--profile", "--image", "--image-pull-policy", "--timeout", "--fail-on", "--via"}
-FIXED_VALUES = {
-    "-o": ("table", "wide", "json", "yaml", "jsonl"), "--output": ("table", "wide", "json", "yaml", "jsonl"),
-    "--profile": ("auto", "general", "baseline", "restricted", "netadmin"),
-    "--image-pull-policy": ("Always", "IfNotPresent", "Never"),
-    "--fail-on": ("warning", "critical"), "--via": ("ephemeral", "node"),
-}
-KIND_PREFIXES = ("pod/", "deploy/", "sts/", "ds/", "rs/", "job/", "svc/", "node/")
-SUBCOMMANDS = ("sweep", "triage", "version")
-# TARGET prefix -> how to list names of that kind: (API path inside a namespace, cluster-wide?)
-_LIST_PATHS = {"pod": "/api/v1/namespaces/{ns}/pods", "deploy": "/apis/apps/v1/namespaces/{ns}/deployments",
-               "sts": "/apis/apps/v1/namespaces/{ns}/statefulsets", "ds": "/apis/apps/v1/namespaces/{ns}/daemonsets",
-               "rs": "/apis/apps/v1/namespaces/{ns}/replicasets", "job": "/apis/batch/v1/namespaces/{ns}/jobs",
-               "svc": "/api/v1/namespaces/{ns}/services", "node": "/api/v1/nodes"}
+VALUE_FLAGS = flags.value_flags()
+# canonical TARGET kind (choices.KINDS) -> the API path that lists its names
+_LIST_PATHS = {"pod": "/api/v1/namespaces/{ns}/pods", "deployments": "/apis/apps/v1/namespaces/{ns}/deployments",
+               "statefulsets": "/apis/apps/v1/namespaces/{ns}/statefulsets",
+               "daemonsets": "/apis/apps/v1/namespaces/{ns}/daemonsets",
+               "replicasets": "/apis/apps/v1/namespaces/{ns}/replicasets",
+               "jobs": "/apis/batch/v1/namespaces/{ns}/jobs",
+               "service": "/api/v1/namespaces/{ns}/services", "node": "/api/v1/nodes"}
+
+
+def command_of(words: Sequence[str]) -> flags.Command:
+    """The command the words are for (``inspect`` unless the first word names another)."""
+    return flags.COMMANDS[words[0]] if words and words[0] in SUBCOMMANDS else flags.INSPECT
+
+
+def long_flags(cmd: flags.Command) -> list[str]:
+    """Every long option of ``cmd`` (both spellings of a switch), then --help."""
+    return [n for f in cmd.flags for n in (*f.names, *f.off) if n.startswith("--")] + ["--help"]
+
+
+def fixed_values(cmd: flags.Command, name: Optional[str]) -> Optional[tuple[str, ...]]:
+    """The choice set of option ``name`` of ``cmd``, if it has one."""
+    for f in cmd.flags:
+        if name in f.names and f.choices:
+            return f.choices
+    return None
 
 
 def _option(words: Sequence[str], *names: str) -> Optional[str]:
@@ -60,16 +68,14 @@ def _positionals(words: Sequence[str]) -> list[str]:
 
 
 def _kube(words: Sequence[str]):
-    from .kube import Kube
+    from .kube import connect
 
-    return Kube(kubeconfig=_option(words, "--kubeconfig"), context=_option(words, "--context"),
-                namespace=_option(words, "-n", "--namespace"), request_timeout=5)
+    return connect(kubeconfig=_option(words, "--kubeconfig"), context=_option(words, "--context"),
+                   namespace=_option(words, "-n", "--namespace"), request_timeout=5)
 
 
 def _names(kube, kind: str) -> list[str]:
-    path = _LIST_PATHS[kind].format(ns=kube.namespace)
-    items = kube._request("GET", path, what=("list", kind, kube.namespace))["items"]
-    return [i["metadata"]["name"] for i in items]
+    return kube.list_names(_LIST_PATHS[kind], kube.namespace)
 
 
 def candidates(words: Sequence[str]) -> list[str]:
@@ -77,10 +83,12 @@ def candidates(words: Sequence[str]) -> list[str]:
     words = list(words) or [""]
     partial, before = words[-1], words[:-1]
     prev = before[-1] if before else None
-    if prev in FIXED_VALUES:
-        return [v for v in FIXED_VALUES[prev] if v.startswith(partial)]
+    cmd = command_of(before)
+    fixed = fixed_values(cmd, prev)
+    if fixed is not None:
+        return [v for v in fixed if v.startswith(partial)]
     if partial.startswith("-"):
-        return [f for f in FLAGS if f.startswith(partial)]
+        return [f for f in long_flags(cmd) if f.startswith(partial)]
     if not before and not partial.startswith(KIND_PREFIXES):
         sub = [s for s in SUBCOMMANDS if s.startswith(partial)]
     else:
@@ -111,12 +119,11 @@ def candidates(words: Sequence[str]) -> list[str]:
             return []  # the target is given: the rest are ss words
         kube = _kube(words)
         if "/" in partial:
-            kind = partial.split("/", 1)[0]
-            kind = {"pods": "pod", "po": "pod", "deployment": "deploy", "service": "svc"}.get(kind, kind)
-            if kind not in _LIST_PATHS:
+            word = partial.split("/", 1)[0]
+            kind = KINDS.get(word.lower())
+            if kind is None:
                 return []
-            return [f"{partial.split('/', 1)[0]}/{n}" for n in _names(kube, kind)
-                    if f"{partial.split('/', 1)[0]}/{n}".startswith(partial)]
+            return [f"{word}/{n}" for n in _names(kube, kind) if f"{word}/{n}".startswith(partial)]
         pods = [n for n in _names(kube, "pod") if n.startswith(partial)]
         return sub + pods + [p for p in KIND_PREFIXES if p.startswith(partial)]
     except Exception:  # no cluster, no permission: offer what we have

@@ -5,9 +5,12 @@ here can reach one)."""
 from __future__ import annotations
 
 import pytest
-import typer
-from sockdebug_plugin import cli, complete
-from sockdebug_plugin.complete import FLAGS, KIND_PREFIXES, NO_FILE_COMP, SUBCOMMANDS, candidates
+from sockdebug_plugin import choices, complete, flags, options
+from sockdebug_plugin.choices import KIND_PREFIXES, SUBCOMMANDS
+from sockdebug_plugin.complete import NO_FILE_COMP, candidates
+from sockdebug_plugin.errors import UsageError
+
+FLAGS = complete.long_flags(flags.INSPECT)
 
 KUBECONFIG = """\
 apiVersion: v1
@@ -54,11 +57,47 @@ def test_every_flag_on_a_dash():
     assert candidates(["pod/x", "--"]) == list(FLAGS)
 
 
-def test_flags_match_the_cli():
-    """Every long option of `kubectl sockdebug` is completed, and nothing that is not one."""
-    command = typer.main.get_command(cli.app).commands["inspect"]
-    cli_flags = {o for p in command.params for o in (*p.opts, *p.secondary_opts) if o.startswith("--")}
-    assert set(FLAGS) - {"--help"} == cli_flags
+@pytest.mark.parametrize("command", list(flags.COMMANDS))
+def test_flags_match_the_parser(command):
+    """Every long option completion offers is one the parser accepts, and every one it accepts is offered."""
+    cmd = flags.COMMANDS[command]
+    offered = set(complete.long_flags(cmd)) - {"--help"}
+    accepted = {n for f in cmd.flags for n in (*f.names, *f.off) if n.startswith("--")}
+    assert offered == accepted
+    words = [] if command == "inspect" else [command]
+    for name in offered:
+        flag = next(f for f in cmd.flags if name in (*f.names, *f.off))
+        value = [] if flag.type is bool else [flag.choices[0] if flag.choices else "1"]
+        assert isinstance(flags.parse([*words, name, *value, *(["pod/x"] if command == "triage" else [])]),
+                          flags.Parsed)
+
+
+def test_subcommand_flags_are_completed_for_that_command():
+    assert candidates(["sweep", "--vi"]) == ["--via"]
+    assert candidates(["--vi"]) == []  # inspect has no --via
+    assert candidates(["triage", "pod/x", "--fail"]) == ["--fail-on"]
+
+
+@pytest.mark.parametrize(("command", "flag"), [(c.name, f) for c in flags.COMMANDS.values() for f in c.flags
+                                               if f.choices])
+def test_completion_and_validation_agree(command, flag):
+    """Each choice set is declared once: completion offers exactly what validation accepts."""
+    words = [] if command == "inspect" else [command]
+    for name in flag.names:
+        offered = candidates([*words, name, ""])
+        assert offered == list(flag.choices)
+        for value in offered:
+            flags.check_choice(flag, value)
+        with pytest.raises(UsageError):
+            flags.check_choice(flag, "not-a-" + flag.dest)
+
+
+def test_validation_rejects_what_completion_never_offers():
+    base = options.build(flags.parse(["pod/x"]))
+    for value in choices.PROFILES:
+        base._replace(agent=base.agent._replace(profile=value)).validate()
+    with pytest.raises(UsageError, match="unknown --profile 'sysadmin'"):
+        base._replace(agent=base.agent._replace(profile="sysadmin")).validate()
 
 
 @pytest.mark.parametrize(("words", "expected"), [
@@ -69,18 +108,13 @@ def test_flags_match_the_cli():
     (["pod/x", "--profile", "re"], ["restricted"]),
     (["--image-pull-policy", ""], ["Always", "IfNotPresent", "Never"]),
     (["pod/x", "--image-pull-policy", "If"], ["IfNotPresent"]),
-    (["triage", "pod/x", "--fail-on", ""], ["warning", "critical"]),
+    (["triage", "pod/x", "--fail-on", ""], ["info", "warning", "critical"]),
+    (["sweep", "-o", ""], ["table", "json", "yaml"]),
+    (["sweep", "--via", "n"], ["node"]),
     (["-o", "xml"], []),
 ])
 def test_fixed_values(words, expected):
     assert candidates(words) == expected
-
-
-def test_fixed_values_match_the_cli():
-    from sockdebug_plugin import inject, render
-
-    assert complete.FIXED_VALUES["-o"] == render.OUTPUTS
-    assert complete.FIXED_VALUES["--profile"] == inject.PROFILES
 
 
 # --- targets without a cluster -----------------------------------------------------------------
