@@ -74,17 +74,18 @@ def find_running_agent(pod: dict, target: str, image: str, profile: Optional[str
     """A running ``serve`` agent container for this target container (and profile, unless
     auto; with ``learned``, only one started after learning the target's ids, even if they
     could not be learned: that is not retried while it runs), to exec into instead of
-    adding another container.  The newest wins."""
-    running = {s["name"] for s in pod.get("status", {}).get("ephemeralContainerStatuses") or []
+    adding another container.  The most recently started wins (the API server does not
+    keep ephemeral containers in the order they were added)."""
+    started = {s["name"]: (s.get("state") or {})["running"].get("startedAt") or ""
+               for s in pod.get("status", {}).get("ephemeralContainerStatuses") or []
                if "running" in (s.get("state") or {})}
-    for c in reversed(pod.get("spec", {}).get("ephemeralContainers") or []):
-        if (c["name"].startswith(NAME_PREFIX) and c["name"] in running
-                and c.get("targetContainerName") == target and c.get("image") == image
-                and "serve" in (c.get("command") or [])
-                and (profile is None or _env(c, PROFILE_ENV) == profile)
-                and (not learned or _env(c, IDS_ENV) is not None)):
-            return c["name"]
-    return None
+    candidates = [c["name"] for c in pod.get("spec", {}).get("ephemeralContainers") or []
+                  if c["name"].startswith(NAME_PREFIX) and c["name"] in started
+                  and c.get("targetContainerName") == target and c.get("image") == image
+                  and "serve" in (c.get("command") or [])
+                  and (profile is None or _env(c, PROFILE_ENV) == profile)
+                  and (not learned or _env(c, IDS_ENV) is not None)]
+    return max(candidates, key=lambda name: started[name], default=None)
 
 
 def reusable_agent(pod: dict, target: str, image: str, profile: str) -> Optional[str]:

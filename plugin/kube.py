@@ -308,7 +308,7 @@ class Kube:
         try:
             return self.transport.exec(f"/api/v1/namespaces/{namespace}/pods/{pod}/exec", query)
         except Refused as exc:
-            if exc.status == 404:
+            if _gone(exc.status, _message(exc.body)):
                 raise NotFound(f"pod {pod} or its agent container {container} is gone ({_message(exc.body)})",
                                "run again: a new agent container will be added") from None
             raise api_error(exc.status, exc.body, ("create", "pods/exec", namespace)) from None
@@ -337,6 +337,14 @@ class Kube:
             return resp.data.decode("utf-8", "replace")
         finally:
             resp.release_conn()
+
+
+def _gone(status: int, message: str) -> bool:
+    """An exec refused because the container is not there (any more), in the API server's
+    words (recorded on a real cluster): 404; 400 "container X is not valid for pod Y" (no
+    such container); 500 "container not found" (an ephemeral container that exited)."""
+    return (status == 404 or (status == 400 and "is not valid for pod" in message)
+            or (status >= 500 and "container not found" in message))
 
 
 def deadline_error() -> AgentError:

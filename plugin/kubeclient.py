@@ -149,14 +149,19 @@ def _reason(exc: Exception) -> str:
 
 
 def _handshake_body(reason: str) -> bytes:
-    """The body in websocket-client's ``Handshake status N ... -+-+- HEADERS -+-+- b'BODY'``."""
+    """The body of a refused exec upgrade, from the client's error text: websocket-client's
+    ``Handshake status N ... -+-+- HEADERS -+-+- b'BODY'``, where the client may already
+    have turned a JSON Status into a Python dict's repr."""
     import ast
+    import json
 
     text = reason.rsplit("-+-+-", 1)[-1].strip()
     try:
         body = ast.literal_eval(text)
     except (ValueError, SyntaxError):
         return text.encode()
+    if isinstance(body, dict):
+        return json.dumps(body).encode()
     return body if isinstance(body, bytes) else str(body).encode()
 
 

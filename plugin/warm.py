@@ -57,8 +57,10 @@ def key(conn: Conn, pod: str) -> str:
 
 
 def _state(status: dict) -> dict:
+    state = status.get("state") or {}
     return {"name": status.get("name"), "containerID": status.get("containerID"),
-            "state": {k: {} for k in status.get("state") or {}}}
+            "state": {k: {"startedAt": v.get("startedAt")} if k == "running" and isinstance(v, dict) else {}
+                      for k, v in state.items()}}
 
 
 def trim(pod: dict) -> dict:

@@ -240,12 +240,16 @@ def agent_container(name, target="app", image=IMAGE, profile="general", command=
 
 
 def with_agents(*agents: tuple[dict, str]) -> dict:
-    """A pod with these (ephemeral container spec, state) pairs; state running|waiting|terminated."""
+    """A pod with these (ephemeral container spec, state) pairs, started in this order;
+    state running|waiting|terminated.  The spec lists them newest first, as the API
+    server does after strategic merge patches."""
     p = pod()
-    p["spec"]["ephemeralContainers"] = [a for a, _ in agents]
-    states = {"running": {"running": {}}, "waiting": {"waiting": {"reason": "ContainerCreating"}},
+    p["spec"]["ephemeralContainers"] = [a for a, _ in reversed(agents)]
+    states = {"waiting": {"waiting": {"reason": "ContainerCreating"}},
               "terminated": {"terminated": {"reason": "Completed", "exitCode": 0}}}
-    p["status"]["ephemeralContainerStatuses"] = [{"name": a["name"], "state": states[s]} for a, s in agents]
+    p["status"]["ephemeralContainerStatuses"] = [
+        {"name": a["name"], "state": {"running": {"startedAt": f"2026-01-01T00:00:{i:02d}Z"}} if s == "running"
+         else states[s]} for i, (a, s) in enumerate(agents)]
     return p
 
 
@@ -257,6 +261,8 @@ def test_find_running_agent_reuses_a_running_serve_agent():
 
 def test_find_running_agent_prefers_the_newest():
     p = with_agents((agent_container("sockdebug-old000"), "running"), (agent_container("sockdebug-new000"), "running"))
+    assert find_running_agent(p, "app", IMAGE, None) == "sockdebug-new000"
+    p["spec"]["ephemeralContainers"].reverse()  # the list order says nothing: the start time does
     assert find_running_agent(p, "app", IMAGE, None) == "sockdebug-new000"
 
 
