@@ -18,9 +18,7 @@ from collections.abc import Sequence
 from typing import Optional
 
 from . import flags, options
-from .errors import EXIT_OK, SockdebugError
-
-EXIT_INTERRUPTED = 130  # Ctrl-C: the shell's convention, 128 + SIGINT
+from .errors import EXIT_INTERRUPTED, EXIT_OK, SockdebugError
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -43,13 +43,13 @@ def resolve_targets(kube, target: Optional[str], container: Optional[str], selec
     return resolve(kube, ref, kube.namespace, container, all_pods=all_pods)
 
 
-def records_of(runner: Runner, t: Any, queries: list[list[str]]) -> Iterator[Any]:
+def records_of(runner: Runner, t: Any, queries: list[Any]) -> Iterator[Any]:
     """Records of every query in one target, each owner tagged with its container."""
     for query in queries:
         yield from runner.run(t, query) if isinstance(t, NodeTarget) else runner.run_pod(t, query)
 
 
-def collect(runner: Runner, targets: list[Any], queries: list[list[str]]) -> list[render.Result]:
+def collect(runner: Runner, targets: list[Any], queries: list[Any]) -> list[render.Result]:
     """Run the queries in every target (a few at a time) and keep the records."""
     def one(t: Any) -> render.Result:
         return render.Result(target_info(t), list(records_of(runner, t, queries)))
@@ -60,7 +60,7 @@ def collect(runner: Runner, targets: list[Any], queries: list[list[str]]) -> lis
         return list(pool.map(one, targets))
 
 
-def run_full(opts: Any, queries: list[list[str]], sink: Optional[Callable[[dict, Any, bool], None]] = None
+def run_full(opts: Any, queries: list[Any], sink: Optional[Callable[[dict, Any, bool], None]] = None
              ) -> list[render.Result]:
     """Connect, resolve, run (``opts``: inspect's or triage's); a single pod's agents are
     remembered for the next, warm run.  With ``sink``, records go there as they arrive."""
@@ -86,13 +86,7 @@ def print_jsonl(target: dict, rec: Any, tag: bool) -> None:
 
 def warn(results: list[render.Result]) -> None:
     for res in results:
-        netids = {s.netid for s in res.of("socket")} | ({"unix"} if any(s.family == "unix" for s in res.of("socket"))
-                                                          else set())
-        for w in res.of("warning"):
-            # A /proc fallback only matters when that table has rows here (raw_diag is
-            # missing on many kernels, and ss falls back silently).
-            if w.code == "proc-fallback" and not any(f"{n} sockets" in w.message for n in netids):
-                continue
+        for w in render.notable_warnings(res):
             print(f"warning: {render.target_title(res)}: {render.escape(w.message)}", file=sys.stderr)
 
 
@@ -103,8 +97,8 @@ def inspect(opts: InspectOptions, early: Optional[warm.Warm] = None) -> int:
         targets = resolve_targets(kube, opts.target, opts.container, opts.selector, opts.all_namespaces,
                                   opts.all_pods)
         with Runner(kube, opts.agent) as runner:
-            return watch_loop(runner, targets, [q for q in queries if q[0] == "sockets"] or queries[:1], opts.watch,
-                              opts.output)
+            return watch_loop(runner, targets, [q for q in queries if q.command == "sockets"] or queries[:1],
+                              opts.watch, opts.output)
     results = early.results(opts.agent, queries) if early else None
     if opts.output == "jsonl":
         if results is None:
@@ -124,18 +118,7 @@ def show(results: list[render.Result], output: str, out) -> None:
     if output in ("json", "yaml"):
         render.write_document(results, output, out)
         return
-    color = render.use_color(out)
-    parts = []
-    if any(r.of("socket") for r in results) or not any(r.records for r in results):
-        parts.append(render.sockets_table(results, wide=output == "wide", color=color))
-    sections: list[tuple[str, Callable[[render.Result], str]]] = [
-        ("summary", render.summary_text), ("route", render.routes_table),
-        ("interface", render.interfaces_table), ("limits", render.limits_text)]
-    for kind, fn in sections:
-        for res in results:
-            if res.of(kind) or (kind == "limits" and res.of("process_limits")):
-                parts.append(f"# {render.target_title(res)}: {kind}\n{fn(res)}")
-    out.write("\n\n".join(parts) + "\n")
+    out.write(render.report_text(results, wide=output == "wide", color=render.use_color(out)) + "\n")
 
 
 def socket_key(target: dict, s: Any) -> tuple:
@@ -143,7 +126,7 @@ def socket_key(target: dict, s: Any) -> tuple:
             s.peer_address, s.peer_port, s.inode)
 
 
-def watch_loop(runner: Runner, targets: list[Any], queries: list[list[str]], interval: float, output: str) -> int:
+def watch_loop(runner: Runner, targets: list[Any], queries: list[Any], interval: float, output: str) -> int:
     """Refresh until Ctrl-C; sockets new since the last refresh are marked +, and the
     ones that went away are shown once more, marked -."""
     previous: Optional[set[tuple]] = None

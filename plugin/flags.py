@@ -58,7 +58,8 @@ class Help(NamedTuple):
 
 class Parsed(NamedTuple):
     command: str
-    values: dict[str, Any]  #: dest -> value as typed (strings), defaults for the rest
+    values: dict[str, Any]  #: dest -> typed value, defaults for the rest
+    order: tuple[str, ...] = ()  #: the switches turned on, in the order given (ss: the last family flag counts)
 
 
 def _pipe(values: tuple[str, ...]) -> str:
@@ -204,6 +205,7 @@ def parse(argv: list[str]) -> Union[Help, Parsed]:
         return Help(cmd.name)
     by_name = {n: f for f in cmd.flags for n in (*f.names, *f.off)}
     values: dict[str, Any] = {f.dest: f.default for f in cmd.flags}
+    order: list[str] = []
     positionals: list[str] = []
     i, only_args = 0, False
     while i < len(rest):
@@ -220,6 +222,7 @@ def parse(argv: list[str]) -> Union[Help, Parsed]:
                 if eq:
                     raise _usage(f"Option '{name}' does not take a value.")
                 values[flag.dest] = name not in flag.off
+                order.append(flag.dest)
             else:
                 if not eq:
                     if i >= len(rest):
@@ -227,9 +230,9 @@ def parse(argv: list[str]) -> Union[Help, Parsed]:
                     value, i = rest[i], i + 1
                 values[flag.dest] = convert(flag, name, value)
         else:
-            i = _short_cluster(arg, rest, i, by_name, values)
+            i = _short_cluster(arg, rest, i, by_name, values, order)
     _assign(cmd, positionals, values)
-    return Parsed(cmd.name, values)
+    return Parsed(cmd.name, values, tuple(order))
 
 
 def _lookup(by_name: dict[str, Flag], name: str) -> Flag:
@@ -241,13 +244,15 @@ def _lookup(by_name: dict[str, Flag], name: str) -> Flag:
     return flag
 
 
-def _short_cluster(arg: str, rest: list[str], i: int, by_name: dict[str, Flag], values: dict[str, Any]) -> int:
-    """``-tlp`` (switches bundled), ``-nprod`` / ``-n prod`` (a value attached or next)."""
+def _short_cluster(arg: str, rest: list[str], i: int, by_name: dict[str, Flag], values: dict[str, Any],
+                   order: list[str]) -> int:
+    """``-tu4`` (switches bundled), ``-nprod`` / ``-n prod`` (a value attached or next)."""
     for j in range(1, len(arg)):
         name = "-" + arg[j]
         flag = _lookup(by_name, name)
         if flag.type is bool:
             values[flag.dest] = name not in flag.off
+            order.append(flag.dest)
             continue
         value = arg[j + 1:]
         if not value:

@@ -9,7 +9,7 @@ namespace, the profile ``auto`` picks) is settled by the runner.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Union
+from typing import Any, NamedTuple, Optional, Union
 
 from . import flags
 from .errors import UsageError
@@ -39,7 +39,7 @@ class AgentOptions(NamedTuple):
 
 
 class SocketFlags(NamedTuple):
-    """ss's socket switches (field order = the order the agent receives the letters)."""
+    """ss's socket switches, as given on the plugin's command line."""
 
     listening: bool = False
     all_states: bool = False
@@ -54,18 +54,26 @@ class SocketFlags(NamedTuple):
     extended: bool = False
     memory: bool = False
     info: bool = False
-
-    def letters(self) -> list[str]:
-        return [_LETTERS[name] for name, on in zip(self._fields, self) if on]
+    last_family: Optional[str] = None  #: unix, ipv4 or ipv6: the family switch given last
 
     def selects(self) -> bool:
         """A switch other than -p (on by default) was given: the user asked for sockets."""
-        return any(on for name, on in zip(self._fields, self) if name != "processes")
+        return any(on for name, on in zip(self._fields, self) if name not in ("processes", "last_family"))
 
+    def query_flags(self, wide: bool = False) -> Any:
+        """The agent's ``query.SocketFlags`` (``wide`` adds timers and TCP internals)."""
+        from sockdebug_agent.query import FAMILY_FLAGS
+        from sockdebug_agent.query import SocketFlags as AgentFlags
 
-_LETTERS = {"listening": "-l", "all_states": "-a", "tcp": "-t", "udp": "-u", "unix": "-x", "raw": "-w",
-            "ipv4": "-4", "ipv6": "-6", "processes": "-p", "timers": "-o", "extended": "-e", "memory": "-m",
-            "info": "-i"}
+        flags = AgentFlags(listening=self.listening, all=self.all_states, tcp=self.tcp, udp=self.udp, unix=self.unix,
+                           raw=self.raw, ipv4=self.ipv4, ipv6=self.ipv6, processes=self.processes,
+                           timers=self.timers or wide, extended=self.extended, memory=self.memory,
+                           info=self.info or wide)
+        given = dict(FAMILY_FLAGS).get(self.last_family or "")
+        families = flags.families()
+        if given in families and given != families[-1]:  # ss reads the filter in the family given last
+            flags = flags.replace(preferred_family=given)
+        return flags
 
 
 class Views(NamedTuple):
@@ -96,18 +104,19 @@ class InspectOptions(NamedTuple):
         if self.target is None and not self.selector:
             raise UsageError("no target given", "usage: kubectl sockdebug pod/NAME [options]  "
                              "(or -l SELECTOR [-A] for every matching pod)")
-        check_filter(self.words, self.sockets)
+        for query in self.queries():
+            query.check()  # flags and the filter's syntax: names mean something only inside the pod
         self.agent.validate()
 
-    def queries(self) -> list[list[str]]:
-        """The agent command lines for the requested views.  Like ``ss -s``, a view flag
-        alone shows just that view; socket switches or filter words add the socket list."""
-        args = self.sockets.letters()
-        if self.output == "wide":
-            args += [a for a in ("-o", "-i") if a not in args]
-        queries = [[name] for name, on in zip(self.views._fields, self.views) if on]
+    def queries(self) -> list[Any]:
+        """The agent queries (``sockdebug_agent.query.Query``) for the requested views.  Like
+        ``ss -s``, a view switch alone shows just that view; socket switches or filter words
+        add the socket list."""
+        from sockdebug_agent.query import Query
+
+        queries = [Query(name) for name, on in zip(self.views._fields, self.views) if on]
         if not queries or self.sockets.selects() or self.words:
-            queries.insert(0, ["sockets", *args, *self.words])
+            queries.insert(0, Query("sockets", self.sockets.query_flags(self.output == "wide"), self.words))
         return queries
 
 
@@ -124,11 +133,13 @@ class TriageOptions(NamedTuple):
         flags.check_choice(flags.FAIL_ON, self.fail_on)
         self.agent.validate()
 
-    def queries(self) -> list[list[str]]:
+    def queries(self) -> list[Any]:
         """A node's own namespace is triaged as a host (its daemons bind loopback)."""
+        from sockdebug_agent.query import Query
+
         from .targets import parse_target
 
-        return [["triage", "--host"]] if parse_target(self.target).kind == "node" else [["triage"]]
+        return [Query("triage", host=parse_target(self.target).kind == "node")]
 
 
 class SweepOptions(NamedTuple):
@@ -176,25 +187,12 @@ def build(parsed: flags.Parsed) -> Options:
     conn = Conn(v["namespace"], v["context"], v["kubeconfig"])
     agent = AgentOptions(v["image"] or default_image(), v["image_pull_policy"], v["profile"], v["timeout"])
     if parsed.command == "inspect":
+        families = [dest for dest in parsed.order if dest in ("unix", "ipv4", "ipv6") and v[dest]]
+        sockets = SocketFlags(*(v[f] for f in SocketFlags._fields[:-1]), families[-1] if families else None)
         return InspectOptions(
             v["target"], tuple(v["words"]), conn, agent, v["container"], v["selector"], v["all_namespaces"],
-            v["all_pods"], v["output"], SocketFlags(*(v[f] for f in SocketFlags._fields)),
-            Views(*(v[f] for f in Views._fields)), v["watch"])
+            v["all_pods"], v["output"], sockets, Views(*(v[f] for f in Views._fields)), v["watch"])
     if parsed.command == "triage":
         return TriageOptions(v["target"], conn, agent, v["container"], v["output"], v["fail_on"])
     return SweepOptions(conn, agent, v["all_namespaces"], v["selector"], v["via"], v["output"], v["fail_on"],
                         v["parallel"])
-
-
-def check_filter(words: tuple[str, ...], sockets: SocketFlags) -> None:
-    """The filter's syntax, checked here so a typo never reaches the cluster."""
-    from sockdebug_agent.filter import FilterError, select
-
-    try:
-        select(tcp=sockets.tcp, udp=sockets.udp, raw=sockets.raw, unix=sockets.unix, ipv4=sockets.ipv4,
-               ipv6=sockets.ipv6, all_states=sockets.all_states, listening=sockets.listening, words=list(words))
-    except FilterError as exc:
-        where = f" at {exc.word!r}" if exc.word else " at the end of the expression"
-        raise UsageError(f"invalid filter{where}: {exc}",
-                         "ss syntax: state NAME ... [src|dst HOST] [sport|dport OP PORT], and/or/not, ( )"
-                         ) from None

@@ -34,7 +34,7 @@ from .profiles import Ids
 from .targets import AgentPod, NodeTarget, Target, container_ids
 
 AnyTarget = Union[Target, NodeTarget, AgentPod]
-IDS_QUERY = ["ids"]
+IDS_QUERY = ["ids"]  # Query("ids").to_argv(), without importing the query module here
 
 
 class Stale(Exception):

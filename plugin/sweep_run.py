@@ -26,6 +26,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Optional
 
+from sockdebug_agent.query import Query, SocketFlags
+
 from . import profiles
 from . import sweep as analysis
 from .errors import AccessError, FindingsError, SockdebugError
@@ -34,8 +36,9 @@ from .runner import Runner
 from .targets import AgentPod, NodeTarget, Target, container_ids, pick_container
 
 PARALLEL = 8
-AGENT_QUERY = ["sockets", "-tul", "-p"]
-NODE_QUERY = ["pods", "-tul", "-p"]
+# what sweep reads: listening TCP and UDP sockets with owners, per pod / per node
+AGENT_QUERY = Query("sockets", SocketFlags(listening=True, tcp=True, udp=True, processes=True))
+NODE_QUERY = Query("pods", SocketFlags(listening=True, tcp=True, udp=True, processes=True))
 NODE_AGENT_NAMESPACE = "sockdebug-system"
 NODE_AGENT_SELECTOR = "app.kubernetes.io/name=sockdebug-node-agent,app.kubernetes.io/component=daemonset"
 NODE_AGENT_CONTAINER = "agent"

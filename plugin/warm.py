@@ -108,7 +108,7 @@ class Warm:
     def __init__(self, conn: Conn, target: Target, execer: KubectlExec):
         self.conn, self.target, self.execer = conn, target, execer
 
-    def results(self, agent: AgentOptions, queries: list[list[str]]) -> Optional[list[Any]]:
+    def results(self, agent: AgentOptions, queries: list[Any]) -> Optional[list[Any]]:
         """The records of ``queries`` (``render.Result`` s), or None when the ordinary path
         must run: an agent is gone, a container restarted, ..."""
         from .render import Result
@@ -151,8 +151,9 @@ def prestart(opts: Any) -> Optional[Warm]:
         return None
     execer = KubectlExec(kubectl, opts.conn)
     for query in opts.queries():
-        for container in target.asked_together(query, lambda c: agent_of(c) is not None):
-            execer.prestart(target.namespace, target.pod_name, agent_of(container), ["sockdebug-agent", *query])
+        argv = query.to_argv()
+        for container in target.asked_together(argv, lambda c: agent_of(c) is not None):
+            execer.prestart(target.namespace, target.pod_name, agent_of(container), ["sockdebug-agent", *argv])
     return Warm(opts.conn, target, execer)
 
 

@@ -139,7 +139,7 @@ def test_kernel_and_userspace_evaluations():
     (["dst", "[::1"], "[::1", 1),
     (["sport", "=", ":8080", ")"], ")", 3),
     (["state", "established", "sport", "=", ":1", "state", "listening"], "state", 5),
-    (["fwmark", "0x1"], "fwmark", 0),
+    (["fwmark", "junk"], "junk", 1),
     (["( sport = :1"], None, 1),
 ])
 def test_errors_name_the_word(words, word, position):

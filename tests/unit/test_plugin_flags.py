@@ -38,9 +38,10 @@ def opts(*argv: str) -> options.Options:
 
 
 def queries(*argv: str) -> list[list[str]]:
+    """The agent command lines ``kubectl sockdebug pod/x ARGV`` asks for."""
     o = opts("pod/x", *argv)
     o.validate()
-    return o.queries()
+    return [q.to_argv() for q in o.queries()]
 
 
 # --- queries: flag mapping ----------------------------------------------------------------
@@ -68,7 +69,7 @@ def test_letters_come_in_a_stable_order_before_the_words():
 
 
 def test_short_options_bundle_and_take_attached_values_as_click_does():
-    assert opts("pod/x", "-tu4").sockets == SocketFlags(tcp=True, udp=True, ipv4=True)
+    assert opts("pod/x", "-tu4").sockets == SocketFlags(tcp=True, udp=True, ipv4=True, last_family="ipv4")
     assert opts("pod/x", "-tP").sockets == SocketFlags(tcp=True, processes=False)
     assert opts("pod/x", "-nprod").conn.namespace == "prod"
     assert opts("pod/x", "-tn", "prod").conn.namespace == "prod"
@@ -76,6 +77,18 @@ def test_short_options_bundle_and_take_attached_values_as_click_does():
     # -l is kubectl's --selector, so in a bundle the rest is its value (click's rule too)
     got = opts("-tlapp=web")
     assert got.sockets.tcp and got.selector == "app=web"
+
+
+def test_the_family_switch_given_last_decides_how_the_filter_reads_as_in_ss():
+    assert opts("pod/x", "-4", "-x").sockets.last_family == "unix"
+    assert queries("-4", "-x") == [["sockets", "-4", "-p", "-x"]]  # -x given last: the agent hears it last
+    assert queries("-x", "-4") == [["sockets", "-x", "-4", "-p"]]
+    assert opts("pod/x", "-x", "-4").sockets.last_family == "ipv4"
+    assert opts("pod/x", "-4x").sockets.last_family == "unix"
+    assert opts("pod/x", "-4", "-x").sockets.query_flags().preferred_family == "unix"
+    assert opts("pod/x", "-x", "-4").sockets.query_flags().preferred_family is None  # -4 is last in ss's order too
+    assert opts("pod/x", "-x", "-4", "-x").sockets.query_flags().preferred_family == "unix"
+    assert opts("pod/x", "-6", "-4").sockets.query_flags().preferred_family == "inet"
 
 
 def test_double_dash_ends_the_options():
@@ -92,7 +105,7 @@ def test_kubectl_letters_never_reach_the_agent_as_ss_options():
 def test_wide_adds_timers_and_info_once():
     assert queries("-o", "wide") == [["sockets", "-p", "-o", "-i"]]
     assert queries("-o", "wide", "--timers", "-i") == [["sockets", "-p", "-o", "-i"]]
-    assert queries("-o", "wide", "-i") == [["sockets", "-p", "-i", "-o"]]
+    assert queries("-o", "wide", "-i") == [["sockets", "-p", "-o", "-i"]]
 
 
 @pytest.mark.parametrize("view", ["summary", "routes", "interfaces", "limits"])
@@ -119,18 +132,18 @@ def test_views_with_no_processes_only():
     assert queries("--summary", "-P") == [["summary"]]
 
 
-@pytest.mark.parametrize(("words", "named"), [
-    (["bogus"], "'bogus'"),
-    (["state", "nosuch"], "'nosuch'"),
-    (["dport", "=", ":abc"], "':abc'"),
-    (["sport", "=", ":80", "and"], "the end of the expression"),
-    (["(", "dport", "=", ":443"], "the end of the expression"),
+@pytest.mark.parametrize(("words", "where"), [
+    (["bogus"], "(word 1: >>bogus<<)"),
+    (["state", "nosuch"], "(word 2: state >>nosuch<<)"),
+    (["dport", "=", ":\u0661\u0662\u0663"], "(word 3: dport = >>:\u0661\u0662\u0663<<)"),  # Arabic-Indic digits
+    (["sport", "=", ":80", "and"], "(after the last word: sport = :80 and >><<)"),
+    (["(", "dport", "=", ":443"], "(after the last word: ( dport = :443 >><<)"),
 ])
-def test_invalid_filter_is_a_usage_error_naming_the_word(words, named):
+def test_invalid_filter_is_a_usage_error_naming_the_word(words, where):
     with pytest.raises(UsageError) as err:
         queries(*words)
-    assert err.value.cause.startswith(f"invalid filter at {named}: ")
-    assert "ss syntax" in err.value.hint
+    assert err.value.cause.startswith("invalid filter: ") and err.value.cause.endswith(f" {where}")
+    assert "ss(8) syntax" in err.value.hint
     assert err.value.exit_code == EXIT_USAGE
     assert err.value.__cause__ is None and err.value.__suppress_context__  # no chained traceback material
 
@@ -138,16 +151,16 @@ def test_invalid_filter_is_a_usage_error_naming_the_word(words, named):
 def test_invalid_filter_fails_before_any_cluster_call(forbid_cluster, capsys):
     assert cli.main(["pod/api", "-n", "prod", "--listening", "state", "nosuch"]) == EXIT_USAGE
     err = capsys.readouterr().err.splitlines()
-    assert err[0] == ("error: invalid filter at 'nosuch': wrong state name 'nosuch' (see `ss --help`: "
-                      "established, listening, time-wait, connected, bucket, big, ...)")
-    assert err[1].startswith("hint: ss syntax")
+    assert err[0] == ("error: invalid filter: wrong state name 'nosuch' (see `ss --help`: "
+                      "established, listening, time-wait, connected, bucket, big, ...) (word 2: state >>nosuch<<)")
+    assert err[1].startswith("hint: ss(8) syntax")
     assert len(err) == 2
 
 
 def test_invalid_filter_without_the_guard_still_wins_over_missing_kubeconfig(capsys):
     # the real connect() would fail with exit 3 (no kubeconfig): the filter is checked first
-    assert cli.main(["pod/api", "dport", "=", ":abc"]) == EXIT_USAGE
-    assert "invalid filter at ':abc'" in capsys.readouterr().err
+    assert cli.main(["pod/api", "dport", "=", "src"]) == EXIT_USAGE
+    assert "invalid filter: expected a port, not 'src'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("argv", "message"), [

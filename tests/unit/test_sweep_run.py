@@ -10,7 +10,7 @@ from sockdebug_agent.schema import NetNs, Socket, Warning
 from sockdebug_plugin import profiles, sweep_run
 from sockdebug_plugin.errors import InjectError
 from sockdebug_plugin.options import AgentOptions
-from sockdebug_plugin.runner import Runner
+from sockdebug_plugin.runner import Runner, as_argv
 
 NODE = "node-1"
 
@@ -79,7 +79,7 @@ class FakeRunner:
         return None
 
     def run(self, target, args):
-        self.asked.append((target.pod_name, target.container, tuple(args)))
+        self.asked.append((target.pod_name, target.container, tuple(as_argv(args))))
         if target.pod_name in self.fail:
             raise InjectError(self.fail[target.pod_name], "hint")
         yield from self.answers.get((target.pod_name, target.container), [])
@@ -100,7 +100,7 @@ def test_collect_ephemeral_one_agent_per_pod_and_each_container_of_host_network_
     got = sweep_run.collect_ephemeral(session, [web, hostnet, broken, crashing], progress, parallel=2)
     assert sorted((p, c) for p, c, _ in session.asked) == [("broken", "app"), ("hostnet", "a"), ("hostnet", "b"),
                                                           ("web", "app")]
-    assert all(args == ("sockets", "-tul", "-p") for _, _, args in session.asked)
+    assert all(args == ("sockets", "-l", "-t", "-u", "-p") for _, _, args in session.asked)
     assert [s.local_port for s in got.sockets["shop", "web"]] == [8080, 15000]
     assert sorted((s.local_port, s.processes[0]["container"]) for s in got.sockets["shop", "hostnet"]) == [
         (24711, "a"), (24712, "b")]
