@@ -4,6 +4,11 @@ kubectl runs this with the words typed after ``kubectl sockdebug`` (the last one
 being the word under completion) and expects one candidate per line, then a
 ``:DIRECTIVE`` line (cobra's ShellCompDirective; 4 = no file completion).
 Completion never fails loudly: without a cluster it just offers fewer candidates.
+
+Names (pods, workloads, namespaces, containers) come from ``kubectl get``: kubectl
+is what runs completion, so it is there, with the user's kubeconfig and auth plugins,
+and it answers in a fraction of the Python client's import time.  Contexts are read
+from the kubeconfig files themselves.
 """
 
 from __future__ import annotations
@@ -17,13 +22,11 @@ from .choices import KIND_PREFIXES, KINDS, SUBCOMMANDS
 
 NO_FILE_COMP = 4
 VALUE_FLAGS = flags.value_flags()
-# canonical TARGET kind (choices.KINDS) -> the API path that lists its names
-_LIST_PATHS = {"pod": "/api/v1/namespaces/{ns}/pods", "deployments": "/apis/apps/v1/namespaces/{ns}/deployments",
-               "statefulsets": "/apis/apps/v1/namespaces/{ns}/statefulsets",
-               "daemonsets": "/apis/apps/v1/namespaces/{ns}/daemonsets",
-               "replicasets": "/apis/apps/v1/namespaces/{ns}/replicasets",
-               "jobs": "/apis/batch/v1/namespaces/{ns}/jobs",
-               "service": "/api/v1/namespaces/{ns}/services", "node": "/api/v1/nodes"}
+# canonical TARGET kind (choices.KINDS) -> what kubectl calls it
+_RESOURCES = {"pod": "pods", "deployments": "deployments", "statefulsets": "statefulsets",
+              "daemonsets": "daemonsets", "replicasets": "replicasets", "jobs": "jobs", "service": "services",
+              "node": "nodes"}
+_TIMEOUT_S = 5
 
 
 def command_of(words: Sequence[str]) -> flags.Command:
@@ -67,15 +70,49 @@ def _positionals(words: Sequence[str]) -> list[str]:
     return out
 
 
-def _kube(words: Sequence[str]):
-    from .kube import connect
+def _kubectl(words: Sequence[str], *args: str) -> Optional[list[str]]:
+    """The words kubectl prints for ``args``, with the connection flags typed so far
+    (None when kubectl is missing, slow or refused)."""
+    import shutil
+    import subprocess
 
-    return connect(kubeconfig=_option(words, "--kubeconfig"), context=_option(words, "--context"),
-                   namespace=_option(words, "-n", "--namespace"), request_timeout=5)
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        return None
+    conn = [f"{flag}={value}" for flag, value in (("--kubeconfig", _option(words, "--kubeconfig")),
+                                                  ("--context", _option(words, "--context")),
+                                                  ("--namespace", _option(words, "-n", "--namespace")))
+            if value is not None]
+    try:
+        proc = subprocess.run([kubectl, *conn, *args, f"--request-timeout={_TIMEOUT_S}s"], capture_output=True,
+                              text=True, timeout=_TIMEOUT_S + 2, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return proc.stdout.split() if proc.returncode == 0 else None
 
 
-def _names(kube, kind: str) -> list[str]:
-    return kube.list_names(_LIST_PATHS[kind], kube.namespace)
+def _names(words: Sequence[str], kind: str) -> Optional[list[str]]:
+    return _kubectl(words, "get", _RESOURCES[kind], "-o", "custom-columns=:metadata.name", "--no-headers")
+
+
+def _contexts(words: Sequence[str]) -> list[str]:
+    """Context names in the kubeconfig files kubectl would read (no cluster needed)."""
+    import os
+
+    import yaml
+
+    given = _option(words, "--kubeconfig")
+    paths = [given] if given else (os.environ.get("KUBECONFIG", "").split(os.pathsep) if os.environ.get(
+        "KUBECONFIG") else ["~/.kube/config"])
+    names: list[str] = []
+    for path in filter(None, paths):
+        try:
+            with open(os.path.expanduser(path)) as f:
+                config = yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
+        except (OSError, yaml.YAMLError):
+            continue
+        names += [c["name"] for c in config.get("contexts") or [] if c.get("name") and c["name"] not in names]
+    return names
 
 
 def candidates(words: Sequence[str]) -> list[str]:
@@ -93,43 +130,32 @@ def candidates(words: Sequence[str]) -> list[str]:
         sub = [s for s in SUBCOMMANDS if s.startswith(partial)]
     else:
         sub = []
-    try:
-        if prev in ("-n", "--namespace"):
-            kube = _kube([*before[:-2], ""])
-            return [n["metadata"]["name"] for n in kube.list_namespaces()
-                    if n["metadata"]["name"].startswith(partial)]
-        if prev == "--context":
-            from .kubeclient import load
-
-            contexts, _active = load().kube_config.list_kube_config_contexts(_option(words, "--kubeconfig"))
-            return [c["name"] for c in contexts if c["name"].startswith(partial)]
-        if prev in ("-c", "--container"):
-            targets = [p for p in _positionals(before[:-1]) if p not in SUBCOMMANDS]
-            if not targets:
-                return []
-            kind, _, name = targets[0].rpartition("/")
-            if kind not in ("", "pod", "po", "pods"):
-                return []
-            kube = _kube(words)
-            pod = kube.get_pod(kube.namespace, name)
-            return [c["name"] for c in pod["spec"]["containers"] if c["name"].startswith(partial)]
-        if prev in VALUE_FLAGS:
+    if prev in ("-n", "--namespace"):
+        names = _kubectl([*before[:-2], ""], "get", "namespaces", "-o", "custom-columns=:metadata.name",
+                         "--no-headers")
+        return [n for n in names or [] if n.startswith(partial)]
+    if prev == "--context":
+        return [c for c in _contexts(words) if c.startswith(partial)]
+    if prev in ("-c", "--container"):
+        targets = [p for p in _positionals(before[:-1]) if p not in SUBCOMMANDS]
+        kind, _, name = targets[0].rpartition("/") if targets else ("x", "", "")
+        if kind not in ("", "pod", "po", "pods"):
             return []
-        if [p for p in _positionals(before) if p not in SUBCOMMANDS]:
-            return []  # the target is given: the rest are ss words
-        kube = _kube(words)
-        if "/" in partial:
-            word = partial.split("/", 1)[0]
-            kind = KINDS.get(word.lower())
-            if kind is None:
-                return []
-            return [f"{word}/{n}" for n in _names(kube, kind) if f"{word}/{n}".startswith(partial)]
-        pods = [n for n in _names(kube, "pod") if n.startswith(partial)]
-        return sub + pods + [p for p in KIND_PREFIXES if p.startswith(partial)]
-    except Exception:  # no cluster, no permission: offer what we have
-        if prev in VALUE_FLAGS:
-            return []  # a namespace, context or container is wanted, never a TARGET prefix
-        return sub + [p for p in KIND_PREFIXES if p.startswith(partial)]
+        names = _kubectl(words, "get", "pod", name, "-o", "jsonpath={.spec.containers[*].name}")
+        return [c for c in names or [] if c.startswith(partial)]
+    if prev in VALUE_FLAGS:
+        return []  # a value is wanted, never a TARGET
+    if [p for p in _positionals(before) if p not in SUBCOMMANDS]:
+        return []  # the target is given: the rest are ss words
+    known = sub + [p for p in KIND_PREFIXES if p.startswith(partial)]
+    word, slash, _ = partial.partition("/")
+    kind = KINDS.get(word.lower()) if slash else "pod"
+    names = _names(words, kind) if kind else []
+    if names is None:  # no kubectl or no cluster: what completion knows
+        return known
+    if slash:
+        return [f"{word}/{n}" for n in names if f"{word}/{n}".startswith(partial)]
+    return sub + [n for n in names if n.startswith(partial)] + [p for p in KIND_PREFIXES if p.startswith(partial)]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

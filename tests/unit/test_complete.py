@@ -37,6 +37,25 @@ def no_cluster(monkeypatch, tmp_path):
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-such-kubeconfig"))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "bin").mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))  # no kubectl, unless a test puts one there
+
+
+def fake_kubectl(tmp_path, answers: dict[str, str]) -> None:
+    """A kubectl that logs its arguments and prints the answer for the first matching word."""
+    import stat
+    import sys
+
+    path = tmp_path / "bin" / "kubectl"
+    path.write_text(f"#!{sys.executable}\nimport sys\nargs = sys.argv[1:]\n"
+                    f"open({str(tmp_path / 'kubectl.log')!r}, 'a').write(' '.join(args) + '\\n')\n"
+                    f"answers = {answers!r}\n"
+                    "for word, out in answers.items():\n"
+                    "    if word in args:\n"
+                    "        print(out)\n"
+                    "        sys.exit(0)\n"
+                    "sys.exit(1)\n")
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
 
 
 # --- flags and fixed values --------------------------------------------------------------------
@@ -183,3 +202,29 @@ def test_main_without_a_cluster(capsys):
     lines = captured.out.splitlines()
     assert lines[-1] == ":4" and lines[:-1] == [*SUBCOMMANDS, *KIND_PREFIXES]
     assert captured.err == ""  # completion never fails loudly
+
+
+# --- names, from kubectl (which runs completion) ------------------------------------------------
+
+def test_pod_names_come_from_kubectl_with_the_connection_flags_typed(tmp_path):
+    fake_kubectl(tmp_path, {"pods": "api\nweb-1\nworker"})
+    assert candidates(["--context", "prod", "-n", "shop", "w"]) == ["web-1", "worker"]
+    log = (tmp_path / "kubectl.log").read_text().splitlines()
+    assert log == ["--context=prod --namespace=shop get pods -o custom-columns=:metadata.name --no-headers "
+                   "--request-timeout=5s"]
+    assert candidates([""]) == [*SUBCOMMANDS, "api", "web-1", "worker", *KIND_PREFIXES]
+
+
+def test_kind_names_namespaces_and_containers_come_from_kubectl(tmp_path):
+    fake_kubectl(tmp_path, {"deployments": "api\nweb", "namespaces": "default\nshop", "pod": "app sidecar"})
+    assert candidates(["deploy/w"]) == ["deploy/web"]
+    assert candidates(["deployment/"]) == ["deployment/api", "deployment/web"]
+    assert candidates(["-n", "s"]) == ["shop"]
+    assert candidates(["pod/api", "-c", ""]) == ["app", "sidecar"]
+    assert "get pod api -o jsonpath={.spec.containers[*].name}" in (tmp_path / "kubectl.log").read_text()
+
+
+def test_a_failing_kubectl_offers_what_completion_knows(tmp_path):
+    fake_kubectl(tmp_path, {})
+    assert candidates(["s"]) == ["sweep", "sts/", "svc/"]
+    assert candidates(["-n", ""]) == []
