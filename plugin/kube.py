@@ -192,11 +192,6 @@ class Kube:
             query.append(("fieldSelector", field_selector))
         return self._request("GET", path, query=query, what=("list", "pods", namespace))["items"]
 
-    def list_names(self, kind_path: str, namespace: Optional[str]) -> list[str]:
-        """The names of the objects at an API list path (completion)."""
-        path = kind_path.format(ns=namespace)
-        return [i["metadata"]["name"] for i in self._request("GET", path, what=("list", path, namespace))["items"]]
-
     def get_workload(self, namespace: str, plural: str, name: str) -> dict:
         return self._request("GET", f"{WORKLOADS[plural]}/namespaces/{namespace}/{plural}/{name}",
                              what=("get", f"{plural[:-1]} {name}", namespace))
@@ -208,9 +203,6 @@ class Kube:
     def list_services(self, namespace: Optional[str]) -> list[dict]:
         path = f"/api/v1/namespaces/{namespace}/services" if namespace else "/api/v1/services"
         return self._request("GET", path, what=("list", "services", namespace))["items"]
-
-    def list_namespaces(self) -> list[dict]:
-        return self._request("GET", "/api/v1/namespaces", what=("list", "namespaces", None))["items"]
 
     def list_nodes(self) -> list[dict]:
         return self._request("GET", "/api/v1/nodes", what=("list", "nodes", None))["items"]
