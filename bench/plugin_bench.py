@@ -13,10 +13,12 @@ an import hook (~20 ms) that no user has; one row shows it.  Candidates for the 
 query, each measured in the same rounds:
 
 - baseline: REV's plugin (a GET, then one Python-client exec per container, in turn);
-- client: this plugin without kubectl on PATH (GET, the Python client's execs, the
-  containers' running agents asked at once);
-- kubectl: this plugin as it runs (the pod remembered from the run before: no API read,
-  both execs through `kubectl exec` at once, started right after validation).
+- nothing remembered: this plugin with an unusable cache folder (GET, then the Python
+  client's execs, the containers' running agents asked at once);
+- client exec: the pod remembered, no kubectl on PATH (no GET; the client is imported
+  and both execs run through it at once);
+- kubectl: this plugin as it runs (the pod remembered: no API read, both execs through
+  `kubectl exec` at once, started right after validation).
 """
 
 from __future__ import annotations
@@ -113,6 +115,7 @@ def main() -> None:
     shutil.rmtree(cache, ignore_errors=True)
     env = {**os.environ, "XDG_CACHE_HOME": str(cache)}
     no_kubectl = {**env, "PATH": str(WORK / "empty")}
+    no_cache = {**no_kubectl, "XDG_CACHE_HOME": "/dev/null/nothing"}  # nothing remembered: the full path
     ns = f"sdbench-{os.urandom(3).hex()}"
     kubectl("create", "namespace", ns)
     rows: dict[str, list[float]] = {}
@@ -160,7 +163,8 @@ def main() -> None:
                 proc.wait()
             rows.setdefault(TWO, []).append(time.perf_counter() - t0)
             measure("warm: baseline", [old, *query])
-            measure("warm: new, client", [plugin, *query], no_kubectl)
+            measure("warm: new, nothing remembered (GET, client execs at once)", [plugin, *query], no_cache)
+            measure("warm: new, client exec (remembered, kubectl not on PATH)", [plugin, *query], no_kubectl)
             measure("warm: new, kubectl", [plugin, *query])
             if editable:
                 measure("warm: new, kubectl (editable venv)", [editable, *query])
@@ -212,7 +216,9 @@ def write(args: argparse.Namespace, rows: dict[str, list[float]], version: str) 
         "Ratios of medians (the issue's targets in brackets):",
         "",
         f"- warm query / one raw `kubectl exec` of the agent: **{ratio(WARM, EXEC)}** [≤ 1.5]; the other "
-        f"candidates: client path {ratio('warm: new, client', EXEC)}, baseline {ratio('warm: baseline', EXEC)}; "
+        f"candidates: client exec {ratio('warm: new, client exec (remembered, kubectl not on PATH)', EXEC)}, "
+        f"nothing remembered {ratio('warm: new, nothing remembered (GET, client execs at once)', EXEC)}, "
+        f"baseline {ratio('warm: baseline', EXEC)}; "
         f"two raw execs at once (the floor of a two-container query) / one: {ratio(TWO, EXEC)}, warm query / "
         f"that floor: {ratio(WARM, TWO)}",
         f"- `--help` / `kubectl version --client`: **{ratio('help: new (cached)', VERSION)}** [≤ 1.5] "

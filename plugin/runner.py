@@ -115,7 +115,9 @@ class Runner:
                 self._agents[key] = name
                 return
             except Forbidden as exc:
-                if exc.resource != "pods/exec" or self.kube is None:
+                if self.kube is None:  # without pods/exec: the one-shot way needs the API
+                    raise Stale(f"exec into {name} refused") from None
+                if exc.resource != "pods/exec":
                     raise
                 self._can_exec[target.namespace] = False
             except NotFound:

@@ -6,7 +6,8 @@ last run saw it (its containers, their ids, our agent containers) is remembered 
 sizes: switching context or namespace rewrites it), ``--context``, ``-n`` and the
 pod's name.  The same ``Runner`` then runs offline, exec'ing through ``kubectl
 exec`` (on PATH under ``kubectl sockdebug``, with every auth plugin the user has) so
-the Python client is never imported.
+the Python client is never imported; without kubectl on PATH, through the client's own
+exec (``ClientExec``), which still reads no pod.
 
 Correct when the agent has gone: a remembered agent that exited, a pod that was
 replaced, or a container that restarted (an owner's container id the pod did not
@@ -132,8 +133,7 @@ def prestart(opts: Any) -> Optional[Warm]:
     if target_word is None or getattr(opts, "watch", None) is not None or getattr(opts, "selector", None):
         return None
     ref = parse_target(target_word)
-    kubectl = shutil.which("kubectl") if ref.kind == "pod" else None
-    entry = (cache.read(CACHE_NAME) or {}).get(key(opts.conn, ref.name)) if kubectl else None
+    entry = (cache.read(CACHE_NAME) or {}).get(key(opts.conn, ref.name)) if ref.kind == "pod" else None
     if not isinstance(entry, dict):
         return None
     agent = opts.agent
@@ -149,12 +149,38 @@ def prestart(opts: Any) -> Optional[Warm]:
 
     if agent_of(target.container) is None:
         return None
-    execer = KubectlExec(kubectl, opts.conn)
+    kubectl = shutil.which("kubectl")
+    execer: Any = KubectlExec(kubectl, opts.conn) if kubectl else ClientExec(opts.conn)
     for query in opts.queries():
         argv = query.to_argv()
         for container in target.asked_together(argv, lambda c: agent_of(c) is not None):
             execer.prestart(target.namespace, target.pod_name, agent_of(container), ["sockdebug-agent", *argv])
     return Warm(opts.conn, target, execer)
+
+
+class ClientExec:
+    """Execs for an offline ``Runner`` through the Python client, when kubectl is not on
+    PATH: the client must be imported and connected first, so nothing starts early, but
+    no pod is read either."""
+
+    def __init__(self, conn: Conn):
+        self.conn = conn
+        self._kube: Any = None
+        self._lock = threading.Lock()
+
+    def prestart(self, namespace: str, pod: str, container: str, command: list[str]) -> None:
+        pass
+
+    def exec(self, namespace: str, pod: str, container: str, command: list[str]) -> Any:
+        with self._lock:
+            if self._kube is None:
+                from .kube import connect
+
+                self._kube = connect(self.conn.kubeconfig, self.conn.context, self.conn.namespace)
+        return self._kube.exec(namespace, pod, container, command)
+
+    def close(self) -> None:
+        pass
 
 
 class KubectlExec:

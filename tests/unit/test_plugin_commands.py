@@ -176,3 +176,13 @@ def test_cached_help_does_not_import_typer(tmp_path):
     assert first.stdout == again.stdout and "--via" in again.stdout
     (cached,) = (tmp_path / "sockdebug").iterdir()
     assert cached.stat().st_mode & 0o777 == 0o600
+
+
+def test_without_kubectl_a_warm_query_execs_through_the_client_without_reading_the_pod(api, capsys):
+    code, cold, _ = run(capsys, "pod/api", "-n", "shop", "--listening")
+    assert code == 0
+    api.calls.clear()
+    code, again, err = run(capsys, "pod/api", "-n", "shop", "--listening")
+    assert code == 0, err
+    assert table(again) == table(cold)
+    assert [m for m, _ in api.calls] == ["EXEC", "EXEC"]  # no GET, no PATCH
