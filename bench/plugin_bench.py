@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -79,10 +80,21 @@ def baseline_source(rev: str) -> Path:
     return src
 
 
-def timed(cmd: list[str], env: dict | None = None, check: bool = True) -> tuple[float, subprocess.CompletedProcess]:
-    t0 = time.perf_counter()
+CPU: dict[str, list[float]] = {}  #: row -> user+sys seconds of the whole process tree, per run
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # every finished, waited-for descendant
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(cmd: list[str], env: dict | None = None, check: bool = True, row: str | None = None
+          ) -> tuple[float, subprocess.CompletedProcess]:
+    cpu0, t0 = children_cpu(), time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     elapsed = time.perf_counter() - t0
+    if row is not None:
+        CPU.setdefault(row, []).append(children_cpu() - cpu0)
     if check and proc.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
     return elapsed, proc
@@ -92,9 +104,9 @@ def kubectl(*args: str, **kw) -> subprocess.CompletedProcess:
     return timed([KUBECTL, *args], **kw)[1]
 
 
-def pod(name: str) -> dict:
+def pod(name: str, sidecar: bool = True) -> dict:
     ctx = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+    body = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
             "spec": {"securityContext": {"runAsUser": 1000, "runAsGroup": 1000, "runAsNonRoot": True},
                      "terminationGracePeriodSeconds": 0,
                      "containers": [
@@ -102,6 +114,9 @@ def pod(name: str) -> dict:
                           "args": ["--listen", "127.0.0.1:8080", "--listen", "0.0.0.0:9090"]},
                          {"name": "sidecar", "image": TESTAPP, "imagePullPolicy": "IfNotPresent",
                           "securityContext": ctx, "args": ["--listen", "0.0.0.0:15000"]}]}}
+    if not sidecar:
+        body["spec"]["containers"].pop()
+    return body
 
 
 def main() -> None:
@@ -121,7 +136,7 @@ def main() -> None:
     rows: dict[str, list[float]] = {}
 
     def measure(row: str, cmd: list[str], environ: dict | None = None, check: bool = True) -> None:
-        rows.setdefault(row, []).append(timed(cmd, environ or env, check)[0])
+        rows.setdefault(row, []).append(timed(cmd, environ or env, check, row)[0])
 
     try:
         for _ in range(60):
@@ -129,7 +144,7 @@ def main() -> None:
                 break
             time.sleep(0.5)
         cold = [f"{v}{i}" for i in range(args.runs) for v in ("b", "n", "d")]
-        docs = "\n".join(json.dumps(pod(n)) for n in ["api", *cold])
+        docs = "\n".join([*(json.dumps(pod(n)) for n in ["api", *cold]), json.dumps(pod("solo", sidecar=False))])
         subprocess.run([KUBECTL, "-n", ns, "apply", "-f", "-"], input=docs, text=True, check=True, capture_output=True)
         kubectl("-n", ns, "wait", "--for=condition=Ready", "pods", "--all", "--timeout=300s")
         common = ["--image", IMAGE, "--image-pull-policy", "IfNotPresent", "-n", ns]
@@ -138,6 +153,8 @@ def main() -> None:
         old_complete = str(old_bin / "kubectl_complete-sockdebug")
         query = ["pod/api", "--listening", *common]
         timed([plugin, *query], env)  # agents for both containers, remembered for the warm runs
+        solo = ["pod/solo", "--listening", *common]
+        timed([plugin, *solo], env)
         for helper in (plugin, old):
             timed([helper, "--help"], env)  # the help cache (and .pyc files) exist before timing
         spec = json.loads(kubectl("-n", ns, "get", "pod", "api", "-o", "json").stdout)["spec"]
@@ -158,16 +175,18 @@ def main() -> None:
             measure("complete pod names: new", [complete, "-n", ns, ""])
             measure("raw kubectl exec of the agent", [KUBECTL, "-n", ns, "exec", "api", "-c", agent, "--",
                                                       "sockdebug-agent", "sockets", "-l", "-p"])
-            t0 = time.perf_counter()  # the floor of a two-container query: both agents at once
+            cpu0, t0 = children_cpu(), time.perf_counter()  # the floor of a two-container query: both at once
             for proc in [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for cmd in both]:
                 proc.wait()
             rows.setdefault(TWO, []).append(time.perf_counter() - t0)
+            CPU.setdefault(TWO, []).append(children_cpu() - cpu0)
             measure("warm: baseline", [old, *query])
             measure("warm: new, nothing remembered (GET, client execs at once)", [plugin, *query], no_cache)
             measure("warm: new, client exec (remembered, kubectl not on PATH)", [plugin, *query], no_kubectl)
             measure("warm: new, kubectl", [plugin, *query])
             if editable:
                 measure("warm: new, kubectl (editable venv)", [editable, *query])
+            measure(SOLO, [plugin, *solo])
             measure("cold: baseline", [old, f"pod/b{i}", "--listening", *common])
             measure("cold: new", [plugin, f"pod/n{i}", "--listening", *common])
             t, proc = timed([KUBECTL, "debug", f"pod/d{i}", "-n", ns, f"--image={IMAGE}",
@@ -184,6 +203,7 @@ def main() -> None:
 
 WARM, EXEC = "warm: new, kubectl", "raw kubectl exec of the agent"
 TWO = "two raw kubectl execs at once (app's and sidecar's agents)"
+SOLO = "warm: new, kubectl, a one-container pod (one exec)"
 VERSION, GET = "kubectl version --client", "kubectl get pods -o name"
 
 
@@ -195,7 +215,8 @@ def write(args: argparse.Namespace, rows: dict[str, list[float]], version: str) 
 
     def line(name: str) -> str:
         v = rows[name]
-        return f"| {name} | {med[name] * 1000:.0f} | {min(v) * 1000:.0f} | {max(v) * 1000:.0f} | {len(v)} |"
+        cpu = f"{statistics.median(CPU[name]) * 1000:.0f}" if name in CPU else ""
+        return f"| {name} | {med[name] * 1000:.0f} | {min(v) * 1000:.0f} | {max(v) * 1000:.0f} | {cpu} | {len(v)} |"
 
     load = os.getloadavg()
     text = "\n".join([
@@ -207,10 +228,11 @@ def write(args: argparse.Namespace, rows: dict[str, list[float]], version: str) 
         "per round, in the order below). The pod has two containers (`app` and a `sidecar`, each holding "
         "listeners), so a query with owners asks an agent next to each. Both plugin versions run as a plain "
         "install would (`python -S`, packages on PYTHONPATH); `baseline` is the plugin before issue 12 "
-        f"({args.baseline}).",
+        f"({args.baseline}). CPU is user+sys of the command's whole process tree (the plugin and the kubectl "
+        "processes it starts), not the API server's, kubelet's or agent's.",
         "",
-        "| command | median ms | min ms | max ms | runs |",
-        "|---|---|---|---|---|",
+        "| command | median ms | min ms | max ms | median CPU ms (this machine's side) | runs |",
+        "|---|---|---|---|---|---|",
         *(line(name) for name in rows),
         "",
         "Ratios of medians (the issue's targets in brackets):",
@@ -220,7 +242,7 @@ def write(args: argparse.Namespace, rows: dict[str, list[float]], version: str) 
         f"nothing remembered {ratio('warm: new, nothing remembered (GET, client execs at once)', EXEC)}, "
         f"baseline {ratio('warm: baseline', EXEC)}; "
         f"two raw execs at once (the floor of a two-container query) / one: {ratio(TWO, EXEC)}, warm query / "
-        f"that floor: {ratio(WARM, TWO)}",
+        f"that floor: {ratio(WARM, TWO)}; a one-container pod (one exec) / one raw exec: {ratio(SOLO, EXEC)}",
         f"- `--help` / `kubectl version --client`: **{ratio('help: new (cached)', VERSION)}** [≤ 1.5] "
         f"(baseline {ratio('help: baseline', VERSION)})",
         f"- flag completion / `kubectl version --client`: **{ratio('complete flags: new', VERSION)}** [≤ 1.5] "
