@@ -71,24 +71,11 @@ def _positionals(words: Sequence[str]) -> list[str]:
 
 
 def _kubectl(words: Sequence[str], *args: str) -> Optional[list[str]]:
-    """The words kubectl prints for ``args``, with the connection flags typed so far
-    (None when kubectl is missing, slow or refused)."""
-    import shutil
-    import subprocess
+    """What ``kubectl ARGS`` prints, with the connection flags typed so far (None: no answer)."""
+    from .kube import kubectl_words
 
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        return None
-    conn = [f"{flag}={value}" for flag, value in (("--kubeconfig", _option(words, "--kubeconfig")),
-                                                  ("--context", _option(words, "--context")),
-                                                  ("--namespace", _option(words, "-n", "--namespace")))
-            if value is not None]
-    try:
-        proc = subprocess.run([kubectl, *conn, *args, f"--request-timeout={_TIMEOUT_S}s"], capture_output=True,
-                              text=True, timeout=_TIMEOUT_S + 2, stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return proc.stdout.split() if proc.returncode == 0 else None
+    return kubectl_words(_option(words, "--kubeconfig"), _option(words, "--context"),
+                         _option(words, "-n", "--namespace"), *args, timeout=_TIMEOUT_S)
 
 
 def _names(words: Sequence[str], kind: str) -> Optional[list[str]]:

@@ -7,7 +7,7 @@ sizes: switching context or namespace rewrites it), ``--context``, ``-n`` and th
 pod's name.  The same ``Runner`` then runs offline, exec'ing through ``kubectl
 exec`` (on PATH under ``kubectl sockdebug``, with every auth plugin the user has) so
 the Python client is never imported; without kubectl on PATH, through the client's own
-exec (``ClientExec``), which still reads no pod.
+exec (``kube.ClientExec``), which still reads no pod.
 
 Correct when the agent has gone: a remembered agent that exited, a pod that was
 replaced, or a container that restarted (an owner's container id the pod did not
@@ -20,15 +20,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import threading
 import time
-from collections.abc import Iterator
 from typing import Any, Optional
 
 from . import cache
 from .errors import SockdebugError
 from .inject import NAME_PREFIX, reusable_agent
+from .kube import ClientExec, KubectlExec
 from .options import AgentOptions, Conn
 from .targets import DEFAULT_CONTAINER_ANNOTATION, Target, check_running, parse_target, pick_container, target_info
 
@@ -106,7 +104,7 @@ def forget(conn: Conn, pod: str) -> None:
 class Warm:
     """A warm query in flight: its kubectl execs were started by ``prestart``."""
 
-    def __init__(self, conn: Conn, target: Target, execer: KubectlExec):
+    def __init__(self, conn: Conn, target: Target, execer: Any):
         self.conn, self.target, self.execer = conn, target, execer
 
     def results(self, agent: AgentOptions, queries: list[Any]) -> Optional[list[Any]]:
@@ -149,116 +147,12 @@ def prestart(opts: Any) -> Optional[Warm]:
 
     if agent_of(target.container) is None:
         return None
+    conn = opts.conn
     kubectl = shutil.which("kubectl")
-    execer: Any = KubectlExec(kubectl, opts.conn) if kubectl else ClientExec(opts.conn)
+    execer: Any = (KubectlExec(kubectl, conn.kubeconfig, conn.context) if kubectl
+                   else ClientExec(conn.kubeconfig, conn.context, conn.namespace))
     for query in opts.queries():
         argv = query.to_argv()
         for container in target.asked_together(argv, lambda c: agent_of(c) is not None):
             execer.prestart(target.namespace, target.pod_name, agent_of(container), ["sockdebug-agent", *argv])
     return Warm(opts.conn, target, execer)
-
-
-class ClientExec:
-    """Execs for an offline ``Runner`` through the Python client, when kubectl is not on
-    PATH: the client must be imported and connected first, so nothing starts early, but
-    no pod is read either."""
-
-    def __init__(self, conn: Conn):
-        self.conn = conn
-        self._kube: Any = None
-        self._lock = threading.Lock()
-
-    def prestart(self, namespace: str, pod: str, container: str, command: list[str]) -> None:
-        pass
-
-    def exec(self, namespace: str, pod: str, container: str, command: list[str]) -> Any:
-        with self._lock:
-            if self._kube is None:
-                from .kube import connect
-
-                self._kube = connect(self.conn.kubeconfig, self.conn.context, self.conn.namespace)
-        return self._kube.exec(namespace, pod, container, command)
-
-    def close(self) -> None:
-        pass
-
-
-class KubectlExec:
-    """Execs for an offline ``Runner``: one ``kubectl exec`` process each, possibly
-    started ahead (``prestart``) and handed out when the runner asks for the same exec."""
-
-    def __init__(self, kubectl: str, conn: Conn):
-        self.base = [kubectl, *(["--kubeconfig", conn.kubeconfig] if conn.kubeconfig else []),
-                     *(["--context", conn.context] if conn.context else [])]
-        self._started: dict[tuple[str, ...], KubectlChannel] = {}
-        self._lock = threading.Lock()
-
-    def _spawn(self, namespace: str, pod: str, container: str, command: list[str]) -> KubectlChannel:
-        return KubectlChannel(subprocess.Popen(
-            [*self.base, "-n", namespace, "exec", pod, "-c", container, "--", *command],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
-
-    def prestart(self, namespace: str, pod: str, container: str, command: list[str]) -> None:
-        self._started[(namespace, pod, container, *command)] = self._spawn(namespace, pod, container, command)
-
-    def exec(self, namespace: str, pod: str, container: str, command: list[str]) -> KubectlChannel:
-        with self._lock:
-            started = self._started.pop((namespace, pod, container, *command), None)
-        return started or self._spawn(namespace, pod, container, command)
-
-    def close(self) -> None:
-        """End the execs nobody asked for (the run took another turn)."""
-        with self._lock:
-            left, self._started = list(self._started.values()), {}
-        for channel in left:
-            channel.close()
-
-
-class KubectlChannel:
-    """stdout of ``kubectl exec`` as it arrives; stderr and the exit code after.  A kubectl
-    that exits non-zero before any output could not reach the agent: ``NotFound``."""
-
-    def __init__(self, proc: subprocess.Popen):
-        self.proc = proc
-        self.stderr = b""
-
-    def chunks(self, deadline: float) -> Iterator[bytes]:
-        import selectors
-
-        from .kube import NotFound, deadline_error
-
-        proc, got = self.proc, False
-        assert proc.stdout is not None and proc.stderr is not None
-        with selectors.DefaultSelector() as sel:
-            sel.register(proc.stdout, selectors.EVENT_READ)
-            sel.register(proc.stderr, selectors.EVENT_READ)
-            while sel.get_map():
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    self.close()
-                    raise deadline_error()
-                for ready, _ in sel.select(min(left, 5.0)):
-                    data = os.read(ready.fd, 65536)
-                    if not data:
-                        sel.unregister(ready.fileobj)
-                    elif ready.fileobj is proc.stdout:
-                        got = True
-                        yield data
-                    else:
-                        self.stderr += data
-        proc.wait()
-        if proc.returncode and not got:
-            last = (self.stderr.decode("utf-8", "replace").strip().splitlines() or ["no output"])[-1]
-            raise NotFound(f"kubectl exec failed: {last[:200]}", None)
-
-    @property
-    def returncode(self) -> Optional[int]:
-        return self.proc.returncode
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        for pipe in (self.proc.stdout, self.proc.stderr):
-            if pipe is not None:
-                pipe.close()
