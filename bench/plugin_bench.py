@@ -210,6 +210,14 @@ VERSION, GET = "kubectl version --client", "kubectl get pods -o name"
 def write(args: argparse.Namespace, rows: dict[str, list[float]], version: str) -> None:
     med = {k: statistics.median(v) for k, v in rows.items()}
 
+    def ms(a: str, b: str = "") -> str:
+        return f"{(med[a] - (med[b] if b else 0)) * 1000:.0f}" if a in med and (not b or b in med) else "n/a"
+
+    def cpu(a: str, b: str = "") -> str:
+        if a not in CPU or (b and b not in CPU):
+            return "n/a"
+        return f"{(statistics.median(CPU[a]) - (statistics.median(CPU[b]) if b else 0)) * 1000:.0f}"
+
     def ratio(a: str, b: str) -> str:
         return f"{med[a] / med[b]:.2f}" if a in med and b in med else "n/a"
 
@@ -243,6 +251,9 @@ def write(args: argparse.Namespace, rows: dict[str, list[float]], version: str) 
         f"baseline {ratio('warm: baseline', EXEC)}; "
         f"two raw execs at once (the floor of a two-container query) / one: {ratio(TWO, EXEC)}, warm query / "
         f"that floor: {ratio(WARM, TWO)}; a one-container pod (one exec) / one raw exec: {ratio(SOLO, EXEC)}",
+        f"- where the warm query's time goes: the two execs at once take {ms(TWO)} ms ({cpu(TWO)} ms CPU in the two "
+        f"kubectl processes); the plugin adds {ms(WARM, TWO)} ms ({cpu(WARM, TWO)} ms CPU: interpreter, flags, "
+        "validation and the remembered pod before the execs start, then reading and rendering the answers)",
         f"- `--help` / `kubectl version --client`: **{ratio('help: new (cached)', VERSION)}** [≤ 1.5] "
         f"(baseline {ratio('help: baseline', VERSION)})",
         f"- flag completion / `kubectl version --client`: **{ratio('complete flags: new', VERSION)}** [≤ 1.5] "
