@@ -10,7 +10,6 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Optional
 
 from . import choices, render, warm
@@ -56,6 +55,8 @@ def collect(runner: Runner, targets: list[Any], queries: list[Any]) -> list[rend
 
     if len(targets) == 1:
         return [one(targets[0])]
+    from concurrent.futures import ThreadPoolExecutor  # imports logging: only where several targets need it
+
     with ThreadPoolExecutor(max_workers=min(_MAX_PARALLEL, len(targets))) as pool:
         return list(pool.map(one, targets))
 

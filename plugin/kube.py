@@ -409,6 +409,15 @@ def _incluster_namespace() -> Optional[str]:
 # `kubectl sockdebug` (it runs the plugin and its completion), speaks every auth plugin the
 # user has, and starts in a fraction of the Python client's import time.
 
+def find_kubectl() -> Optional[str]:
+    """kubectl on PATH, as the shell finds it (shutil.which, without shutil's imports)."""
+    for folder in os.get_exec_path():
+        path = os.path.join(folder, "kubectl")
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    return None
+
+
 def kubectl_connection(kubeconfig: Optional[str], context: Optional[str],
                        namespace: Optional[str] = None) -> list[str]:
     """kubectl's flags for the connection the user typed (nothing: kubectl's defaults)."""
@@ -419,10 +428,9 @@ def kubectl_connection(kubeconfig: Optional[str], context: Optional[str],
 def kubectl_words(kubeconfig: Optional[str], context: Optional[str], namespace: Optional[str], *args: str,
                   timeout: float = 5) -> Optional[list[str]]:
     """The words ``kubectl ARGS`` prints, or None when kubectl is missing, slow or refused."""
-    import shutil
     import subprocess
 
-    kubectl = shutil.which("kubectl")
+    kubectl = find_kubectl()
     if kubectl is None:
         return None
     try:

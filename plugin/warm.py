@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from typing import Any, Optional
 
 from . import cache
 from .errors import SockdebugError
 from .inject import NAME_PREFIX, reusable_agent
-from .kube import ClientExec, KubectlExec
+from .kube import ClientExec, KubectlExec, find_kubectl
 from .options import AgentOptions, Conn
 from .targets import DEFAULT_CONTAINER_ANNOTATION, Target, check_running, parse_target, pick_container, target_info
 
@@ -148,7 +147,7 @@ def prestart(opts: Any) -> Optional[Warm]:
     if agent_of(target.container) is None:
         return None
     conn = opts.conn
-    kubectl = shutil.which("kubectl")
+    kubectl = find_kubectl()
     execer: Any = (KubectlExec(kubectl, conn.kubeconfig, conn.context) if kubectl
                    else ClientExec(conn.kubeconfig, conn.context, conn.namespace))
     for query in opts.queries():
