@@ -437,8 +437,8 @@ class _Leaves:
 
     def mark(self, node: Mark) -> Pair:
         """ss's SSF_MARKMASK and the kernel's INET_DIAG_BC_MARK_COND: (mark & mask) == value.
-        A socket without the INET_DIAG_MARK attribute (unix, /proc rows, TIME-WAIT, or a
-        reader without CAP_NET_ADMIN) has mark 0, as in ss."""
+        A socket without the INET_DIAG_MARK attribute (unix, /proc rows, or a reader
+        without CAP_NET_ADMIN) has mark 0, as in ss."""
         mark, mask = node.mark, node.mask
 
         def pred(s: Socket) -> bool:

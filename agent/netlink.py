@@ -194,17 +194,20 @@ class Netlink:
                     queue.put((memoryview(buf), size))
                     if size == 0 or _ends_reply(buf, size):
                         break
-            except OSError as exc:
+            except (OSError, MemoryError) as exc:  # handed over: the reader raises it (RLIMIT_AS, ...)
                 queue.put(exc)
             queue.put(None)
 
-        threading.Thread(target=receive, name="netlink-prefetch", daemon=True).start()
+        try:
+            threading.Thread(target=receive, name="netlink-prefetch", daemon=True).start()
+        except RuntimeError:  # no thread left (RLIMIT_NPROC, memory): receive here, one datagram at a time
+            queue.put(None)
         try:
             while True:
                 item = queue.get()
                 if item is None:
                     break
-                if isinstance(item, OSError):
+                if isinstance(item, (OSError, MemoryError)):
                     raise item
                 yield item
             yield from self._received(request, sock)

@@ -38,8 +38,8 @@ COMMAND_HELP = {
 # The socket flags, in the order to_argv writes them: (SocketFlags field, short, long, help).
 # argparse's dest is the long option's name (``--options`` -> args.options).
 SOCKET_FLAGS = (
-    ("listening", "-l", "--listening", "listening sockets only"),
-    ("all", "-a", "--all", "listening and non-listening sockets"),
+    ("listening", "-l", "--listening", "listening sockets only (the last of -a/-l counts, as in ss)"),
+    ("all", "-a", "--all", "listening and non-listening sockets (the last of -a/-l counts)"),
     ("tcp", "-t", "--tcp", "TCP sockets"),
     ("udp", "-u", "--udp", "UDP sockets"),
     ("unix", "-x", "--unix", "unix domain sockets"),
@@ -68,7 +68,8 @@ class SocketFlags(Value):
                  unix: bool = False, raw: bool = False, ipv4: bool = False, ipv6: bool = False,
                  processes: bool = False, timers: bool = False, extended: bool = False, memory: bool = False,
                  info: bool = False, preferred_family: Optional[str] = None):
-        self.listening, self.all = listening, all  # -l, -a
+        # -l, -a: ss keeps the last one given; to_argv writes -l first, so -a wins over -l here
+        self.listening, self.all = listening and not all, all
         self.tcp, self.udp, self.unix, self.raw = tcp, udp, unix, raw  # -t, -u, -x, -w
         self.ipv4, self.ipv6 = ipv4, ipv6  # -4, -6
         self.processes, self.timers, self.extended = processes, timers, extended  # -p, -o, -e
@@ -222,24 +223,27 @@ def add_commands(sub: Any, help: bool = True) -> None:
     (the agent's parser, and ``from_argv``'s)."""
     import argparse
 
-    class FamilyFlag(argparse.Action):
-        """store_true that also remembers the last family flag given."""
+    class Flag(argparse.Action):
+        """store_true that also sets other attributes: -x/-4/-6 record themselves as the
+        last family flag given, and -a/-l clear each other (ss keeps the last one)."""
 
-        def __init__(self, option_strings, dest, family: str, **kwargs):
+        def __init__(self, option_strings, dest, also: dict, **kwargs):
             super().__init__(option_strings, dest, nargs=0, default=False, **kwargs)
-            self.family = family
+            self.also = also
 
         def __call__(self, parser, namespace, values, option_string=None):
             setattr(namespace, self.dest, True)
-            namespace.preferred_family = self.family
+            for name, value in self.also.items():
+                setattr(namespace, name, value)
 
-    families = dict(FAMILY_FLAGS)
+    also = {"listening": {"all": False}, "all": {"listening": False},
+            **{field: {"preferred_family": family} for field, family in FAMILY_FLAGS}}
     for command in COMMANDS:
         p = sub.add_parser(command, help=COMMAND_HELP[command], add_help=help)
         if command in SOCKET_COMMANDS:
             for field, short, long, text in SOCKET_FLAGS:
-                if field in families:
-                    p.add_argument(short, long, action=FamilyFlag, family=families[field], help=text)
+                if field in also:
+                    p.add_argument(short, long, action=Flag, also=also[field], help=text)
                 else:
                     p.add_argument(short, long, action="store_true", help=text)
             p.add_argument("-n", "--numeric", action="store_true",

@@ -293,15 +293,20 @@ def limits_text(res: Result, show_headers: bool = True) -> str:
     return "\n".join(out)
 
 
+def severity_tag(severity: Any, color: bool) -> str:
+    """``CRITICAL`` / ``WARNING`` / ``INFO``, escaped, in its colour on a terminal (the
+    plugin's findings renderer uses it too)."""
+    tag = escape(str(severity).upper())
+    return f"\x1b[{_SEVERITY_COLORS.get(severity, '0')}m{tag}\x1b[0m" if color else tag
+
+
 def findings_text(res: Result, color: bool, sort: Optional[Sorter] = None) -> str:
     findings = res.of("finding")
     if sort is not None and findings:
         findings = [f for _, f in sort([(res.target, f) for f in findings])]
     out = []
     for f in findings:
-        tag = escape(str(f.severity).upper())
-        if color:
-            tag = f"\x1b[{_SEVERITY_COLORS.get(f.severity, '0')}m{tag}\x1b[0m"
+        tag = severity_tag(f.severity, color)
         out += [f"{tag}  {escape(f.title)}  [{escape(f.id)}]", f"    {escape(f.explanation)}",
                 f"    next: {escape(f.next_step)}"]
         evidence = ", ".join(f"{escape(k)}={value_text(v)}" for k, v in f.evidence.items())

@@ -29,6 +29,23 @@ STATE_NAMES = (
 )
 
 
+def text(raw: bytes | bytearray | memoryview | str) -> str:
+    """The one rule for every string the agent takes from the kernel, a target or its own
+    command line: valid UTF-8 as is, any other byte as the four characters ``\\xNN``.
+
+    ``str`` input is what Python already decoded with ``surrogateescape`` (argv,
+    ``if_indextoname``, ``gethostname``): its lone surrogates are the undecodable bytes,
+    and they get the same ``\\xNN`` instead of reaching the wire as ``\\udcNN``."""
+    if isinstance(raw, str):
+        if raw.isascii():
+            return raw
+        try:
+            raw = raw.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:  # a surrogate no decoder made (e.g. from JSON): keep it visible
+            return raw.encode("utf-8", "backslashreplace").decode("utf-8")
+    return bytes(raw).decode("utf-8", "backslashreplace")
+
+
 # --- nested structures -------------------------------------------------------------
 
 class Process(TypedDict, total=False):

@@ -40,7 +40,7 @@ __all__ = [
     "OUTPUTS", "Result", "address", "document", "escape", "findings_text", "format_table", "info_text",
     "interfaces_table", "jsonl_line", "limits_text", "ms_text", "notable_warnings", "process_text", "report_text",
     "routes_table", "sockets_table", "summary_text", "target_title", "timer_text", "use_color", "without_surrogates",
-    "write_document",
+    "write_doc", "write_document",
 ]
 
 OUTPUTS = ("table", "wide", "json", "yaml", "jsonl")
@@ -71,7 +71,11 @@ _PLURALS = {"process_limits": "process_limits"}
 
 
 def write_document(results: Sequence[Result], output: str, out: TextIO) -> None:
-    doc = document(results)
+    write_doc(document(results), output, out)
+
+
+def write_doc(doc: dict[str, Any], output: str, out: TextIO) -> None:
+    """Any report document as json or yaml (the findings reports use it too)."""
     if output == "json":
         json.dump(doc, out, indent=2)
         out.write("\n")

@@ -7,10 +7,11 @@ CAP_SYS_PTRACE; processes we may not read are counted, never silently skipped.
 
 from __future__ import annotations
 
+import errno
 import os
 from typing import NamedTuple, Optional
 
-from ..schema import Process, ProcessIds
+from ..schema import Process, ProcessIds, text
 
 CAP_SYS_PTRACE = 19
 
@@ -23,7 +24,7 @@ class OwnerScan(NamedTuple):
 def parse_comm(stat: bytes) -> str:
     """comm from the text of /proc/PID/stat: between the first '(' and the last ')'
     (a comm may itself contain ')' or spaces)."""
-    return stat[stat.find(b"(") + 1:stat.rfind(b")")].decode("utf-8", "backslashreplace")
+    return text(stat[stat.find(b"(") + 1:stat.rfind(b")")])
 
 
 def parse_container_id(cgroup: str) -> Optional[str]:
@@ -41,7 +42,7 @@ def parse_container_id(cgroup: str) -> Optional[str]:
 def read_text(path: str) -> Optional[str]:
     try:
         with open(path, "rb") as f:
-            return f.read().decode("utf-8", "backslashreplace")
+            return text(f.read())
     except OSError:
         return None
 
@@ -51,7 +52,11 @@ def scan_owners(proc: str = "/proc", with_containers: bool = True) -> OwnerScan:
     scan = OwnerScan({}, [])
     owners = scan.owners
     readlink, listdir = os.readlink, os.listdir
-    for entry in os.listdir(proc):
+    try:
+        entries = os.listdir(proc)
+    except OSError:  # no /proc in this mount namespace: the caller warns (procfs.processes_hidden)
+        return scan
+    for entry in entries:
         if not entry.isdigit():
             continue
         pid = int(entry)
@@ -60,7 +65,9 @@ def scan_owners(proc: str = "/proc", with_containers: bool = True) -> OwnerScan:
         except PermissionError:
             scan.denied.append(pid)
             continue
-        except OSError:  # exited meanwhile, or a kernel thread
+        except OSError as exc:  # exited meanwhile, or a kernel thread; out of fds is not silence
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                raise
             continue
         found: list[tuple[int, int]] = []
         try:
@@ -123,14 +130,16 @@ def scan_ids(proc: str = "/proc") -> list[ProcessIds]:
         if not entry.isdigit() or int(entry) == me:
             continue
         status = read_text(f"{proc}/{entry}/status")
-        stat = read_text(f"{proc}/{entry}/stat")
-        if not status or not stat:
+        try:
+            with open(f"{proc}/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
             continue  # exited meanwhile
-        uids, gids = parse_ids(status)
+        uids, gids = parse_ids(status or "")
         if not uids or not gids:
             continue
         cgroup = read_text(f"{proc}/{entry}/cgroup")
-        out.append(ProcessIds(int(entry), parse_comm(stat.encode()), uids, gids,
+        out.append(ProcessIds(int(entry), parse_comm(stat), uids, gids,
                               parse_container_id(cgroup) if cgroup else None))
     return sorted(out)
 

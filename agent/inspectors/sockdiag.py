@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any, Optional
 
 from ..netlink import ProtocolError, parse_attrs
-from ..schema import STATE_NAMES, Extended, Process, SkMem, Socket, Timer
+from ..schema import STATE_NAMES, Extended, Process, SkMem, Socket, Timer, text
 
 SOCK_DIAG_BY_FAMILY = 20
 
@@ -160,20 +160,22 @@ def parse_tcp_info(data: bytes | memoryview, congestion: Optional[str] = None) -
 def inet_parser(family: int, protocol: int, *, timers: bool = False, extended: bool = False,
                 memory: bool = False, info: bool = False,
                 ifname: Callable[[int], Optional[str]] = lambda i: None,
-                owners: Optional[dict[int, list[Process]]] = None) -> Callable[[Any, int, int], Socket]:
+                owners: Optional[dict[int, list[Process]]] = None,
+                marks: bool = False) -> Callable[[Any, int, int], Socket]:
     """A parser of inet_diag replies of one (family, protocol) dump into Socket records.
 
     A closure rather than a class: this runs once per socket (tens of thousands per
     run) and local variables are the cheapest lookups Python has.  It caches address
     text by raw bytes; ``owners`` (socket inode -> processes) fills ``processes`` for
-    ss -p.
+    ss -p.  ``marks`` fills ``extended`` with ``fwmark`` and ``cgroup_id`` even without
+    ``extended`` (the filter's fwmark/cgroup conditions read them).
     """
     family_name = "inet" if family == socket.AF_INET else "inet6"
     netid = INET_NETIDS[protocol]
     unpack = (_INET_MSG_V4 if family == socket.AF_INET else _INET_MSG_V6).unpack_from
     ntop = socket.inet_ntop
     cache: dict[bytes, str] = {}
-    want_attrs = extended or memory or info
+    want_attrs = extended or memory or info or marks
     v6 = family == socket.AF_INET6
     states = _STATE_TEXT
     new = _new_socket
@@ -188,9 +190,9 @@ def inet_parser(family: int, protocol: int, *, timers: bool = False, extended: b
         raw = attrs.get(INET_DIAG_SKV6ONLY)
         v6only = bool(raw[0]) if raw is not None else None
         ext = skmem = tcp_info = None
-        if extended:
+        if extended or marks:
             ext = Extended()
-            shutdown = attrs.get(INET_DIAG_SHUTDOWN)
+            shutdown = attrs.get(INET_DIAG_SHUTDOWN) if extended else None
             if shutdown:  # not sent for TIME-WAIT and request socks: ss then prints none either
                 ext["shutdown"] = SHUTDOWN_TEXT[shutdown[0] & 3]
             if INET_DIAG_MARK in attrs:
@@ -254,7 +256,7 @@ def unix_name(raw: bytes | memoryview) -> str:
         data = data.replace(b"\0", b"@")
     else:
         data = data.split(b"\0", 1)[0]
-    return data.decode("utf-8", "backslashreplace")
+    return text(data)
 
 
 def parse_unix(buf: memoryview | bytes, start: int, end: int, *, extended: bool = False,

@@ -10,7 +10,7 @@ from typing import NamedTuple, Optional
 
 from ..filter import NEW_SYN_RECV, SYN_RECV, Selection, Unlocked
 from ..netlink import NETLINK_SOCK_DIAG, DumpInterrupted, Netlink, NetlinkError
-from ..schema import Process, Socket, Warning
+from ..schema import Process, Socket, Warning, text
 from . import procnet
 from .processes import CAP_SYS_PTRACE, has_capability, scan_owners
 from .sockdiag import (
@@ -30,9 +30,11 @@ from .sockdiag import (
 )
 
 _PROTOCOLS = {"tcp": IPPROTO_TCP, "udp": IPPROTO_UDP, "raw": IPPROTO_RAW}
+CAP_NET_ADMIN = 12  # linux/capability.h
 _FAMILIES = (("inet", socket.AF_INET, ""), ("inet6", socket.AF_INET6, "6"))
 # A diag module that is not built answers ENOENT (raw_diag here), an unknown family EINVAL.
 _MISSING_MODULE = (errno.ENOENT, errno.EINVAL, errno.EOPNOTSUPP, errno.EPROTONOSUPPORT)
+_OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS)
 
 Owners = Optional[dict[int, list[Process]]]
 Warn = Callable[[Warning], None]
@@ -57,7 +59,7 @@ class InterfaceNames:
     def __call__(self, index: int) -> Optional[str]:
         if index not in self._names:
             try:
-                self._names[index] = socket.if_indextoname(index)
+                self._names[index] = text(socket.if_indextoname(index))  # \xNN, not a lone surrogate
             except OSError:
                 self._names[index] = str(index)
         return self._names[index]
@@ -74,22 +76,12 @@ def _proc_fallback(table: str, families: list[tuple[str, int, str]], details: De
     if table == "unix":
         warn(Warning("proc-fallback", f"{why or 'the kernel has no unix_diag'}: unix sockets are read from "
                      "/proc/net/unix (no peers, queues or uids), as ss does"))
-        paths = [("/proc/net/unix", 0)]
+        out = procnet.read_unix(warn)
     else:
         warn(Warning("proc-fallback", f"{why or f'the kernel has no {table}_diag'}: {table} sockets are read from "
                      f"/proc/net/{table}{{,6}} (no cookies, listener backlogs or ms timers), as ss does"))
-        paths = [(f"/proc/net/{table}{suffix}", family) for _name, family, suffix in families]
-    out: list[Socket] = []
-    for path, family in paths:
-        try:
-            with open(path) as f:
-                text = f.read()
-        except FileNotFoundError:  # e.g. IPv6 disabled in this kernel or namespace
-            continue
-        if table == "unix":
-            out += procnet.parse_proc_unix(text)
-        else:
-            out += procnet.parse_proc_inet(text, family, table, details.timers)
+        out = [s for _name, family, suffix in families
+               for s in procnet.read_inet(f"/proc/net/{table}{suffix}", family, table, details.timers, warn)]
     if owners is not None:
         out = [s._replace(processes=owners.get(s.inode, []) if s.inode else []) for s in out]
     return out
@@ -125,7 +117,8 @@ def dump_table(nl: Optional[Netlink], table: str, sel: Selection, details: Detai
             if sel.unlocked is not None:  # the expression uses `autobound`: see filter.py
                 _unlocked(nl, family, protocol, states, sel.unlocked)
             parser = inet_parser(family, protocol, timers=details.timers, extended=details.extended,
-                                memory=details.memory, info=details.info, ifname=ifname, owners=owners)
+                                memory=details.memory, info=details.info, ifname=ifname, owners=owners,
+                                marks=sel.marks)
             yield from _warn_if_interrupted(
                 nl.stream(SOCK_DIAG_BY_FAMILY, inet_request(family, protocol, states, ext), parser, prefetch=True),
                 f"{table} ({name})", warn)
@@ -178,17 +171,28 @@ def collect(sel: Selection, details: Details, warn: Warn) -> Iterator[list[Socke
     try:
         nl: Optional[Netlink] = Netlink(NETLINK_SOCK_DIAG)
     except OSError as exc:
+        if exc.errno in _OUT_OF_RESOURCES:  # /proc would fail the same way: say which limit (faults.py)
+            raise
         nl = None
         warn(Warning("netlink-unavailable", f"NETLINK_SOCK_DIAG could not be opened ({exc.strerror}): "
                      "reading /proc/net instead"))
     ifname = InterfaceNames()
     matches = sel.matches
+    # fwmark/cgroup conditions read marks and cgroup ids from `extended`; without -e the
+    # records do not keep them.  The kernel sends marks only to CAP_NET_ADMIN (filter.py).
+    strip = sel.marks and not details.extended
+    if sel.reads_fwmark and has_capability(CAP_NET_ADMIN) is False:
+        warn(Warning("fwmark-unavailable", "the kernel sends socket marks only to a reader with CAP_NET_ADMIN, "
+                     "which this agent lacks: fwmark conditions see every mark as 0 (ss without it fails its "
+                     "bytecode with EPERM and reads /proc, where marks are 0 too). Run with CAP_NET_ADMIN."))
     # The kernel applies the state mask itself; only expressions and /proc rows need a check here.
     try:
         for table in sel.tables():
             for batch in dump_table(nl, table, sel, details, owners, ifname, warn):
                 if batch and (sel.expr is not None or batch[0].cookie is None):
                     batch = [s for s in batch if matches(s)]
+                if strip:
+                    batch = [s._replace(extended=None) if s.extended is not None else s for s in batch]
                 if batch:
                     yield batch
     finally:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -52,7 +53,7 @@ def no_client(tmp_path) -> dict:
     (fake / "__init__.py").write_text("raise ImportError('the warm path must not import the client')\n")
     bindir = tmp_path / "bin"
     bindir.mkdir()
-    real = subprocess.run(["which", "kubectl"], capture_output=True, text=True, check=True).stdout.strip()
+    real = shutil.which("kubectl")
     (bindir / "kubectl").write_text(f"#!/bin/sh\nprintf '%s\\n' \"$*\" >> {tmp_path}/kubectl.log\n"
                                     f"exec {real} \"$@\"\n")
     (bindir / "kubectl").chmod(0o755)

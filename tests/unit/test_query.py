@@ -64,6 +64,8 @@ def test_every_command_and_flag_is_covered():
     (["sockets", "-tuaxp"], Query("sockets", SocketFlags(tcp=True, udp=True, all=True, unix=True, processes=True))),
     (["sockets", "-tln", "-H"], Query("sockets", SocketFlags(tcp=True, listening=True))),  # -n, -H: ss habits
     (["sockets", "-x4"], Query("sockets", SocketFlags(unix=True, ipv4=True))),  # ss's order: no preference
+    (["sockets", "-tal"], Query("sockets", SocketFlags(tcp=True, listening=True))),  # ss: the last of -a/-l
+    (["sockets", "-tla"], Query("sockets", SocketFlags(tcp=True, all=True))),
     (["sockets", "-4x"], Query("sockets", SocketFlags(unix=True, ipv4=True, preferred_family="unix"))),
     (["sockets", "--tcp", "--options", "state", "listening"],
      Query("sockets", SocketFlags(tcp=True, timers=True), ("state", "listening"))),
