@@ -85,12 +85,13 @@ def test_a_warm_query_after_the_agent_exited_adds_a_new_one(ns, api, cache):
     before = ephemeral_names(ns, api)
     pod = json.loads(kubectl("-n", ns, "get", "pod", api, "-o", "json").stdout)
     app_agents = [c["name"] for c in pod["spec"]["ephemeralContainers"] if c["targetContainerName"] == "app"]
-    for agent in app_agents:  # end the agents of `app` as an idle timeout would (serve exits on SIGTERM)
+    for agent in app_agents:  # end the agents of `app` as an idle timeout would (serve exits on SIGTERM);
+        # only `sockdebug-agent serve`: the app's own process shares this PID namespace
         kubectl("-n", ns, "exec", api, "-c", agent, "--", "python3", "-c",
                 "import os, signal\n"
                 "for p in filter(str.isdigit, os.listdir('/proc')):\n"
                 "    try:\n"
-                "        if b'serve' in open(f'/proc/{p}/cmdline', 'rb').read() and int(p) != os.getpid():\n"
+                "        if b'sockdebug-agent\\0serve' in open(f'/proc/{p}/cmdline', 'rb').read():\n"
                 "            os.kill(int(p), signal.SIGTERM)\n"
                 "    except OSError:\n"
                 "        pass\n", check=False)
