@@ -27,7 +27,7 @@ from datetime import datetime
 from typing import Any, Optional
 
 from . import output
-from .inject import IDS_ENV, NAME_PREFIX, PROFILE_ENV, env_value
+from .inject import IDS_ENV, NAME_PREFIX, PROFILE_ENV, env_value, seconds_text
 from .options import AgentsOptions
 from .profiles import NODE_POD_LABEL, NODE_POD_NAME
 
@@ -188,7 +188,7 @@ def table_text(rows: list[dict[str, Any]], style: output.Style, namespaces: bool
             UNKNOWN if r["age_s"] is None else human_duration(r["age_s"]), idle_left_text(r)]
         if style.wide:
             timeout = r["idle_timeout_s"]
-            cells += [r["mode"], r["reason"] or NONE, NONE if timeout is None else f"{timeout:g}s",
+            cells += [r["mode"], r["reason"] or NONE, NONE if timeout is None else seconds_text(timeout) + "s",
                       r["node"] or NONE, r["image"] or NONE]
         body.append([escape("" if c is None else str(c)) for c in cells])
     return kubectl_table(headers, body, style.show_headers)

@@ -48,11 +48,15 @@ def random_suffix() -> str:
     return os.urandom(3).hex()
 
 
+def seconds_text(seconds: float) -> str:
+    """Seconds as the agent reads numbers: ASCII digits, at most three decimals here
+    (``900``, ``0.5``, ``31536000``)."""
+    return f"{seconds:.3f}".rstrip("0").rstrip(".")
+
+
 def serve_command(idle_timeout: float = IDLE_TIMEOUT_S) -> list[str]:
-    """``serve`` with its idle timeout written as the agent reads numbers (ASCII digits,
-    at most three decimals here: ``900``, ``0.5``); ``agents`` reads it back."""
-    text = f"{idle_timeout:.3f}".rstrip("0").rstrip(".")
-    return ["sockdebug-agent", "serve", "--idle-timeout", text]
+    """``serve`` with its idle timeout (``agents`` reads it back from the spec)."""
+    return ["sockdebug-agent", "serve", "--idle-timeout", seconds_text(idle_timeout)]
 
 
 def env_value(container: dict, name: str) -> Optional[str]:

@@ -14,10 +14,11 @@ templates and sort paths were usage errors then, before any API call).  A ``View
 ``rows(document)``
     where the rows of the table view are in that document: ``(list, extra)`` pairs, each
     list holding row dicts and ``extra`` the fields every row of it gains (an item's
-    ``target``).  ``custom-columns`` prints these rows (``{**row, **extra}``), and
-    ``--sort-by`` sorts each list in place, so json, yaml, jsonpath and custom-columns
-    all see one order.  ``item_rows("sockets")`` (each item's sockets, with the item's
-    target) and ``top_rows("findings")`` (one list at the top) cover the reports here.
+    ``target``).  ``custom-columns`` prints these rows (``{**row, **extra}``), sorted
+    across lists as the tables are; with json, yaml and jsonpath ``--sort-by`` orders
+    each list in place (an item's sockets stay in the item).  ``item_rows("sockets")``
+    (each item's sockets, with the item's target) and ``top_rows("findings")`` (one list
+    at the top) cover the reports here.
 ``table(style)``
     the text of ``table`` and ``wide`` (``Style``: wide, color, show_headers, and the
     sort path, a jsonpath ``Template`` over one row, or None), without the last newline.
@@ -118,23 +119,25 @@ def emit(printing: Printing, view: View, out: Optional[TextIO] = None) -> None:
         return
     if kind in ("table", "wide"):
         text = view.table(Style(kind == "wide", render.use_color(out), printing.show_headers, printing.sort))
+        out.write(text + "\n" if text else "")
+        out.flush()
+        return
+    from . import printers
+
+    doc = view.document()
+    if kind == "custom-columns":
+        rows = rows_of(view, doc)
+        if printing.sort is not None:
+            rows = printers.sort_rows(rows, printing.sort)  # across items, as the tables are
+        text = printers.custom_columns_text(printing.spec.columns, rows, printing.show_headers)
+        out.write(text + "\n" if text else "")
     else:
-        doc = view.document()
         if printing.sort is not None:
             sort_in_place(view, doc, printing.sort)
-        if kind in ("json", "yaml"):
-            render.write_doc(doc, kind, out)
-            out.flush()
-            return
-        from . import printers
-
         if kind == "jsonpath":
             out.write(printers.jsonpath_text(printing.spec.template, doc))  # kubectl adds no newline
-            out.flush()
-            return
-        text = printers.custom_columns_text(printing.spec.columns, rows_of(view, doc), printing.show_headers)
-    if text:
-        out.write(text + "\n")
+        else:
+            render.write_doc(doc, kind, out)
     out.flush()
 
 
