@@ -331,8 +331,11 @@ def collect_node(runner: Runner, pods: list[dict], all_pods: list[dict], progres
             progress.tick()
 
     if nodes:
-        with ThreadPoolExecutor(max_workers=min(parallel, len(nodes))) as pool:
+        pool = ThreadPoolExecutor(max_workers=min(parallel, len(nodes)))
+        try:
             list(pool.map(one, nodes))
+        finally:  # Ctrl-C: no node waits its turn; the runner deletes the pods in flight
+            pool.shutdown(wait=False, cancel_futures=True)
     for p in running:
         k = analysis.key(p)
         if k not in got.sockets and k not in got.uninspected:

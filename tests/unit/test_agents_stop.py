@@ -89,7 +89,7 @@ def test_every_agent_from_pod_specs_and_statuses(api, scene):
     assert node["profile"] == "general"  # profiles.node_pod records it as the agent containers do
     daemon = by_container[("sockdebug-node-agent-x7k2p", "agent")]
     assert daemon["kind"] == "daemonset" and daemon["idle_timeout_s"] == 31536000
-    assert [r["container"] for r in rows if r["pod"] == "api"][0] == scene["one-shot"]  # started first
+    assert next(r["container"] for r in rows if r["pod"] == "api") == scene["one-shot"]  # started first
     assert all(set(r) == set(agents.FIELDS) for r in rows)
 
 
