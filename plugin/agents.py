@@ -130,33 +130,25 @@ def agent_rows(pods: list[dict], now: Optional[float] = None) -> list[dict[str, 
 
 # --- the table ------------------------------------------------------------------------------------
 
+#: (unit, how many of the smaller one, below how many of it the smaller one is kept,
+#: below how many the remainder is shown): apimachinery's duration.HumanDuration.
+_UNITS = (("m", 60, 2, 10), ("h", 60, 3, 8), ("d", 24, 2, 8), ("y", 365, 2, 8))
+
+
 def human_duration(seconds: float) -> str:
     """kubectl's AGE (k8s.io/apimachinery's duration.HumanDuration): ``45s``, ``3m20s``,
     ``25m``, ``5h10m``, ``30h``, ``3d4h``, ``40d``, ``2y30d``."""
-    s = int(seconds)
-    if s < -1:
+    if int(seconds) < -1:
         return "<invalid>"
-    if s < 120:
-        return f"{max(s, 0)}s"
-    m = s // 60
-    if m < 10:
-        return f"{m}m{s % 60}s" if s % 60 else f"{m}m"
-    if m < 180:
-        return f"{m}m"
-    h = m // 60
-    if h < 8:
-        return f"{h}h{m % 60}m" if m % 60 else f"{h}h"
-    if h < 48:
-        return f"{h}h"
-    d = h // 24
-    if d < 8:
-        return f"{d}d{h % 24}h" if h % 24 else f"{d}d"
-    if d < 730:
-        return f"{d}d"
-    y = d // 365
-    if y < 8:
-        return f"{y}y{d % 365}d" if d % 365 else f"{y}y"
-    return f"{y}y"
+    value, unit = max(int(seconds), 0), "s"
+    for name, size, keep_below, detail_below in _UNITS:
+        if value < size * keep_below:
+            return f"{value}{unit}"
+        whole, rest = divmod(value, size)
+        if whole < detail_below:
+            return f"{whole}{name}{rest}{unit}" if rest else f"{whole}{name}"
+        value, unit = whole, name
+    return f"{value}{unit}"
 
 
 def idle_left_text(row: dict[str, Any]) -> str:
