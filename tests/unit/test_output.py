@@ -317,3 +317,24 @@ def test_new_commands_are_completed():
     assert complete.candidates(["agents", ""]) == []  # no TARGET
     assert "--no-headers" in complete.candidates(["agents", "--no"])
     assert complete.candidates(["stop", "--al"]) == ["--all-namespaces", "--all"]
+
+
+def test_whatever_the_document_adds_is_a_column_and_a_sort_key(monkeypatch):
+    """Rows are found in the document: a field a command adds to its -o json (triage's
+    `peer`, say) is at once a custom-columns path and a --sort-by key."""
+    from sockdebug_plugin import render
+
+    plain = render.document
+
+    def with_peers(results):
+        doc = plain(results)
+        for item in doc["items"]:
+            for s in item.get("sockets", []):
+                s["peer"] = {"kind": "pod", "name": f"peer-{s['peer_port']}"}
+        return doc
+
+    monkeypatch.setattr(render, "document", with_peers)
+    text = emit(printing("inspect", "-o", "custom-columns=PORT:.local_port,PEER:.peer.name", "--sort-by",
+                         ".peer.name", "--no-headers"), inspect_view())
+    peers = [line.split()[1] for line in text.splitlines()]
+    assert peers == sorted(peers, key=natural) and "peer-51234" in peers and "peer-40000" in peers
