@@ -22,8 +22,9 @@ Warn = Callable[[Warning], None]
 LINUX = sys.platform.startswith("linux")
 
 # Every command, and the ones only the Linux back-end serves (rtnetlink, /proc, setns).
-ALL_COMMANDS = ("sockets", "summary", "routes", "interfaces", "limits", "triage", "pods", "events", "serve", "ids")
-LINUX_ONLY = ("routes", "interfaces", "triage", "pods", "events", "ids")
+ALL_COMMANDS = ("sockets", "summary", "routes", "interfaces", "limits", "triage", "pods", "events", "serve", "ids",
+                "stop")
+LINUX_ONLY = ("routes", "interfaces", "triage", "pods", "events", "ids", "stop")
 
 
 class Backend:

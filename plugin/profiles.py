@@ -132,6 +132,7 @@ def for_node(name: str) -> Profile:
 
 NODE_POD_LABEL = "app.kubernetes.io/name"
 NODE_POD_NAME = "sockdebug-node-agent"
+PROFILE_ENV = "SOCKDEBUG_PROFILE"  #: the profile an agent was started with (``agents`` shows it)
 
 
 def node_pod(name: str, node: str, image: str, pull_policy: str, command: list[str], profile: Profile,
@@ -146,6 +147,7 @@ def node_pod(name: str, node: str, image: str, pull_policy: str, command: list[s
             "tolerations": [{"operator": "Exists"}], "automountServiceAccountToken": False,
             "terminationGracePeriodSeconds": 0,
             "containers": [{"name": "agent", "image": image, "imagePullPolicy": pull_policy, "command": command,
-                            "securityContext": profile.security_context}],
+                            "securityContext": profile.security_context,
+                            "env": [{"name": PROFILE_ENV, "value": profile.name}]}],
         },
     }

@@ -37,14 +37,11 @@ from sockdebug_agent.render import (
 from sockdebug_agent.schema import to_dict
 
 __all__ = [
-    "OUTPUTS", "Result", "address", "document", "escape", "findings_text", "format_table", "info_text",
+    "Result", "address", "document", "escape", "findings_text", "format_table", "info_text",
     "interfaces_table", "jsonl_line", "limits_text", "ms_text", "notable_warnings", "process_text", "report_text",
     "routes_table", "sockets_table", "summary_text", "target_title", "timer_text", "use_color", "without_surrogates",
     "write_doc", "write_document",
 ]
-
-OUTPUTS = ("table", "wide", "json", "yaml", "jsonl")
-
 
 # --- documents ----------------------------------------------------------------------------
 

@@ -28,7 +28,7 @@ from typing import Any, Optional
 
 from sockdebug_agent.query import Query, SocketFlags
 
-from . import profiles
+from . import output, profiles
 from . import sweep as analysis
 from .errors import AccessError, FindingsError, SockdebugError
 from .options import SweepOptions
@@ -331,8 +331,11 @@ def collect_node(runner: Runner, pods: list[dict], all_pods: list[dict], progres
             progress.tick()
 
     if nodes:
-        with ThreadPoolExecutor(max_workers=min(parallel, len(nodes))) as pool:
+        pool = ThreadPoolExecutor(max_workers=min(parallel, len(nodes)))
+        try:
             list(pool.map(one, nodes))
+        finally:  # Ctrl-C: no node waits its turn; the runner deletes the pods in flight
+            pool.shutdown(wait=False, cancel_futures=True)
     for p in running:
         k = analysis.key(p)
         if k not in got.sockets and k not in got.uninspected:
@@ -380,7 +383,7 @@ def _list_or(fn: Callable[[], list[dict]], fallback: Callable[[], list[dict]]) -
 
 def run(opts: SweepOptions, out=None, err=None) -> int:
     from .kube import connect
-    from .render import escape, use_color
+    from .render import escape
 
     out = out or sys.stdout
     err = err or sys.stderr
@@ -422,19 +425,7 @@ def run(opts: SweepOptions, out=None, err=None) -> int:
     scope = {"namespaces": None if opts.all_namespaces else [kube.namespace], "selector": opts.selector,
              "via": opts.via, "services_checked": services_checked,
              "elapsed_s": round(time.monotonic() - started, 2)}
-    if opts.output == "table":
-        out.write(analysis.text(report, scope, use_color(out)) + "\n")
-    else:
-        doc = analysis.document(report, scope)
-        if opts.output == "json":
-            import json
-
-            json.dump(doc, out, indent=2)
-            out.write("\n")
-        else:
-            import yaml
-
-            yaml.dump(doc, out, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), sort_keys=False)
+    output.emit(opts.printing, output.findings_view(report, scope, analysis.document, analysis.text), out)
     out.flush()
     if opts.fail_on:
         worst = analysis.at_or_above(report.findings, opts.fail_on)

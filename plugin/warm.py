@@ -100,6 +100,21 @@ def forget(conn: Conn, pod: str) -> None:
         cache.write(CACHE_NAME, pods)
 
 
+def forget_pod(namespace: str, pod: str) -> None:
+    """Drop every remembered entry of this pod, however it was reached (``stop`` ended
+    its agents: a warm query would only find them gone and fall back)."""
+    pods = cache.read(CACHE_NAME)
+    if not isinstance(pods, dict):
+        return
+    def of_pod(entry: Any) -> bool:
+        return (isinstance(entry, dict) and entry.get("namespace") == namespace
+                and ((entry.get("pod") or {}).get("metadata") or {}).get("name") == pod)
+
+    kept = {k: v for k, v in pods.items() if not of_pod(v)}
+    if len(kept) != len(pods):
+        cache.write(CACHE_NAME, kept)
+
+
 class Warm:
     """A warm query in flight: its kubectl execs were started by ``prestart``."""
 

@@ -148,8 +148,9 @@ class ApiDouble:
                 return self._watch(m.group(1), q["fieldSelector"].split("=", 1)[1])
             if method == "POST":
                 return self._create(m.group(1), body)
-            items = [p for (ns, _), p in self.pods.items() if ns == m.group(1)]
-            return self._json(200, {"kind": "PodList", "items": items})
+            return self._list(m.group(1), q.get("labelSelector"))
+        if path == "/api/v1/pods":
+            return self._list(None, q.get("labelSelector"))
         if m := re.fullmatch(r"/api/v1/namespaces/([^/]+)", path):
             if m.group(1) not in self.labels:
                 return Response(*entry("forbidden"))
@@ -173,7 +174,10 @@ class ApiDouble:
             raise Refused(*entry("exec_no_such_container"))
         if container in self.exited:
             raise Refused(*entry("exec_exited_container"))
-        return Exec(self._output(spec, [v for k, v in query if k == "command"]).encode())
+        command = [v for k, v in query if k == "command"]
+        if command[1:] == ["stop"]:
+            return self._stop(ns, pod, container)
+        return Exec(self._output(spec, command).encode())
 
     # --- behaviour ----------------------------------------------------------------------------
 
@@ -186,6 +190,13 @@ class ApiDouble:
         if method == "DELETE":
             return self._json(200, self.pods.pop((ns, name)))
         return self._json(200, self.pods[(ns, name)])
+
+    def _list(self, ns: Optional[str], selector: Optional[str]) -> Response:
+        """Pods of a namespace (None: every one) whose labels have every ``k=v`` of ``selector``."""
+        wanted = dict(part.split("=", 1) for part in (selector or "").split(",") if part)
+        items = [p for (pod_ns, _), p in self.pods.items() if ns in (None, pod_ns)
+                 and wanted.items() <= (p["metadata"].get("labels") or {}).items()]
+        return self._json(200, {"kind": "PodList", "items": items})
 
     def _patch(self, ns: str, name: str, container: dict) -> Response:
         refusal = self.reject_patch(container)
@@ -244,6 +255,19 @@ class ApiDouble:
         if spec["name"] == "agent":  # a node pod
             return Response(200, RECORDED["node_pod_logs"]["body"].encode())
         return Response(200, RECORDED["logs_one_shot"]["body"].encode())
+
+    def _stop(self, ns: str, pod: str, container: str) -> Exec:
+        """``sockdebug-agent stop``: a framed stream, then the container ends (as the agent's
+        serve process does on SIGTERM); an ended one answers with a not-serving warning."""
+        hello = RECORDED["exec_sockets"]["stdout"].splitlines()[0]
+        statuses = self.pods[(ns, pod)]["status"].get("ephemeralContainerStatuses") or []
+        if any(s["name"] == container and "running" in s.get("state", {}) for s in statuses):
+            self.plans.setdefault((ns, pod), []).append(
+                self._with_status(self.pods[(ns, pod)], "ephemeralContainerStatuses", container, TERMINATED))
+            return Exec(f'{hello}\n{{"type":"end","records":{{"hello":1}},"elapsed_ms":1.0,"exit_code":0}}\n'.encode())
+        warning = '{"type":"warning","code":"not-serving","message":"nothing to stop","count":null}'
+        return Exec(f'{hello}\n{warning}\n{{"type":"end","records":{{"hello":1,"warning":1}},"elapsed_ms":1.0,'
+                    f'"exit_code":0}}\n'.encode())
 
     def _output(self, spec: dict, command: list[str]) -> str:
         """The recorded stream of an exec'd agent command, in the container its agent targets."""
