@@ -85,7 +85,7 @@ def run_sockets(args: argparse.Namespace, out: Writer) -> int:
         return EXIT_OK
     details = Details(processes=args.processes, timers=args.options or args.extended,
                       extended=args.extended, memory=args.memory, info=args.info)
-    for batch in collect(sel, details, out.emit):
+    for batch in collect(sel, details, out.emit, lines=True):
         out.emit_batch(batch)
     return EXIT_OK
 

@@ -46,8 +46,13 @@ class Writer:
 
     def emit_batch(self, records: list) -> None:
         """Write records that became ready together (one kernel batch) in one write:
-        each is still a whole line, and none waits for later work."""
+        each is still a whole line, and none waits for later work.  A batch of str is
+        socket records already serialised."""
         first = records[0]
+        if type(first) is str:  # socket records already written as JSON (sockdiag.inet_lines)
+            self.counts[Socket.type] += len(records)  # type: ignore[attr-defined]
+            self._write(("\n".join(records) + "\n").encode())
+            return
         self.counts[first.type] += len(records)
         encode = socket_to_json if type(first) is Socket else to_json
         self._write(("\n".join(map(encode, records)) + "\n").encode())

@@ -8,15 +8,82 @@ CAP_SYS_PTRACE; processes we may not read are counted, never silently skipped.
 from __future__ import annotations
 
 import os
-from typing import NamedTuple, Optional
+from typing import Any, NamedTuple, Optional
 
-from ..schema import Process
+from ..schema import Process, process_json_parts
 
 CAP_SYS_PTRACE = 19
 
 
+class Owners:
+    """Socket inode -> the processes holding it, kept small: one int per socket fd
+    (the process's index << 32 | fd), a tuple of them for a socket held more than once,
+    and each process's pid, comm and container once.  A node has a socket fd for every
+    socket of every namespace; a Process dict per fd cost more than the dump itself."""
+
+    __slots__ = ("_fds", "_json", "_processes")
+
+    def __init__(self) -> None:
+        self._fds: dict[int, Any] = {}
+        self._processes: list[tuple[int, str, Optional[str]]] = []  #: (pid, comm, container id)
+        self._json: list[tuple[str, str]] = []  #: each process's JSON around its fd
+
+    def add(self, pid: int, comm: str, container: Optional[str], found: list[tuple[int, int]]) -> None:
+        """One process and the (socket inode, fd) pairs it holds."""
+        base = len(self._processes) << 32
+        container = container or None
+        self._processes.append((pid, comm, container))
+        self._json.append(process_json_parts(pid, comm, container))
+        setdefault = self._fds.setdefault
+        for inode, fd in found:
+            packed = base | fd
+            held = setdefault(inode, packed)
+            if held is not packed:  # a second holder (a forked child, SCM_RIGHTS)
+                self._fds[inode] = (*held, packed) if type(held) is tuple else (held, packed)
+
+    def __len__(self) -> int:
+        return len(self._fds)
+
+    def __contains__(self, inode: int) -> bool:
+        return inode in self._fds
+
+    def _packed(self, inode: int) -> tuple[int, ...]:
+        held = self._fds.get(inode)
+        if held is None:
+            return ()
+        if type(held) is int:
+            return (held,)
+        # ss's order: by pid, then fd
+        return tuple(sorted(held, key=lambda p: (self._processes[p >> 32][0], p & 0xFFFFFFFF)))
+
+    def get(self, inode: int, default: Optional[list[Process]] = None) -> Optional[list[Process]]:
+        """The holders of a socket as ``Process`` records, or ``default`` when none is known."""
+        packed = self._packed(inode)
+        if not packed:
+            return default
+        out = []
+        for p in packed:
+            pid, comm, container = self._processes[p >> 32]
+            entry = Process(pid=pid, comm=comm, fd=p & 0xFFFFFFFF)
+            if container:
+                entry["container_id"] = container
+            out.append(entry)
+        return out
+
+    def json(self, inode: int) -> str:
+        """``get(inode, [])`` as compact JSON, as ``json.dumps`` would write it."""
+        held = self._fds.get(inode)
+        if held is None:
+            return "[]"
+        if type(held) is int:
+            head, tail = self._json[held >> 32]
+            return f"[{head}{held & 0xFFFFFFFF}{tail}]"
+        return "[" + ",".join(f"{self._json[p >> 32][0]}{p & 0xFFFFFFFF}{self._json[p >> 32][1]}"
+                              for p in self._packed(inode)) + "]"
+
+
 class OwnerScan(NamedTuple):
-    owners: dict[int, list[Process]]  #: socket inode -> holders
+    owners: Owners  #: socket inode -> holders
     denied: list[int]  #: pids whose fds we may not read
 
 
@@ -47,11 +114,15 @@ def read_text(path: str) -> Optional[str]:
 
 
 def scan_owners(proc: str = "/proc", with_containers: bool = True) -> OwnerScan:
-    """Map socket inodes to the processes holding them."""
-    scan = OwnerScan({}, [])
-    owners = scan.owners
+    """Map socket inodes to the processes holding them: one pass per process (its fd
+    directory, one readlink per fd, then comm and cgroup if it holds a socket)."""
+    scan = OwnerScan(Owners(), [])
     readlink, listdir = os.readlink, os.listdir
-    for entry in os.listdir(proc):
+    try:
+        entries = os.listdir(proc)
+    except OSError:  # no /proc in this mount namespace
+        return scan
+    for entry in entries:
         if not entry.isdigit():
             continue
         pid = int(entry)
@@ -91,13 +162,7 @@ def scan_owners(proc: str = "/proc", with_containers: bool = True) -> OwnerScan:
         if with_containers:
             text = read_text(f"{proc}/{entry}/cgroup")
             container = parse_container_id(text) if text else None
-        for inode, fd in found:
-            entry_ = Process(pid=pid, comm=comm, fd=fd)
-            if container:
-                entry_["container_id"] = container
-            owners.setdefault(inode, []).append(entry_)
-    for holders in owners.values():
-        holders.sort(key=lambda p: (p["pid"], p["fd"]))
+        scan.owners.add(pid, comm, container, found)
     return scan
 
 

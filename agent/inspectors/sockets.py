@@ -10,9 +10,9 @@ from typing import NamedTuple, Optional
 
 from ..filter import NEW_SYN_RECV, SYN_RECV, Selection, Unlocked
 from ..netlink import NETLINK_SOCK_DIAG, DumpInterrupted, Netlink, NetlinkError
-from ..schema import Process, Socket, Warning
+from ..schema import Socket, Warning
 from . import procnet
-from .processes import CAP_SYS_PTRACE, has_capability, scan_owners
+from .processes import CAP_SYS_PTRACE, Owners, has_capability, scan_owners
 from .sockdiag import (
     AUTOBOUND_BYTECODE,
     EXT_INFO,
@@ -21,10 +21,13 @@ from .sockdiag import (
     IPPROTO_TCP,
     IPPROTO_UDP,
     SOCK_DIAG_BY_FAMILY,
+    CookieWindow,
     inet_cookie,
+    inet_lines,
     inet_parser,
     inet_request,
     parse_unix,
+    unique,
     unix_request,
     unix_show_flags,
 )
@@ -34,7 +37,7 @@ _FAMILIES = (("inet", socket.AF_INET, ""), ("inet6", socket.AF_INET6, "6"))
 # A diag module that is not built answers ENOENT (raw_diag here), an unknown family EINVAL.
 _MISSING_MODULE = (errno.ENOENT, errno.EINVAL, errno.EOPNOTSUPP, errno.EPROTONOSUPPORT)
 
-Owners = Optional[dict[int, list[Process]]]
+MaybeOwners = Optional[Owners]
 Warn = Callable[[Warning], None]
 
 
@@ -68,7 +71,7 @@ def _kernel_states(states: int) -> int:
     return states | (1 << NEW_SYN_RECV if states & 1 << SYN_RECV else 0)
 
 
-def _proc_fallback(table: str, families: list[tuple[str, int, str]], details: Details, owners: Owners,
+def _proc_fallback(table: str, families: list[tuple[str, int, str]], details: Details, owners: MaybeOwners,
                    why: str,
                    warn: Warn) -> list[Socket]:
     if table == "unix":
@@ -95,10 +98,12 @@ def _proc_fallback(table: str, families: list[tuple[str, int, str]], details: De
     return out
 
 
-def dump_table(nl: Optional[Netlink], table: str, sel: Selection, details: Details, owners: Owners,
-               ifname: Callable[[int], Optional[str]], warn: Warn) -> Iterator[list[Socket]]:
+def dump_table(nl: Optional[Netlink], table: str, sel: Selection, details: Details, owners: MaybeOwners,
+               ifname: Callable[[int], Optional[str]], warn: Warn, lines: bool = False) -> Iterator[list]:
     """Batches of sockets of one table (unix, raw, udp, tcp), one per netlink datagram,
-    in the selected families and states."""
+    in the selected families and states; a socket the kernel lists twice in one dump
+    is listed once.  With ``lines``, inet tables without an expression or details come
+    as their JSON lines (``sockdiag.inet_lines``), everything else as Socket records."""
     states = _kernel_states(sel.states)
     if table == "unix":
         families = [("unix", socket.AF_UNIX, "")] if "unix" in sel.families else []
@@ -112,37 +117,50 @@ def dump_table(nl: Optional[Netlink], table: str, sel: Selection, details: Detai
     try:
         if table == "unix":
             show = unix_show_flags(details.extended, details.memory)
+            window = CookieWindow()
             yield from _warn_if_interrupted(
-                nl.stream(SOCK_DIAG_BY_FAMILY, unix_request(states, show),
-                          lambda b, s, e: parse_unix(b, s, e, extended=details.extended, memory=details.memory,
-                                                     owners=owners)), "unix", warn)
+                nl.dump(SOCK_DIAG_BY_FAMILY, unix_request(states, show),
+                        unique(lambda b, s, e: parse_unix(b, s, e, extended=details.extended, memory=details.memory,
+                                                          owners=owners), window)), "unix", window, warn)
             return
         protocol = _PROTOCOLS[table]
         ext = (EXT_MEMORY if details.memory else 0) | (EXT_INFO if details.info and table == "tcp" else 0)
+        plain = lines and sel.expr is None and details == Details(processes=details.processes)
         for name, family, _suffix in families:
             if sel.netlink_family is not None and name != sel.netlink_family:
                 continue  # ss asks the kernel for its preferred family only (-4 or -6 given last)
             if sel.unlocked is not None:  # the expression uses `autobound`: see filter.py
                 _unlocked(nl, family, protocol, states, sel.unlocked)
-            parser = inet_parser(family, protocol, timers=details.timers, extended=details.extended,
-                                memory=details.memory, info=details.info, ifname=ifname, owners=owners)
+            window = CookieWindow()
+            if plain:
+                split = inet_lines(family, protocol, window, ifname=ifname, owners=owners)
+            else:
+                split = unique(inet_parser(family, protocol, timers=details.timers, extended=details.extended,
+                                           memory=details.memory, info=details.info, ifname=ifname, owners=owners),
+                               window)
             yield from _warn_if_interrupted(
-                nl.stream(SOCK_DIAG_BY_FAMILY, inet_request(family, protocol, states, ext), parser, prefetch=True),
-                f"{table} ({name})", warn)
+                nl.dump(SOCK_DIAG_BY_FAMILY, inet_request(family, protocol, states, ext), split, prefetch=True),
+                f"{table} ({name})", window, warn)
     except NetlinkError as exc:
         if exc.errno not in _MISSING_MODULE:
             raise
         yield _proc_fallback(table, families, details, owners, "", warn)
 
 
-def _warn_if_interrupted(batches: Iterator[list[Socket]], what: str, warn: Warn) -> Iterator[list[Socket]]:
+def _warn_if_interrupted(batches: Iterator[list], what: str, window: CookieWindow, warn: Warn) -> Iterator[list]:
     """Pass a dump's batches through; an interrupted dump (already streamed, so it cannot
-    be retried) becomes a warning and the next family or table is still read."""
+    be retried) becomes a warning and the next family or table is still read.  So do
+    sockets the kernel listed twice (dropped by ``window``): the table changed under the
+    dump, which can also have missed a socket."""
     try:
         yield from batches
     except DumpInterrupted:
         warn(Warning("dump-interrupted", f"the {what} table changed while it was read: "
                      "a socket may be missing or listed twice"))
+    if window.dropped:
+        warn(Warning("dump-interrupted", f"the {what} table changed while it was read: {window.dropped} "
+                     "sockets the kernel listed twice were listed once; a socket may be missing",
+                     window.dropped))
 
 
 def _unlocked(nl: Netlink, family: int, protocol: int, states: int, into: Unlocked) -> None:
@@ -158,7 +176,7 @@ def _unlocked(nl: Netlink, family: int, protocol: int, states: int, into: Unlock
         into.known = False
 
 
-def _owners(warn: Warn) -> dict[int, list[Process]]:
+def _owners(warn: Warn) -> Owners:
     scan = scan_owners()
     if scan.denied:
         ptrace = has_capability(CAP_SYS_PTRACE)
@@ -171,9 +189,10 @@ def _owners(warn: Warn) -> dict[int, list[Process]]:
     return scan.owners
 
 
-def collect(sel: Selection, details: Details, warn: Warn) -> Iterator[list[Socket]]:
+def collect(sel: Selection, details: Details, warn: Warn, lines: bool = False) -> Iterator[list]:
     """Every selected socket in ss's table order, in batches as the kernel returns them
-    (so a writer can stream them), with owners when asked for."""
+    (so a writer can stream them), with owners when asked for.  With ``lines`` (for a
+    writer, not an analysis), batches of plain inet sockets come as their JSON lines."""
     owners = _owners(warn) if details.processes else None
     try:
         nl: Optional[Netlink] = Netlink(NETLINK_SOCK_DIAG)
@@ -186,8 +205,8 @@ def collect(sel: Selection, details: Details, warn: Warn) -> Iterator[list[Socke
     # The kernel applies the state mask itself; only expressions and /proc rows need a check here.
     try:
         for table in sel.tables():
-            for batch in dump_table(nl, table, sel, details, owners, ifname, warn):
-                if batch and (sel.expr is not None or batch[0].cookie is None):
+            for batch in dump_table(nl, table, sel, details, owners, ifname, warn, lines):
+                if batch and type(batch[0]) is Socket and (sel.expr is not None or batch[0].cookie is None):
                     batch = [s for s in batch if matches(s)]
                 if batch:
                     yield batch
