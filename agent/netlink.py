@@ -43,6 +43,9 @@ _DUMP_RETRIES = 5
 # The prefetch ring: slots of the same mapping, each larger than any sock_diag datagram.
 _SLOT = 64 * 1024
 _SLOTS = 4
+# The kernel fills the first datagram of a dump (inside send(), at most a page) and then
+# up to 32 KiB each; one that is not nearly full is the last data before NLMSG_DONE.
+_PREFETCH_FROM = 16 * 1024
 _HEADER_START = struct.Struct("=IH")  # length and type of an nlmsghdr
 T = TypeVar("T")
 # A datagram splitter: (buffer, size, sequence number) -> (items, done, interrupted).
@@ -188,9 +191,11 @@ class Netlink:
         """Datagrams received by a helper thread while the caller parses the previous ones.
 
         The kernel builds each batch of a dump inside recv(), with the GIL released, so
-        on two cores its work overlaps the parsing (a third of a 40k-socket dump).  The
-        first datagram is received here: a reply that fits in it (any small table) never
-        starts a thread.  The helper then fills a ring of ``_SLOTS`` buffers, so memory
+        on two cores its work overlaps the parsing (a third of a 40k-socket dump).
+        Datagrams are received here until one is nearly full (``_PREFETCH_FROM``): a small
+        reply (its data, then NLMSG_DONE on its own) never starts a thread, which on a
+        node with hundreds of namespaces costs more than such a dump.  The helper then
+        fills a ring of ``_SLOTS`` buffers, so memory
         stays flat however far ahead of the parser the kernel gets; it stops after a
         datagram that ends the reply.  If it stops early, or no thread can be started, the
         rest is read here, one datagram at a time.  The exchange runs on a socket of its
@@ -202,10 +207,13 @@ class Netlink:
             sock.send(request)
             mapping = memoryview(self._buf)
             slots = [mapping[i * _SLOT:(i + 1) * _SLOT] for i in range(_SLOTS)]
-            size = _receive(sock, slots[0])
-            yield slots[0], size
-            if size == 0 or _ends_reply(slots[0], size):
-                return
+            while True:
+                size = _receive(sock, slots[0])
+                yield slots[0], size
+                if size == 0 or _ends_reply(slots[0], size):
+                    return
+                if size >= _PREFETCH_FROM:  # a full datagram: more are coming
+                    break
             yield from _ring(sock, slots)
             yield from self._received(None, sock)
         finally:

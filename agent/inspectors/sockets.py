@@ -8,7 +8,7 @@ import socket
 from collections.abc import Callable, Iterator
 from typing import NamedTuple, Optional
 
-from ..filter import NEW_SYN_RECV, SYN_RECV, Selection, Unlocked
+from ..filter import CLOSE, NEW_SYN_RECV, SYN_RECV, Selection, Unlocked
 from ..netlink import NETLINK_SOCK_DIAG, DumpInterrupted, Netlink, NetlinkError
 from ..schema import Socket, Warning
 from . import procnet
@@ -66,9 +66,17 @@ class InterfaceNames:
         return self._names[index]
 
 
-def _kernel_states(states: int) -> int:
+def _kernel_states(states: int, table: str) -> int:
+    """The state mask of a dump request for ``table``."""
     # Request sockets carry the kernel's NEW_SYN_RECV state; ss asks for both.
-    return states | (1 << NEW_SYN_RECV if states & 1 << SYN_RECV else 0)
+    states |= 1 << NEW_SYN_RECV if states & 1 << SYN_RECV else 0
+    if table == "tcp":
+        # A TCP socket leaves the kernel's hash tables before it turns CLOSE (tcp_set_state
+        # unhashes first), so a dump never lists one; asking for CLOSE (ss -l does: LISTEN|CLOSE)
+        # only makes the kernel walk the whole established table, which every network
+        # namespace shares: on a node, most of the cost of `-tl` in each pod's namespace.
+        states &= ~(1 << CLOSE)
+    return states
 
 
 def _proc_fallback(table: str, families: list[tuple[str, int, str]], details: Details, owners: MaybeOwners,
@@ -104,7 +112,7 @@ def dump_table(nl: Optional[Netlink], table: str, sel: Selection, details: Detai
     in the selected families and states; a socket the kernel lists twice in one dump
     is listed once.  With ``lines``, inet tables without an expression or details come
     as their JSON lines (``sockdiag.inet_lines``), everything else as Socket records."""
-    states = _kernel_states(sel.states)
+    states = _kernel_states(sel.states, table)
     if table == "unix":
         families = [("unix", socket.AF_UNIX, "")] if "unix" in sel.families else []
     else:

@@ -52,6 +52,41 @@ def test_prefetch_gives_the_same_sockets_and_its_thread_ends(many_sockets):
     assert threading.active_count() == before
 
 
+def _prefetch_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "netlink-prefetch"]
+
+
+def test_a_one_datagram_reply_starts_no_thread(monkeypatch):
+    started = []
+    monkeypatch.setattr(threading.Thread, "start", lambda self: started.append(self))
+    with netlink.Netlink(netlink.NETLINK_SOCK_DIAG) as nl:  # CLOSING sockets: none here
+        batches = list(nl.stream(SOCK_DIAG_BY_FAMILY, inet_request(socket.AF_INET, 6, 1 << 11),
+                                 inet_parser(socket.AF_INET, 6), prefetch=True))
+    assert batches == [] and started == []
+
+
+def test_a_reader_that_stops_early_ends_the_helper(many_sockets):
+    with netlink.Netlink(netlink.NETLINK_SOCK_DIAG) as nl:
+        batches = nl.stream(SOCK_DIAG_BY_FAMILY, inet_request(socket.AF_INET, 6, ALL_STATES),
+                            inet_parser(socket.AF_INET, 6), prefetch=True)
+        for _ in range(3):  # the third datagram comes from the helper (after a full one)
+            next(batches)
+        assert _prefetch_threads()
+        batches.close()
+    for thread in _prefetch_threads():
+        thread.join(timeout=10)
+    assert not _prefetch_threads()
+
+
+def test_a_datagram_larger_than_the_buffer_is_an_error():
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, netlink.NETLINK_SOCK_DIAG)
+    with sock:
+        payload = inet_request(socket.AF_INET, 6, ALL_STATES)
+        sock.send(netlink.NLMSGHDR.pack(16 + len(payload), SOCK_DIAG_BY_FAMILY, 0x301, 1, 0) + payload)
+        with pytest.raises(netlink.ProtocolError, match="does not fit"):
+            netlink._receive(sock, memoryview(bytearray(8)))
+
+
 def test_prefetch_reports_kernel_errors():
     # An unknown family: the kernel answers with an error, which must surface.
     with netlink.Netlink(netlink.NETLINK_SOCK_DIAG) as nl, pytest.raises(netlink.NetlinkError):
