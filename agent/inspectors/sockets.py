@@ -166,9 +166,9 @@ def _warn_if_interrupted(batches: Iterator[list], what: str, window: CookieWindo
         warn(Warning("dump-interrupted", f"the {what} table changed while it was read: "
                      "a socket may be missing or listed twice"))
     if window.dropped:
-        warn(Warning("dump-interrupted", f"the {what} table changed while it was read: {window.dropped} "
-                     "sockets the kernel listed twice were listed once; a socket may be missing",
-                     window.dropped))
+        repeats = f"{window.dropped} socket{'s' if window.dropped != 1 else ''}"
+        warn(Warning("dump-interrupted", f"the {what} table changed while it was read: the kernel listed {repeats} "
+                     "twice (listed once here); a socket may be missing", window.dropped))
 
 
 def _unlocked(nl: Netlink, family: int, protocol: int, states: int, into: Unlocked) -> None:
