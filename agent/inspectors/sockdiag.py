@@ -7,6 +7,7 @@ inet_diag.h``, ``unix_diag.h``, ``tcp.h`` (offsets in ../shared/reference/ss.md)
 
 from __future__ import annotations
 
+import operator
 import socket
 import struct
 import sys
@@ -312,13 +313,25 @@ class CookieWindow:
         self.current.add(cookie)
         return True
 
+    def unique(self, socks: list[Socket]) -> list[Socket]:
+        """One datagram's sockets without repeats (checked as a whole: repeats are rare)."""
+        self.next_datagram()
+        cookies = set(map(_COOKIE_OF, socks))
+        if len(cookies) == len(socks) and self.previous.isdisjoint(cookies):
+            self.current = cookies
+            return socks
+        return [s for s in socks if self.first(s.cookie)]
+
+
+_COOKIE_OF = operator.attrgetter("cookie")
+
 
 def unique(parse: Callable[[Any, int, int], Socket], window: CookieWindow) -> Split:
     """A datagram splitter that parses each message with ``parse`` and drops repeats."""
 
     def split(buf: Any, size: int, seq: int) -> tuple[list[Socket], bool, bool]:
-        window.next_datagram()
-        return parse_datagram(buf, size, seq, lambda b, s, e: _kept(parse(b, s, e), window))
+        socks, done, interrupted = parse_datagram(buf, size, seq, parse)
+        return window.unique(socks), done, interrupted
 
     return split
 
