@@ -1,4 +1,4 @@
-"""``sockdebug-agent``: ss-compatible flags in, JSON Lines out.
+"""``sockdebug-agent``: ss-compatible flags in, JSON Lines out (tables on a terminal).
 
     sockdebug-agent [--netns NAME|PATH | --target-pid PID] sockets [-tuwx46alpoemi] [state S] [FILTER]
     sockdebug-agent [--netns NAME|PATH | --target-pid PID] summary
@@ -25,9 +25,10 @@ from collections.abc import Callable, Sequence
 from typing import Optional
 
 from . import __version__, namespaces, serve
-from .errors import EXIT_AGENT, EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, AgentError, KernelError, UsageError
-from .filter import FilterError, select
+from .errors import EXIT_AGENT, EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, KernelError, SockdebugError, UsageError
+from .filter import select
 from .netlink import NetlinkError, ProtocolError
+from .query import Query, add_commands
 from .stream import Writer
 
 Command = Callable[[argparse.Namespace, Writer], int]
@@ -51,24 +52,8 @@ def _local_port_range() -> tuple[int, int]:
 
 
 def selection_from_args(args: argparse.Namespace):
-    try:
-        return select(tcp=args.tcp, udp=args.udp, raw=args.raw, unix=args.unix, ipv4=args.ipv4,
-                      ipv6=args.ipv6, all_states=args.all, listening=args.listening, words=args.filter,
-                      preferred_family=getattr(args, "preferred_family", None),
-                      local_port_range=_local_port_range())
-    except FilterError as exc:
-        words = list(args.filter)
-        where = ""
-        if exc.position is not None and exc.position < len(words):
-            marked = [f">>{w}<<" if i == exc.position else w for i, w in enumerate(words)]
-            where = f" (word {exc.position + 1}: {' '.join(marked)})"
-        elif exc.position is not None:
-            where = f" (after the last word: {' '.join(words)} >><<)"
-        elif exc.word is not None:
-            where = f" (at '{exc.word}')"
-        raise UsageError(f"invalid filter: {exc}{where}",
-                         "see ss(8): state NAME ... [src|dst HOST] [sport|dport OP PORT] and/or/not ( )"
-                         ) from None
+    """The parsed command line's Selection (query.py: one contract with the plugin)."""
+    return Query.from_args(args).selection(_local_port_range())
 
 
 @command("sockets")
@@ -85,7 +70,7 @@ def run_sockets(args: argparse.Namespace, out: Writer) -> int:
         return EXIT_OK
     details = Details(processes=args.processes, timers=args.options or args.extended,
                       extended=args.extended, memory=args.memory, info=args.info)
-    for batch in collect(sel, details, out.emit, lines=True):
+    for batch in collect(sel, details, out.emit, lines=out.takes_lines):
         out.emit_batch(batch)
     return EXIT_OK
 
@@ -233,55 +218,6 @@ def run_pods(args: argparse.Namespace, out: Writer) -> int:
     return EXIT_OK
 
 
-def _add_inspection_commands(sub) -> None:
-    sub.add_parser("routes", help="every route of every table, IPv4 and IPv6 (ip route show table all)")
-    sub.add_parser("interfaces", help="links and their addresses (ip -d addr)")
-    p = sub.add_parser("limits", help="open fds against their limits, kernel limits and pressure counters")
-    p.add_argument("--all-processes", action="store_true",
-                   help="every visible process, not only those in the inspected network namespace")
-    p = sub.add_parser("triage", help="findings in plain language, most severe first, then the figures")
-    p.add_argument("--fail-on", choices=("critical", "warning", "info", "never"), default="never",
-                   help="exit 1 when a finding is at least this severe (default: never)")
-    p.add_argument("--sockets", action="store_true", help="also emit every socket record")
-    p.add_argument("--host", action="store_true",
-                   help="this is a node's own network namespace: loopback-only listeners are its daemons' "
-                        "normal choice (kubelet, etcd), not a finding")
-
-
-class _FamilyFlag(argparse.Action):
-    """store_true that also remembers the last family flag given: ss parses the
-    addresses and ports of a filter in that family (``-x``: unix name patterns)."""
-
-    def __init__(self, option_strings, dest, family: str, **kwargs):
-        super().__init__(option_strings, dest, nargs=0, default=False, **kwargs)
-        self.family = family
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        setattr(namespace, self.dest, True)
-        namespace.preferred_family = self.family
-
-
-def _add_socket_flags(p: argparse.ArgumentParser) -> None:
-    flag = p.add_argument
-    flag("-t", "--tcp", action="store_true", help="TCP sockets")
-    flag("-u", "--udp", action="store_true", help="UDP sockets")
-    flag("-w", "--raw", action="store_true", help="RAW sockets")
-    flag("-x", "--unix", action=_FamilyFlag, family="unix", help="unix domain sockets")
-    flag("-4", "--ipv4", action=_FamilyFlag, family="inet", help="IPv4 only")
-    flag("-6", "--ipv6", action=_FamilyFlag, family="inet6", help="IPv6 only")
-    flag("-a", "--all", action="store_true", help="listening and non-listening sockets")
-    flag("-l", "--listening", action="store_true", help="listening sockets only")
-    flag("-p", "--processes", action="store_true", help="owning processes (pid, comm, fd)")
-    flag("-o", "--options", action="store_true", help="timers")
-    flag("-e", "--extended", action="store_true", help="details (implies -o)")
-    flag("-m", "--memory", action="store_true", help="socket memory (skmem)")
-    flag("-i", "--info", action="store_true", help="TCP internals (tcp_info)")
-    flag("-n", "--numeric", action="store_true", help="accepted for ss habits; output is always numeric")
-    flag("-H", "--no-header", action="store_true", help="accepted for ss habits; JSON has no header")
-    flag("filter", nargs="*", metavar="[state S | exclude S] ... FILTER",
-         help="ss state words and filter expression, e.g. state established '( dport = :443 )'")
-
-
 class _UsageExit(Exception):
     """An argparse usage error (already printed to stderr), for a framed stream."""
 
@@ -296,7 +232,8 @@ class _ArgumentParser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _ArgumentParser(
         prog="sockdebug-agent",
-        description="ss-grade socket inspection of any network namespace, as JSON Lines.")
+        description="ss-grade socket inspection of any network namespace: tables on a terminal, JSON Lines "
+                    "otherwise.")
     parser.add_argument("--version", action="version", version=f"sockdebug-agent {__version__}")
     target = parser.add_mutually_exclusive_group()
     target.add_argument("--netns", metavar="NAME|PATH",
@@ -306,15 +243,50 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--psutil", action="store_true",
                         help="read sockets and limits through psutil, as off Linux (for testing that path)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    _add_socket_flags(sub.add_parser("sockets", help="list sockets, like ss"))
-    _add_socket_flags(sub.add_parser("pods", help="on a node (host PID namespace, root): a netns record per pod "
-                                     "network namespace (found through /proc/PID/cgroup), then its sockets"))
-    sub.add_parser("summary", help="socket totals and TCP state counts, like ss -s")
+    add_commands(sub)  # sockets, summary, routes, ...: declared once, with the plugin's Query
     serve = sub.add_parser("serve", help="stay alive for queries exec'd next to it (the plugin's ephemeral "
                            "container); exit after --idle-timeout seconds without one")
     serve.add_argument("--idle-timeout", type=float, default=900, metavar="SECONDS")
-    _add_inspection_commands(sub)
+    parser.add_argument("-o", "--output", choices=OUTPUTS, help="table (the default on a terminal: the plugin's "
+                        "tables) or jsonl (the default otherwise: one JSON record a line); after COMMAND, --output")
+    for p in sub.choices.values():  # after `sockets`, -o is ss's timers flag
+        p.add_argument("--output", choices=OUTPUTS, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
+
+
+OUTPUTS = ("table", "jsonl")
+
+
+def writer(argv: Sequence[str]) -> Writer:
+    """Where records go, chosen here only and before the arguments are parsed (a usage
+    error is framed too): tables for a person (-o table, or stdout a terminal), JSON
+    Lines for programs (-o jsonl, or anything else)."""
+    output = output_choice(argv)
+    if output == "table" or (output is None and os.isatty(1)):
+        from .render import TableWriter
+
+        return TableWriter(argv)
+    return Writer()
+
+
+def output_choice(argv: Sequence[str]) -> Optional[str]:
+    """-o/--output before COMMAND, --output after it (there -o is ss's timers flag); None
+    when not given or not a choice (argparse then says why)."""
+    choice, words, in_command = None, iter(argv), False
+    for word in words:
+        if word == "--":
+            break
+        if word == "--output" or (word == "-o" and not in_command):
+            choice = next(words, None)
+        elif word.startswith("--output="):
+            choice = word[len("--output="):]
+        elif word.startswith("-o") and not in_command:
+            choice = word[2:]
+        elif word in ("--netns", "--target-pid") and not in_command:
+            next(words, None)
+        elif not word.startswith("-"):
+            in_command = True
+    return choice if choice in OUTPUTS else None
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -333,12 +305,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except SystemExit as exc:  # argparse has printed --help/--version
         return int(exc.code or 0) and EXIT_USAGE
     except _UsageExit as exc:  # bad flags: usage on stderr, and still a framed stream on stdout
-        out = Writer()
+        out = writer(argv)
         out.hello(command_line)
         out.error("usage", str(exc), "see sockdebug-agent --help")
         out.end(EXIT_USAGE)
         return EXIT_USAGE
-    out = Writer()
+    out = writer(argv)
     try:
         path = namespaces.netns_path(args.netns, args.target_pid)
         if path is not None:
@@ -347,9 +319,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if os.environ.get(serve.SERVE_ENV) and args.command != "serve":
             serve.keep_alive()
         code = COMMANDS[args.command](args, out)
-    except AgentError as exc:
+    except SockdebugError as exc:
         code = exc.exit_code
-        _fail(out, command_line, exc.code, exc.message, exc.hint)
+        _fail(out, command_line, exc.code, exc.cause, exc.hint)
     except (NetlinkError, ProtocolError) as exc:
         code = KernelError.exit_code
         _fail(out, command_line, KernelError.code, f"the kernel's netlink answer could not be used: {exc}",

@@ -44,6 +44,12 @@ class Writer:
         self.counts[record.type] += 1
         self._write((to_json(record) + "\n").encode())
 
+    @property
+    def takes_lines(self) -> bool:
+        """Whether ``emit_batch`` takes socket records already serialised (``sockdiag.inet_lines``):
+        this class's does; a writer that keeps records (``render.TableWriter``) has its own."""
+        return type(self).emit_batch is Writer.emit_batch
+
     def emit_batch(self, records: list) -> None:
         """Write records that became ready together (one kernel batch) in one write:
         each is still a whole line, and none waits for later work.  A batch of str is

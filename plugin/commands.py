@@ -1,6 +1,6 @@
 """What each CLI command does, once its flags are parsed: complete -> validate -> run.
 
-The query is validated locally (the agent's own filter parser) before any API call,
+The query is validated locally (the agent's Query.check: flags and filter syntax) before any API call,
 targets are resolved, the agent runs in each, and the records are rendered.
 """
 
@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Optional
 
-from sockdebug_agent.filter import FilterError, select
+from sockdebug_agent.query import Query, SocketFlags
 
 from . import render
 from .errors import EXIT_OK, TargetError, UsageError
@@ -31,17 +31,10 @@ def agent_queries(words: list[str], socket_flags: dict[str, bool], views: dict[s
     args = [letter for name, letter in _SOCKET_LETTERS if socket_flags.get(name)]
     if output == "wide":
         args += [a for a in ("-o", "-i") if a not in args]
-    try:  # validate here, before touching the cluster
-        select(tcp=socket_flags.get("tcp", False), udp=socket_flags.get("udp", False),
-               raw=socket_flags.get("raw", False), unix=socket_flags.get("unix", False),
-               ipv4=socket_flags.get("ipv4", False), ipv6=socket_flags.get("ipv6", False),
-               all_states=socket_flags.get("all_states", False),
-               listening=socket_flags.get("listening", False), words=words)
-    except FilterError as exc:
-        where = f" at {exc.word!r}" if exc.word else " at the end of the expression"
-        raise UsageError(f"invalid filter{where}: {exc}",
-                         "ss syntax: state NAME ... [src|dst HOST] [sport|dport OP PORT], and/or/not, ( )"
-                         ) from None
+    # Validate here, before touching the cluster: syntax only, as names (hosts, devices,
+    # services, cgroups) mean something only inside the pod, where the agent resolves them.
+    flags = SocketFlags(**{("all" if k == "all_states" else k): bool(v) for k, v in socket_flags.items()})
+    Query("sockets", flags, tuple(words)).check()
     queries = [[name] for name in ("summary", "routes", "interfaces", "limits") if views.get(name)]
     selection_given = any(v for k, v in socket_flags.items() if k != "processes") or words
     if not queries or selection_given:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
+import select
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -40,3 +43,36 @@ def agent_run(*args: str, timeout: float = 60) -> AgentRun:
 @pytest.fixture
 def run_agent():
     return agent_run
+
+
+def agent_on_terminal(*args: str, timeout: float = 60) -> tuple[int, str, str]:
+    """Run ``sockdebug-agent ARGS`` with its stdout on a pseudo-terminal, as a person at a
+    shell would (stderr stays a pipe): (exit code, what the terminal showed, stderr)."""
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([*AGENT, *args], stdout=follower, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    os.close(follower)
+    out = b""
+    try:
+        while True:
+            ready, _, _ = select.select([leader], [], [], timeout)
+            if not ready:
+                proc.kill()
+                raise AssertionError(f"sockdebug-agent {args} wrote nothing for {timeout}s")
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the agent closed its end
+                break
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        os.close(leader)
+    stderr = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert "Traceback" not in stderr, stderr
+    return proc.wait(timeout), out.decode().replace("\r\n", "\n"), stderr
+
+
+@pytest.fixture
+def agent_tty():
+    return agent_on_terminal

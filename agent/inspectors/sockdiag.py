@@ -212,19 +212,20 @@ def v6only_of(attrs: dict[int, Any]) -> Optional[bool]:
 def inet_parser(family: int, protocol: int, *, timers: bool = False, extended: bool = False,
                 memory: bool = False, info: bool = False,
                 ifname: Callable[[int], Optional[str]] = lambda i: None,
-                owners: Optional[Owners] = None) -> Callable[[Any, int, int], Socket]:
+                owners: Optional[Owners] = None, marks: bool = False) -> Callable[[Any, int, int], Socket]:
     """A parser of inet_diag replies of one (family, protocol) dump into Socket records.
 
     A closure rather than a class: this runs once per socket (tens of thousands per
     run) and local variables are the cheapest lookups Python has.  It caches address
     text by raw address; ``owners`` (socket inode -> processes) fills ``processes`` for
-    ss -p.
+    ss -p.  ``marks`` fills ``extended`` with ``fwmark`` and ``cgroup_id`` even without
+    ``extended`` (the filter's fwmark/cgroup conditions read them).
     """
     family_name = "inet" if family == socket.AF_INET else "inet6"
     netid = INET_NETIDS[protocol]
     unpack = (_INET_MSG_V4 if family == socket.AF_INET else _INET_MSG_V6).unpack_from
     addrs = AddressText(family)
-    want_attrs = extended or memory or info
+    want_attrs = extended or memory or info or marks
     v6 = family == socket.AF_INET6
     states = _STATE_TEXT
     new = _new_socket
@@ -237,9 +238,9 @@ def inet_parser(family: int, protocol: int, *, timers: bool = False, extended: b
 
     def _inet_attrs(attrs: dict[int, Any]) -> tuple:
         ext = skmem = tcp_info = None
-        if extended:
+        if extended or marks:
             ext = Extended()
-            shutdown = attrs.get(INET_DIAG_SHUTDOWN)
+            shutdown = attrs.get(INET_DIAG_SHUTDOWN) if extended else None
             if shutdown:  # not sent for TIME-WAIT and request socks: ss then prints none either
                 ext["shutdown"] = SHUTDOWN_TEXT[shutdown[0] & 3]
             if INET_DIAG_MARK in attrs:

@@ -33,6 +33,7 @@ from .sockdiag import (
 )
 
 _PROTOCOLS = {"tcp": IPPROTO_TCP, "udp": IPPROTO_UDP, "raw": IPPROTO_RAW}
+CAP_NET_ADMIN = 12  # linux/capability.h
 _FAMILIES = (("inet", socket.AF_INET, ""), ("inet6", socket.AF_INET6, "6"))
 # A diag module that is not built answers ENOENT (raw_diag here), an unknown family EINVAL.
 _MISSING_MODULE = (errno.ENOENT, errno.EINVAL, errno.EOPNOTSUPP, errno.EPROTONOSUPPORT)
@@ -133,7 +134,7 @@ def dump_table(nl: Optional[Netlink], table: str, sel: Selection, details: Detai
             return
         protocol = _PROTOCOLS[table]
         ext = (EXT_MEMORY if details.memory else 0) | (EXT_INFO if details.info and table == "tcp" else 0)
-        plain = lines and sel.expr is None and details == Details(processes=details.processes)
+        plain = lines and sel.expr is None and not sel.marks and details == Details(processes=details.processes)
         for name, family, _suffix in families:
             if sel.netlink_family is not None and name != sel.netlink_family:
                 continue  # ss asks the kernel for its preferred family only (-4 or -6 given last)
@@ -144,8 +145,8 @@ def dump_table(nl: Optional[Netlink], table: str, sel: Selection, details: Detai
                 split = inet_lines(family, protocol, window, ifname=ifname, owners=owners)
             else:
                 split = unique(inet_parser(family, protocol, timers=details.timers, extended=details.extended,
-                                           memory=details.memory, info=details.info, ifname=ifname, owners=owners),
-                               window)
+                                           memory=details.memory, info=details.info, ifname=ifname, owners=owners,
+                                           marks=sel.marks), window)
             yield from _warn_if_interrupted(
                 nl.dump(SOCK_DIAG_BY_FAMILY, inet_request(family, protocol, states, ext), split, prefetch=True),
                 f"{table} ({name})", window, warn)
@@ -210,12 +211,21 @@ def collect(sel: Selection, details: Details, warn: Warn, lines: bool = False) -
                      "reading /proc/net instead"))
     ifname = InterfaceNames()
     matches = sel.matches
+    # fwmark/cgroup conditions read marks and cgroup ids from `extended`; without -e the
+    # records do not keep them.  The kernel sends marks only to CAP_NET_ADMIN (filter.py).
+    strip = sel.marks and not details.extended
+    if sel.reads_fwmark and has_capability(CAP_NET_ADMIN) is False:
+        warn(Warning("fwmark-unavailable", "the kernel sends socket marks only to a reader with CAP_NET_ADMIN, "
+                     "which this agent lacks: fwmark conditions see every mark as 0 (ss without it fails its "
+                     "bytecode with EPERM and reads /proc, where marks are 0 too). Run with CAP_NET_ADMIN."))
     # The kernel applies the state mask itself; only expressions and /proc rows need a check here.
     try:
         for table in sel.tables():
             for batch in dump_table(nl, table, sel, details, owners, ifname, warn, lines):
                 if batch and type(batch[0]) is Socket and (sel.expr is not None or batch[0].cookie is None):
                     batch = [s for s in batch if matches(s)]
+                if strip:
+                    batch = [s._replace(extended=None) if s.extended is not None else s for s in batch]
                 if batch:
                     yield batch
     finally:

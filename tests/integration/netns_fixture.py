@@ -39,10 +39,12 @@ class TestNamespace:
     def exec(self, *cmd: str) -> str:
         return self.run(*cmd).stdout
 
-    def spawn(self, argv: list[str], timeout: float = 30.0) -> dict:
+    def spawn(self, argv: list[str], timeout: float = 30.0, enter: list[str] | None = None) -> dict:
         """Start ``argv`` in the namespace and return what it reports on its
-        ``ready {json}`` line."""
-        proc = subprocess.Popen(["ip", "netns", "exec", self.name, *argv], stdout=subprocess.PIPE,
+        ``ready {json}`` line.  ``enter`` is the command that runs argv there (default
+        ``ip netns exec NAME``, which also remounts /sys)."""
+        enter = ["ip", "netns", "exec", self.name] if enter is None else enter
+        proc = subprocess.Popen([*enter, *argv], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, start_new_session=True)
         self.procs.append(proc)
         ready, _, _ = select.select([proc.stdout], [], [], timeout)

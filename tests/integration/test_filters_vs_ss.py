@@ -11,6 +11,7 @@ to see the fixture.  ``{dir}`` and ``{abstract}`` are the fixture's unix names.
 from __future__ import annotations
 
 import shlex
+import subprocess
 from collections import Counter
 
 import pytest
@@ -84,6 +85,13 @@ CASES = [
     # With -x last, ss reads every host and port as a unix name (and shows only unix sockets)
     ("-tuxa", "sport = :8080", NONE), ("-tuxa", "src 127.0.0.1", NONE), ("-x4a", "src 127.0.0.1", SOME),
     ("-4xa", "src 127.0.0.1", NONE),
+    # --- default/any/all: every address, of both families unless one is named -------------
+    ("-tua", "src default", SOME), ("-tua", "dst default", SOME), ("-tua", "src any", SOME),
+    ("-tua", "dst all", SOME), ("-tua", "not src default", NONE), ("-6a", "src default", SOME),
+    ("-4a", "dst default", SOME), ("-tua", "src inet6:default", SOME), ("-tua", "dst inet:default", SOME),
+    ("-tua", "src default:8080", SOME), ("-a", "src default", SOME),
+    # --- the last of -a/-l counts ------------------------------------------------------------
+    ("-tal", "", SOME), ("-tla", "", SOME), ("-ual", "", SOME),
 ]
 
 
@@ -107,7 +115,40 @@ def _keys(rows) -> Counter:
 
 @pytest.mark.parametrize("flags, words, expected", CASES, ids=[f"{f or '-'} {w}".strip() for f, w, _ in CASES])
 def test_same_sockets_as_ss(sock_ns, run_agent, flags, words, expected):
-    argv = _words(sock_ns, words)
+    _compare_with_ss(sock_ns, run_agent, flags, _words(sock_ns, words), expected)
+
+
+def _alternating(terms: int) -> str:
+    """A left-to-right chain switching between and/or at every term (each switch nests
+    the tree one level deeper), ending in ``or sport = :8080``."""
+    words = ["sport = :9090"]
+    for i in range(terms - 2):
+        words += ["and" if i % 2 else "or", f"dport = :{i % 40 + 1}" if i % 3 else "src 127.0.0.1"]
+    return " ".join([*words, "or sport = :8080"])
+
+
+# ss accepts these (its bison parser and C evaluator have no small depth limit); so must the agent.
+DEEP = [
+    ("600 nested parentheses", "-tua", "( " * 600 + "sport = :8080" + " )" * 600, SOME),
+    ("1000 not", "-tua", "not " * 1000 + "sport = :8080", SOME),
+    ("1001 not", "-tua", "not " * 1001 + "sport = :8080", SOME),
+    ("1500-term or", "-tua", " or ".join(f"sport = :{p}" for p in range(9000, 10499)) + " or dport = :8080", SOME),
+    ("1500-term and", "-tua", " and ".join(["not sport = :1"] * 1499 + ["dport = :8080"]), SOME),
+    ("1500-term implicit and", "-tua", " ".join(["sport > :1"] * 1499 + ["sport = :8080"]), SOME),
+    ("1500 terms alternating and/or", "-tua", _alternating(1500), SOME),
+    ("300 nested mixed groups", "-tua",
+     " ".join(f"( sport = :{9000 + i} or ( dport = :{i} and" for i in range(300)) + " src 127.0.0.1"
+     + " ) )" * 300 + " or sport = :8080", SOME),
+    ("600 not before parentheses", "-tua", "not ( " * 600 + "sport = :8080" + " )" * 600, SOME),
+]
+
+
+@pytest.mark.parametrize("flags, words, expected", [d[1:] for d in DEEP], ids=[d[0] for d in DEEP])
+def test_deep_filters_as_ss(sock_ns, run_agent, flags, words, expected):
+    _compare_with_ss(sock_ns, run_agent, flags, words.split(), expected)
+
+
+def _compare_with_ss(sock_ns, run_agent, flags: str, argv: list[str], expected: str) -> None:
     ss_flags = (flags or "-") + "nH"
 
     def run_ss():
@@ -154,6 +195,14 @@ INVALID = [
     (["sport", "=", ":8080", ")"], ")"),
     (["src"], "src"),
     (["sport", "=", ":22", "state", "listening"], "state"),
+    # non-ASCII digits: strtol (and so ss) reads ASCII digits only; Python's int() would not
+    (["sport", "=", ":\u0661\u0662\u0663"], "\u0661\u0662\u0663"),  # Arabic-Indic 123
+    (["dport", ">", ":\uff11\uff12\uff13"], "\uff11\uff12\uff13"),  # fullwidth 123
+    (["sport", "=", ":1\u0662"], "1\u0662"),
+    (["dev", "\u0661"], "\u0661"),
+    (["src", "\u0661\u0662\u0667.0.0.1"], "\u0661\u0662\u0667.0.0.1"),
+    (["state", "\uff2c\uff29\uff33\uff34\uff25\uff2e\uff29\uff2e\uff27"], "\uff2c"),  # fullwidth LISTENING
+    (["src", "default/0"], "default/0"),
 ]
 
 
@@ -168,3 +217,17 @@ def test_invalid_expressions(sock_ns, run_agent, words, offending):
     (error,) = run.of_type("error")
     assert error["code"] == "usage" and offending in error["message"]
     assert not run.sockets
+
+
+@pytest.mark.parametrize("word", [b":\xff", b":8\xff", b"\xff", b"127.0.0.\xff"])
+def test_invalid_utf8_words_are_usage_errors(sock_ns, run_agent, word):
+    """A word that is not UTF-8 (Python sees lone surrogates) is a usage error naming the
+    word, never "internal"; ss refuses it too."""
+    key = b"sport" if word.startswith(b":") else b"src"
+    ss = subprocess.run(["ip", "netns", "exec", sock_ns.name, "ss", "-tanH", key, b"=", word], capture_output=True,
+                        timeout=60)  # bytes out: ss echoes the word
+    assert ss.returncode != 0 and b"\xff" in ss.stderr
+    run = run_agent("--netns", sock_ns.name, "sockets", "-ta", key, "=", word)
+    assert run.returncode == 2, run.stderr
+    (error,) = run.of_type("error")
+    assert error["code"] == "usage" and "\udcff" in error["message"] and "invalid filter" in error["message"]

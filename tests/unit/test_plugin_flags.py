@@ -101,18 +101,18 @@ def test_views_with_no_processes_only():
     assert commands.agent_queries([], {"processes": False}, {**NO_VIEWS, "summary": True}) == [["summary"]]
 
 
-@pytest.mark.parametrize(("words", "named"), [
-    (["bogus"], "'bogus'"),
-    (["state", "nosuch"], "'nosuch'"),
-    (["dport", "=", ":abc"], "':abc'"),
-    (["sport", "=", ":80", "and"], "the end of the expression"),
-    (["(", "dport", "=", ":443"], "the end of the expression"),
+@pytest.mark.parametrize(("words", "where"), [
+    (["bogus"], "(word 1: >>bogus<<)"),
+    (["state", "nosuch"], "(word 2: state >>nosuch<<)"),
+    (["dport", "=", ":\u0661\u0662\u0663"], "(word 3: dport = >>:\u0661\u0662\u0663<<)"),  # Arabic-Indic digits
+    (["sport", "=", ":80", "and"], "(after the last word: sport = :80 and >><<)"),
+    (["(", "dport", "=", ":443"], "(after the last word: ( dport = :443 >><<)"),
 ])
-def test_invalid_filter_is_a_usage_error_naming_the_word(words, named):
+def test_invalid_filter_is_a_usage_error_naming_the_word(words, where):
     with pytest.raises(UsageError) as err:
         commands.agent_queries(words, NO_FLAGS, NO_VIEWS)
-    assert err.value.cause.startswith(f"invalid filter at {named}: ")
-    assert "ss syntax" in err.value.hint
+    assert err.value.cause.startswith("invalid filter: ") and err.value.cause.endswith(f" {where}")
+    assert "ss(8) syntax" in err.value.hint
     assert err.value.exit_code == EXIT_USAGE
     assert err.value.__cause__ is None and err.value.__suppress_context__  # no chained traceback material
 
@@ -120,16 +120,16 @@ def test_invalid_filter_is_a_usage_error_naming_the_word(words, named):
 def test_invalid_filter_fails_before_any_cluster_call(forbid_cluster, capsys):
     assert cli.main(["pod/api", "-n", "prod", "--listening", "state", "nosuch"]) == EXIT_USAGE
     err = capsys.readouterr().err.splitlines()
-    assert err[0] == ("error: invalid filter at 'nosuch': wrong state name 'nosuch' (see `ss --help`: "
-                      "established, listening, time-wait, connected, bucket, big, ...)")
-    assert err[1].startswith("hint: ss syntax")
+    assert err[0] == ("error: invalid filter: wrong state name 'nosuch' (see `ss --help`: "
+                      "established, listening, time-wait, connected, bucket, big, ...) (word 2: state >>nosuch<<)")
+    assert err[1].startswith("hint: ss(8) syntax")
     assert len(err) == 2
 
 
 def test_invalid_filter_without_the_guard_still_wins_over_missing_kubeconfig(capsys):
     # the real connect() would fail with exit 3 (no kubeconfig): the filter is checked first
-    assert cli.main(["pod/api", "dport", "=", ":abc"]) == EXIT_USAGE
-    assert "invalid filter at ':abc'" in capsys.readouterr().err
+    assert cli.main(["pod/api", "dport", "=", "src"]) == EXIT_USAGE
+    assert "invalid filter: expected a port, not 'src'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("argv", "message"), [

@@ -354,9 +354,14 @@ EVIL = "\x1b]0;pwned\x07\x1b[2J\x1b[31mred\x1b[0m\r\n\t\x00\x7f\x9b\u202e"
     ("plain text, spaces & ünïcödé ok", "plain text, spaces & ünïcödé ok"),
     ("a\x1b[31mb", "a\\x1b[31mb"),
     ("tab\there\nnl\rcr", "tab\\x09here\\x0anl\\x0dcr"),
-    ("\x00\x7f\x9b", "\\x00\\x7f\\x9b"),  # NUL, DEL, 8-bit CSI
-    ("rtl\u202eoverride\u200bzw", "rtl\\u202eoverride\\u200bzw"),
-    ("bad\udcffbyte", "bad\\udcffbyte"),  # surrogate-escaped byte from /proc
+    ("\x00\x7f", "\\x00\\x7f"),  # NUL, DEL
+    ("\x9b\x85\xa0", "\\u009b\\u0085\\u00a0"),  # C1 CSI and NEL, NBSP: characters, not bytes
+    ("rtl\u202eoverride\u200bzw\u2066", "rtl\\u202eoverride\\u200bzw\\u2066"),  # bidi, zero-width
+    ("bad\udcffbyte", "bad\\xffbyte"),  # an undecodable byte (surrogateescape): as the records spell it
+    ("lone\ud800", "lone\\ud800"),  # a surrogate that is no byte
+    ("line\u2028para\u2029", "line\\u2028para\\u2029"),
+    ("astral \U000e0001 tag", "astral \\U000e0001 tag"),
+    ("emoji \U0001f600 ok", "emoji \U0001f600 ok"),
     (None, ""),
     (8080, "8080"),
 ])

@@ -209,3 +209,11 @@ def test_owner_json_is_json_dumps_of_the_records():
     for inode in (1, 2, 3, 4):
         assert owners.json(inode) == json.dumps(owners.get(inode, []), separators=(",", ":"))
     assert owners.get(4) is None and owners.get(4, []) == [] and len(owners) == 3 and 3 in owners
+
+
+def test_only_a_json_writer_takes_lines():
+    """The table writer keeps records to lay them out: it must get records, not lines."""
+    from sockdebug_agent.render import TableWriter
+    from sockdebug_agent.stream import Writer
+
+    assert Writer().takes_lines and not TableWriter([]).takes_lines

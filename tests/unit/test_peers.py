@@ -1,0 +1,105 @@
+"""plugin/peers.py: pods, Services (dual-stack ClusterIPs, externalIPs, load balancers,
+nodePorts) and nodes named from one index; hostNetwork pods and hostPorts behind node
+addresses; IPv4-mapped and non-canonical IPv6; unknown addresses stay unnamed."""
+
+from __future__ import annotations
+
+from sockdebug_plugin.peers import Peer, PeerIndex, canonical
+
+
+def pod(name, ip, ns="shop", node="node-1", phase="Running", host_network=False, ports=(), ipv6=None):
+    ips = [{"ip": ip}] + ([{"ip": ipv6}] if ipv6 else [])
+    spec = {"nodeName": node, "containers": [{"name": "app", "ports": list(ports)}]}
+    if host_network:
+        spec["hostNetwork"] = True
+    return {"metadata": {"name": name, "namespace": ns}, "spec": spec,
+            "status": {"phase": phase, "podIP": ip, "podIPs": ips, "hostIP": "192.168.1.10"}}
+
+
+def svc(name, ips, ns="shop", node_port=None, external=(), lb=()):
+    spec = {"clusterIP": ips[0], "clusterIPs": list(ips), "ports": [{"port": 80, **({"nodePort": node_port}
+                                                                                     if node_port else {})}]}
+    if external:
+        spec["externalIPs"] = list(external)
+    out = {"metadata": {"name": name, "namespace": ns}, "spec": spec}
+    if lb:
+        out["status"] = {"loadBalancer": {"ingress": [{"ip": ip} for ip in lb]}}
+    return out
+
+
+def node(name, *addresses):
+    return {"metadata": {"name": name}, "status": {"addresses": [
+        {"type": t, "address": a} for t, a in [("InternalIP", addresses[0]), ("Hostname", name),
+                                               *[("ExternalIP", a) for a in addresses[1:]]]]}}
+
+
+PODS = [pod("web", "10.244.0.5", ipv6="fd00:10:244::5"), pod("db", "10.244.0.6", ns="data"),
+        pod("agent", "192.168.1.10", ns="kube-system", host_network=True, ports=[{"containerPort": 9100}]),
+        pod("edge", "10.244.0.7", ports=[{"containerPort": 80, "hostPort": 8443}])]
+SERVICES = [svc("web", ["10.96.0.10", "fd00:10:96::a"]), svc("public", ["10.96.0.11"], node_port=30080,
+                                                               external=["192.168.1.10", "203.0.113.7"],
+                                                               lb=["198.51.100.4"]),
+            svc("headless", ["None"])]
+NODES = [node("node-1", "192.168.1.10", "203.0.113.10"), node("node-2", "192.168.1.11")]
+INDEX = PeerIndex(PODS, SERVICES, NODES)
+
+
+def test_pods_services_and_nodes_are_named():
+    assert INDEX.name("10.244.0.5") == "pod/shop/web"
+    assert INDEX.name("10.244.0.6", 5432) == "pod/data/db"
+    assert INDEX.name("10.96.0.10") == "svc/shop/web"
+    assert INDEX.name("192.168.1.11") == "node/node-2"
+    assert INDEX.name("203.0.113.10") == "node/node-1"  # ExternalIP
+    assert INDEX.name("10.1.2.3") is None and INDEX.name(None) is None and INDEX.name("not-an-ip") is None
+    assert INDEX.lookup("10.244.0.5").as_dict() == {"kind": "Pod", "namespace": "shop", "name": "web"}
+    assert INDEX.lookup("192.168.1.11").as_dict() == {"kind": "Node", "name": "node-2"}
+
+
+def test_dual_stack_and_ipv6_forms():
+    assert INDEX.name("fd00:10:96::a") == "svc/shop/web"
+    assert INDEX.name("fd00:10:96:0:0:0:0:a") == "svc/shop/web"  # non-canonical text
+    assert INDEX.name("FD00:10:244::5") == "pod/shop/web"
+    assert INDEX.name("::ffff:10.244.0.5") == "pod/shop/web"  # IPv4-mapped, as a dual-stack socket shows it
+    assert INDEX.name("::ffff:10.96.0.10") == "svc/shop/web"
+    assert INDEX.name("fe80::1%eth0") is None
+    assert canonical("::ffff:7f00:1") == "127.0.0.1" and canonical("10.0.0.1") == "10.0.0.1"
+
+
+def test_host_network_pods_share_the_node_address_unless_the_port_is_theirs():
+    assert INDEX.name("192.168.1.10") == "node/node-1"
+    assert INDEX.name("192.168.1.10", 9100) == "pod/kube-system/agent"  # its declared port on its node
+    assert INDEX.name("192.168.1.10", 8443) == "pod/shop/edge"  # a hostPort on that node
+    assert INDEX.name("192.168.1.11", 8443) == "node/node-2"  # not claimed on node-2
+    assert INDEX.name("192.168.1.10", 30080) == "svc/shop/public"  # a nodePort on any node
+    assert INDEX.name("192.168.1.11", 30080) == "svc/shop/public"
+    assert INDEX.name("192.168.1.10", 22) == "node/node-1"
+
+
+def test_external_and_load_balancer_ips_name_the_service_but_never_hide_a_node():
+    assert INDEX.name("203.0.113.7") == "svc/shop/public"
+    assert INDEX.name("198.51.100.4") == "svc/shop/public"
+    assert INDEX.name("192.168.1.10") == "node/node-1"  # an externalIP that is a node's address
+
+
+def test_without_nodes_listed_host_ips_still_name_the_node():
+    index = PeerIndex(PODS, SERVICES, ())
+    assert index.name("192.168.1.10") == "node/node-1"  # from the pods' hostIP and the hostNetwork pod
+    assert index.name("192.168.1.10", 9100) == "pod/kube-system/agent"
+    assert PeerIndex().name("10.244.0.5") is None
+
+
+def test_a_running_pod_wins_over_a_finished_one_with_the_same_ip():
+    old = pod("job-1", "10.244.0.9", phase="Succeeded")
+    new = pod("web-2", "10.244.0.9")
+    assert PeerIndex([new, old]).name("10.244.0.9") == "pod/shop/web-2"
+    assert PeerIndex([old, new]).name("10.244.0.9") == "pod/shop/web-2"
+    assert str(Peer("node", None, "n")) == "node/n"
+
+
+def test_a_large_index():
+    """The index is built once per run from every listed object (the bench measures its cost)."""
+    pods = [pod(f"p{i}", f"10.{i // 65536}.{i // 256 % 256}.{i % 256}") for i in range(20_000)]
+    index = PeerIndex(pods, [svc(f"s{i}", [f"10.96.{i // 256}.{i % 256}"]) for i in range(3_000)])
+    assert len(index) == 23_001  # + the nodes' hostIP the pods report
+    assert index.name("10.0.78.31") == f"pod/shop/p{78 * 256 + 31}"
+    assert index.name("::ffff:10.96.11.183") == f"svc/shop/s{11 * 256 + 183}"
