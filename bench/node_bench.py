@@ -45,7 +45,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from holder import MAX_PER_HOLDER  # noqa: E402 - sibling files, not a package
-from runner import GNU_TIME, agent_venv, load, machine, setns  # noqa: E402
+from runner import GNU_TIME, TIME_FORMAT, agent_venv, load, machine, parse_time, setns  # noqa: E402
 
 PREFIX = "sdnode"
 CLONE_NEWNS, CLONE_NEWPID = 0x00020000, 0x20000000
@@ -192,7 +192,7 @@ class _NodeInit:
     def run(self, argv: list[str], output: str | None) -> dict:
         with tempfile.NamedTemporaryFile("r", prefix="sdnode-rss-") as rss:
             t0 = time.perf_counter()
-            proc = subprocess.Popen([GNU_TIME, "-f", "%M", "-o", rss.name, *argv], stdout=subprocess.PIPE,
+            proc = subprocess.Popen([GNU_TIME, "-f", TIME_FORMAT, "-o", rss.name, *argv], stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE)
             data = proc.stdout.read()
             code = proc.wait()
@@ -202,8 +202,9 @@ class _NodeInit:
             proc.stderr.close()
             if output:
                 Path(output).write_bytes(data)
-            return {"ms": elapsed, "rss_kib": int(rss.read().split()[-1]), "lines": data.count(b"\n"),
-                    "code": code, "stderr": stderr[-2000:]}
+            peak, cpu = parse_time(rss.read())
+            return {"ms": elapsed, "rss_kib": peak, "cpu_ms": cpu, "lines": data.count(b"\n"), "code": code,
+                    "stderr": stderr[-2000:]}
 
 
 def _split(total: int, most: int) -> list[int]:
@@ -378,7 +379,7 @@ def main() -> None:
                 reply = node.run(cases[name])
                 if reply["code"] != 0:
                     raise RuntimeError(f"{name}: exit {reply['code']}: {reply['stderr']}")
-                times[name].append((reply["ms"], reply["rss_kib"]))
+                times[name].append((reply["ms"], reply["rss_kib"], reply["cpu_ms"]))
         after = load()
         sockets = node.sockets
     text = "\n".join([
@@ -392,10 +393,11 @@ def main() -> None:
         f"{args.runs} interleaved runs, peak RSS from GNU time. Fixture built in {built:.1f} s. {machine()}; "
         f"{before} before, {after} after.",
         "",
-        "| command | median ms | min ms | max ms | median peak RSS MiB | lines |",
-        "|---|---|---|---|---|---|",
-        *(f"| `{name}` | {statistics.median(t for t, _ in v):.0f} | {min(t for t, _ in v):.0f} | "
-          f"{max(t for t, _ in v):.0f} | {statistics.median(r for _, r in v) / 1024:.1f} | {lines[name]} |"
+        "| command | median ms | min ms | max ms | median CPU ms (user+sys) | median peak RSS MiB | lines |",
+        "|---|---|---|---|---|---|---|",
+        *(f"| `{name}` | {statistics.median(t for t, _, _ in v):.0f} | {min(t for t, _, _ in v):.0f} | "
+          f"{max(t for t, _, _ in v):.0f} | {statistics.median(c for _, _, c in v):.0f} | "
+          f"{statistics.median(r for _, r, _ in v) / 1024:.1f} | {lines[name]} |"
           for name, v in times.items()),
         "",
     ])

@@ -31,6 +31,7 @@ GNU_TIME = "/usr/bin/time"  # package `time` (scripts/setup)
 class Runs:
     ms: list[float] = field(default_factory=list)
     rss_kib: list[int] = field(default_factory=list)
+    cpu_ms: list[float] = field(default_factory=list)  #: user + system
     lines: int = 0
 
     @property
@@ -38,17 +39,21 @@ class Runs:
         return statistics.median(self.ms)
 
     @property
+    def median_cpu_ms(self) -> float:
+        return statistics.median(self.cpu_ms)
+
+    @property
     def median_rss_mib(self) -> float:
         return statistics.median(self.rss_kib) / 1024
 
 
-def measure(argv: list[str], preexec: Callable[[], None] | None = None) -> tuple[float, int, int]:
-    """(wall ms, peak RSS KiB, lines written) of one run of ``argv``."""
+def measure(argv: list[str], preexec: Callable[[], None] | None = None) -> tuple[float, int, int, float]:
+    """(wall ms, peak RSS KiB, lines written, CPU ms) of one run of ``argv``."""
     buf = bytearray(1 << 20)
     lines = 0
     with tempfile.NamedTemporaryFile("r", prefix="sdbench-rss-") as rss:
         t0 = time.perf_counter()
-        proc = subprocess.Popen([GNU_TIME, "-f", "%M", "-o", rss.name, *argv], stdout=subprocess.PIPE,
+        proc = subprocess.Popen([GNU_TIME, "-f", TIME_FORMAT, "-o", rss.name, *argv], stdout=subprocess.PIPE,
                                 stderr=subprocess.DEVNULL, preexec_fn=preexec)
         reader = proc.stdout
         while True:
@@ -61,7 +66,17 @@ def measure(argv: list[str], preexec: Callable[[], None] | None = None) -> tuple
         reader.close()
         if code != 0:
             raise RuntimeError(f"{argv} exited with {code}")
-        return elapsed, int(rss.read().split()[-1]), lines
+        peak, cpu = parse_time(rss.read())
+        return elapsed, peak, lines, cpu
+
+
+TIME_FORMAT = "%M %U %S"
+
+
+def parse_time(text: str) -> tuple[int, float]:
+    """GNU time's TIME_FORMAT line: (peak RSS KiB, user + system ms)."""
+    rss, user, system = text.split()[-3:]
+    return int(rss), (float(user) + float(system)) * 1000
 
 
 def interleaved(cases: dict[str, list[str]], runs: int, preexec: Callable[[], None] | None = None
@@ -73,9 +88,10 @@ def interleaved(cases: dict[str, list[str]], runs: int, preexec: Callable[[], No
     names = list(cases)
     for run in range(runs):
         for name in names[run % len(names):] + names[:run % len(names)]:
-            ms, rss, _lines = measure(cases[name], preexec)
+            ms, rss, _lines, cpu = measure(cases[name], preexec)
             out[name].ms.append(ms)
             out[name].rss_kib.append(rss)
+            out[name].cpu_ms.append(cpu)
     return out
 
 

@@ -43,16 +43,17 @@ def report(args: argparse.Namespace, results: dict[int, tuple[dict[str, Runs], s
         "",
         f"`sudo python3 bench/sockets_bench.py --sizes {','.join(map(str, sizes))} --runs {args.runs}` — "
         "established loopback connections (both ends, plus one listener per holder process) in a private "
-        "netns; whole processes, stdout to a pipe the bench drains, peak RSS from `wait4` of each run; "
+        "netns; whole processes, stdout to a pipe the bench drains, peak RSS from GNU time; "
         f"medians of {args.runs} interleaved runs. {machine()}.",
         "",
     ]
     for size in sizes:
         runs, when = results[size]
-        out += [f"## {size:,} sockets ({when})", "", "| command | median ms | min ms | median peak RSS MiB | lines |",
-                "|---|---|---|---|---|"]
-        out += [f"| `{name}` | {r.median_ms:.1f} | {min(r.ms):.1f} | {r.median_rss_mib:.1f} | {r.lines} |"
-                for name, r in runs.items()]
+        out += [f"## {size:,} sockets ({when})", "",
+                "| command | median ms | min ms | median CPU ms (user+sys) | median peak RSS MiB | lines |",
+                "|---|---|---|---|---|---|"]
+        out += [f"| `{name}` | {r.median_ms:.1f} | {min(r.ms):.1f} | {r.median_cpu_ms:.0f} | {r.median_rss_mib:.1f} | "
+                f"{r.lines} |" for name, r in runs.items()]
         out.append("")
     out += ["## Ratios (agent / ss, medians of the same run)", "",
             "| sockets | time -t -a (≤ 1.2) | time -t -a -p (≤ 1.0) | peak RSS -t -a (≤ 3) | "
