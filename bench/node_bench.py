@@ -2,7 +2,7 @@
 `sockdebug-agent sockets -tl -p` in the node's own network namespace (what
 `node/NAME --listening` runs), on a simulated node with 100k sockets and 300 pods.
 
-    sudo python3 bench/node_bench.py [--pods 300] [--sockets 100000] [--runs 7] [--reinstall]
+    sudo python3 bench/node_bench.py [--pods 300] [--sockets 100000] [--runs 7] [--reinstall] [--baseline REV]
     sudo python3 bench/node_bench.py --clean     # remove what a killed run left behind
 
 The node is a PID and mount namespace of its own (its pid 1 is this bench's "node
@@ -45,7 +45,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from holder import MAX_PER_HOLDER  # noqa: E402 - sibling files, not a package
-from runner import GNU_TIME, TIME_FORMAT, agent_venv, load, machine, parse_time, setns  # noqa: E402
+from runner import GNU_TIME, TIME_FORMAT, agent_venv, baseline_venv, load, machine, parse_time, setns  # noqa: E402
 
 PREFIX = "sdnode"
 CLONE_NEWNS, CLONE_NEWPID = 0x00020000, 0x20000000
@@ -357,11 +357,13 @@ def main() -> None:
     ap.add_argument("--venv", default=str(HERE / "work" / "venv"))
     ap.add_argument("--reinstall", action="store_true")
     ap.add_argument("--clean", action="store_true", help="only remove what a killed run left behind")
+    ap.add_argument("--baseline", metavar="REV", help="also run the agent of this git revision, interleaved")
     args = ap.parse_args()
     if args.clean:
         clean_stale()
         return
     agent = str(agent_venv(Path(args.venv), args.reinstall))
+    baseline = str(baseline_venv(args.baseline, args.reinstall)) if args.baseline else None
     t0 = time.perf_counter()
     with Node(args.pods, args.sockets, args.host_share) as node:
         built = time.perf_counter() - t0
@@ -371,6 +373,9 @@ def main() -> None:
             "sockdebug-agent sockets -tl -p": [agent, "sockets", "-tl", "-p"],
             "ss -tlnp (reference)": ["ss", "-tlnp"],
         }
+        if baseline:
+            cases[f"baseline ({args.baseline}) pods -tul -p"] = [baseline, "pods", "-tul", "-p"]
+            cases[f"baseline ({args.baseline}) sockets -tl -p"] = [baseline, "sockets", "-tl", "-p"]
         times = {name: [] for name in cases}
         lines = {name: node.run(argv)["lines"] for name, argv in cases.items()}  # warm-up
         for run in range(args.runs):
@@ -386,7 +391,8 @@ def main() -> None:
         "# Node mode at scale",
         "",
         f"`sudo python3 bench/node_bench.py --pods {args.pods} --sockets {args.sockets} --host-share "
-        f"{args.host_share} --runs {args.runs}` — a simulated node (PID, mount and network namespace of its "
+        f"{args.host_share} --runs {args.runs}{' --baseline ' + args.baseline if args.baseline else ''}` "
+        f"— a simulated node (PID, mount and network namespace of its "
         f"own) with {sockets:,} sockets: {args.pods} pods (network namespaces with a process in a "
         f"`kubepods/besteffort/pod<UID>/<id>` cgroup, {POD_LISTENERS} listening sockets and loopback "
         f"connections each) and the node's own namespace; commands run inside the node, medians of "

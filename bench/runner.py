@@ -108,6 +108,20 @@ def agent_venv(venv: Path, reinstall: bool) -> Path:
     return venv / "bin" / "sockdebug-agent"
 
 
+def baseline_venv(rev: str, reinstall: bool = False) -> Path:
+    """The agent of git revision ``rev`` of this repository, installed in a venv of its
+    own (bench/work/venv-REV), to run interleaved with this checkout's."""
+    venv = HERE / "work" / f"venv-{rev}"
+    if reinstall or not (venv / "bin" / "sockdebug-agent").exists():
+        with tempfile.TemporaryDirectory(prefix="sdbench-src-") as src:
+            archive = subprocess.run(["git", "-C", str(HERE.parent), "archive", rev], check=True,
+                                     capture_output=True).stdout
+            subprocess.run(["tar", "-x", "-C", src], input=archive, check=True)
+            subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+            subprocess.run([str(venv / "bin" / "pip"), "install", "-q", src, "psutil"], check=True)
+    return venv / "bin" / "sockdebug-agent"
+
+
 def machine() -> str:
     uname = os.uname()
     return (f"Kernel {uname.release}, {os.cpu_count()} CPUs (shared with other work), Python "

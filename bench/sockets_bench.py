@@ -3,7 +3,7 @@ TCP sockets (established loopback connections, both ends, held by several proces
 in a private network namespace.  Whole processes, stdout to a pipe this process
 drains, each reaped with wait4 for its own peak RSS; medians of interleaved runs.
 
-    sudo python3 bench/sockets_bench.py [--sizes 10000,40000,100000] [--runs 9] [--reinstall]
+    sudo python3 bench/sockets_bench.py [--sizes 10000,40000,100000] [--runs 9] [--reinstall] [--baseline REV]
 
 Writes bench/results/sockets.md (and prints it).  Needs root (ip netns).  Every
 namespace and process it makes is removed at the end, also on Ctrl-C.
@@ -18,10 +18,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from holder import loopback_connections  # noqa: E402 - sibling files, not a package
-from runner import Runs, agent_venv, inside, interleaved, load, machine  # noqa: E402
+from runner import Runs, agent_venv, baseline_venv, inside, interleaved, load, machine  # noqa: E402
 
 
-def bench_size(sockets: int, runs: int, agent: str, psutil_python: str | None) -> tuple[dict[str, Runs], str]:
+def bench_size(sockets: int, runs: int, agent: str, psutil_python: str | None, baseline: str | None
+               ) -> tuple[dict[str, Runs], str]:
     with loopback_connections(sockets // 2) as ns, inside(ns):
         before = load()
         cases = {
@@ -30,6 +31,9 @@ def bench_size(sockets: int, runs: int, agent: str, psutil_python: str | None) -
             "ss -tanp": ["ss", "-tanp"],
             "agent -t -a -p": [agent, "sockets", "-t", "-a", "-p"],
         }
+        if baseline:
+            cases["baseline agent -t -a"] = [baseline, "sockets", "-t", "-a"]
+            cases["baseline agent -t -a -p"] = [baseline, "sockets", "-t", "-a", "-p"]
         if psutil_python:
             cases["psutil net_connections"] = [psutil_python, "-c", "import psutil; psutil.net_connections('tcp')"]
         result = interleaved(cases, runs)
@@ -41,10 +45,13 @@ def report(args: argparse.Namespace, results: dict[int, tuple[dict[str, Runs], s
     out = [
         "# sockets: sockdebug-agent vs ss",
         "",
-        f"`sudo python3 bench/sockets_bench.py --sizes {','.join(map(str, sizes))} --runs {args.runs}` — "
+        f"`sudo python3 bench/sockets_bench.py --sizes {','.join(map(str, sizes))} --runs {args.runs}"
+        f"{' --baseline ' + args.baseline if args.baseline else ''}` — "
         "established loopback connections (both ends, plus one listener per holder process) in a private "
         "netns; whole processes, stdout to a pipe the bench drains, peak RSS from GNU time; "
-        f"medians of {args.runs} interleaved runs. {machine()}.",
+        f"medians of {args.runs} interleaved runs. {machine()}."
+        + (f" `baseline agent` is commit {args.baseline} of this repository, in the same runs."
+           if args.baseline else ""),
         "",
     ]
     for size in sizes:
@@ -54,6 +61,18 @@ def report(args: argparse.Namespace, results: dict[int, tuple[dict[str, Runs], s
                 "|---|---|---|---|---|---|"]
         out += [f"| `{name}` | {r.median_ms:.1f} | {min(r.ms):.1f} | {r.median_cpu_ms:.0f} | {r.median_rss_mib:.1f} | "
                 f"{r.lines} |" for name, r in runs.items()]
+        out.append("")
+    if args.baseline:
+        out += ["## This checkout against the baseline (medians of the same run)", "",
+                "| sockets | -t -a ms | baseline ms | -t -a peak RSS MiB | baseline MiB | -t -a -p ms | baseline ms | "
+                "-t -a -p peak RSS MiB | baseline MiB |", "|---|---|---|---|---|---|---|---|---|"]
+        for size in sizes:
+            r = results[size][0]
+            row = [r[name] for name in ("agent -t -a", "baseline agent -t -a", "agent -t -a -p",
+                                        "baseline agent -t -a -p")]
+            out.append(f"| {size:,} | {row[0].median_ms:.1f} | {row[1].median_ms:.1f} | {row[0].median_rss_mib:.1f} | "
+                       f"{row[1].median_rss_mib:.1f} | {row[2].median_ms:.1f} | {row[3].median_ms:.1f} | "
+                       f"{row[2].median_rss_mib:.1f} | {row[3].median_rss_mib:.1f} |")
         out.append("")
     out += ["## Ratios (agent / ss, medians of the same run)", "",
             "| sockets | time -t -a (≤ 1.2) | time -t -a -p (≤ 1.0) | peak RSS -t -a (≤ 3) | "
@@ -85,12 +104,15 @@ def main() -> None:
     ap.add_argument("--out", default=str(HERE / "results" / "sockets.md"))
     ap.add_argument("--venv", default=str(HERE / "work" / "venv"), help="where the agent is installed")
     ap.add_argument("--reinstall", action="store_true", help="reinstall this checkout's agent into --venv")
+    ap.add_argument("--baseline", metavar="REV", help="also run the agent of this git revision (e.g. the commit "
+                    "before a change), interleaved")
     args = ap.parse_args()
     agent = agent_venv(Path(args.venv), args.reinstall)
+    baseline = str(baseline_venv(args.baseline, args.reinstall)) if args.baseline else None
     psutil_python = str(Path(args.venv) / "bin" / "python") if args.psutil else None
     results = {}
     for size in map(int, args.sizes.split(",")):
-        results[size] = bench_size(size, args.runs, str(agent), psutil_python)
+        results[size] = bench_size(size, args.runs, str(agent), psutil_python, baseline)
         print(f"{size}: done ({results[size][1]})", file=sys.stderr)
     text = report(args, results)
     Path(args.out).write_text(text)
