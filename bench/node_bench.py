@@ -416,4 +416,7 @@ if __name__ == "__main__":
         sys.exit("needs root (namespaces, cgroups)")
     if shutil.which("ip") is None:
         sys.exit("needs ip (iproute2)")
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: Node.close has run
+        sys.exit("interrupted; the node's namespaces, cgroups and processes are removed")

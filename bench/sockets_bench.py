@@ -120,4 +120,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # the fixtures' own cleanup has run
+        sys.exit("interrupted; the bench's namespaces and processes are removed")

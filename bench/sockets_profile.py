@@ -162,4 +162,7 @@ def report(args: argparse.Namespace, results: dict, fixed: dict[str, float]) -> 
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # the fixtures' own cleanup has run
+        sys.exit("interrupted; the bench's namespaces and processes are removed")
