@@ -5,6 +5,7 @@
     sockdebug-agent [--netns NAME|PATH | --target-pid PID] routes | interfaces
     sockdebug-agent [--netns NAME|PATH | --target-pid PID] limits [--all-processes]
     sockdebug-agent [--netns NAME|PATH | --target-pid PID] triage [--fail-on SEVERITY] [--sockets]
+    sockdebug-agent [--netns NAME|PATH | --target-pid PID] events [-tu46pi] [--for D] [--count N] [FILTER]
     sockdebug-agent pods [-tulp ...]     (on a node, hostPID: every pod's network namespace, once each)
     sockdebug-agent --psutil sockets|limits ...   (the portable path, automatic off Linux)
     sockdebug-agent --version
@@ -16,22 +17,33 @@ a line on stderr and a non-zero exit code (errors.py), never a traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import gc
 import os
 import signal
 import sys
-from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Optional
 
-from . import __version__, namespaces, serve
-from .errors import EXIT_AGENT, EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, KernelError, SockdebugError, UsageError
+from . import __version__, faults, namespaces, serve
+from .backend import Backend, Linux, choose, summarise
+from .errors import (
+    EXIT_FINDINGS,
+    EXIT_OK,
+    EXIT_OUTPUT,
+    EXIT_USAGE,
+    KernelError,
+    OutputError,
+    SockdebugError,
+    UsageError,
+)
 from .filter import select
-from .netlink import NetlinkError, ProtocolError
+from .netlink import NetlinkError
 from .query import Query, add_commands
 from .stream import Writer
 
-Command = Callable[[argparse.Namespace, Writer], int]
+PID_MAX = 1 << 22  # PID_MAX_LIMIT: no pid is larger
+Command = Callable[[argparse.Namespace, Writer, Backend], int]
 COMMANDS: dict[str, Command] = {}
 
 
@@ -57,140 +69,85 @@ def selection_from_args(args: argparse.Namespace):
 
 
 @command("sockets")
-def run_sockets(args: argparse.Namespace, out: Writer) -> int:
-    from .inspectors.sockets import Details, collect
+def run_sockets(args: argparse.Namespace, out: Writer, backend: Backend) -> int:
+    from .inspectors.sockets import Details
 
-    sel = selection_from_args(args)
-    if portable_path(args):
-        from .inspectors import portable
-
-        found = portable.collect_sockets(sel, args.processes, out.emit)
-        if found:
-            out.emit_batch(found)
-        return EXIT_OK
     details = Details(processes=args.processes, timers=args.options or args.extended,
                       extended=args.extended, memory=args.memory, info=args.info)
-    for batch in collect(sel, details, out.emit, lines=out.takes_lines):
+    for batch in backend.sockets(selection_from_args(args), details, out.emit, lines=out.takes_lines):
         out.emit_batch(batch)
     return EXIT_OK
 
 
 @command("serve")
-def run_serve(args: argparse.Namespace, out: Writer) -> int:
+def run_serve(args: argparse.Namespace, out: Writer, backend: Backend) -> int:
     serve.run(args.idle_timeout)
     return EXIT_OK
 
 
 @command("summary")
-def run_summary(args: argparse.Namespace, out: Writer) -> int:
-    from .inspectors.sockets import Details, collect_all
-    from .inspectors.summary import collect_summary, read_counters
-
-    counters = read_counters()  # first: the dump's own netlink socket would be counted
-    states: Counter[str] = Counter()
-    udp = unix = 0
-    for sock in collect_all(select(all_states=True), Details(), out.emit):
-        if sock.netid == "tcp":
-            states[sock.state] += 1
-        elif sock.netid == "udp":
-            udp += 1
-        elif sock.family == "unix":
-            unix += 1
-    out.emit(collect_summary(states, udp, unix, counters))
+def run_summary(args: argparse.Namespace, out: Writer, backend: Backend) -> int:
+    out.emit(backend.summary(out.emit))
     return EXIT_OK
 
 
-def portable_path(args: argparse.Namespace) -> bool:
-    """psutil instead of netlink and /proc: off Linux, or when --psutil forces it."""
-    return bool(getattr(args, "psutil", False)) or not sys.platform.startswith("linux")
-
-
-def _linux_only(args: argparse.Namespace) -> None:
-    if portable_path(args):
-        raise UsageError(f"`{args.command}` reads rtnetlink and /proc, which exist only on Linux "
-                         "(and not with --psutil)", "on other systems only `sockets` and `limits` work")
-
-
-def _warn_denied(out: Writer, denied: list[int]) -> None:
-    if denied:
-        out.warning("process-limits-denied",
-                    f"could not read the open files or network namespace of {len(denied)} processes "
-                    f"(pids {', '.join(map(str, denied[:10]))}{', ...' if len(denied) > 10 else ''}): "
-                    "they have no process_limits record. Run as root with CAP_SYS_PTRACE.", len(denied))
-
-
 @command("routes")
-def run_routes(args: argparse.Namespace, out: Writer) -> int:
+def run_routes(args: argparse.Namespace, out: Writer, backend: Backend) -> int:
     from .inspectors import routes
 
-    _linux_only(args)
-    for route in routes.collect():
+    with backend.rtnetlink() as nl:
+        found = routes.collect(nl)
+    for route in found:
         out.emit(route)
     return EXIT_OK
 
 
 @command("interfaces")
-def run_interfaces(args: argparse.Namespace, out: Writer) -> int:
+def run_interfaces(args: argparse.Namespace, out: Writer, backend: Backend) -> int:
     from .inspectors import interfaces
 
-    _linux_only(args)
-    for link in interfaces.collect():
+    with backend.rtnetlink() as nl:
+        found = interfaces.collect(nl)
+    for link in found:
         out.emit(link)
     return EXIT_OK
 
 
 @command("limits")
-def run_limits(args: argparse.Namespace, out: Writer) -> int:
-    if portable_path(args):
-        from .inspectors import portable
-
-        out.emit(portable.missing_warning("limits", portable.MISSING_LIMITS_FIELDS))
-        for record in portable.collect_process_limits(out.emit):
-            out.emit(record)
-        out.emit(portable.collect_limits())
-        return EXIT_OK
-    from .inspectors import limits
-    from .inspectors.sockets import Details, collect_all
-
-    scan = limits.collect_process_limits(all_netns=args.all_processes)
-    _warn_denied(out, scan.denied)
-    for record in scan.records:
+def run_limits(args: argparse.Namespace, out: Writer, backend: Backend) -> int:
+    if isinstance(backend, Linux):
+        backend.require_proc("limits")
+    for record in backend.process_limits(out.emit, all_netns=args.all_processes):
         out.emit(record)
-    sockets = collect_all(select(tcp=True, udp=True, all_states=True), Details(), out.emit)
-    out.emit(limits.collect_limits(sockets))
+    out.emit(backend.limits(out.emit))
     return EXIT_OK
 
 
 @command("triage")
-def run_triage(args: argparse.Namespace, out: Writer) -> int:
+def run_triage(args: argparse.Namespace, out: Writer, backend: Backend) -> int:
     from . import triage
-    from .inspectors import interfaces, limits, routes
-    from .inspectors.sockets import Details, collect_all
-    from .inspectors.summary import collect_summary, read_counters
-    from .netlink import NETLINK_ROUTE, Netlink
+    from .inspectors import interfaces, routes
+    from .inspectors.sockets import Details
+    from .inspectors.summary import read_counters
 
-    _linux_only(args)
+    backend.warn_no_proc(out.emit, "no owners, process limits, counters or sysctls: the findings that need "
+                         "them were not checked")
     counters = read_counters()
-    sockets = collect_all(select(all_states=True),
-                          Details(processes=True, timers=True, memory=True, info=True), out.emit)
-    states = Counter(s.state for s in sockets if s.netid == "tcp")
-    udp = sum(1 for s in sockets if s.netid == "udp")
-    unix = sum(1 for s in sockets if s.family == "unix")
-    data = triage.TriageInput(sockets=sockets, summary=collect_summary(states, udp, unix, counters),
-                              host=args.host)
+    sockets = [s for batch in backend.sockets(select(all_states=True),
+                                              Details(processes=True, timers=True, memory=True, info=True), out.emit)
+               for s in batch]
+    data = triage.TriageInput(sockets=sockets, summary=summarise(sockets, counters), host=args.host)
     try:
-        with Netlink(NETLINK_ROUTE) as nl:
+        with backend.rtnetlink() as nl:
             data.interfaces = interfaces.collect(nl)
             data.routes = routes.collect(nl, {i.index: i.name for i in data.interfaces})
-    except OSError as exc:
-        out.warning("rtnetlink-unavailable", f"routes and interfaces could not be read ({exc}): "
-                    "the route findings were not checked")
-    scan = limits.collect_process_limits()
-    _warn_denied(out, scan.denied)
-    data.processes = scan.records
-    data.limits = limits.collect_limits(sockets)
+    except (KernelError, NetlinkError) as exc:
+        why = exc.message if isinstance(exc, KernelError) else f"routes and interfaces could not be read ({exc})"
+        out.warning("rtnetlink-unavailable", f"{why}: the route findings were not checked")
+    data.processes = backend.process_limits(out.emit)
+    data.limits = backend.limits(out.emit, sockets)
     findings = triage.triage(data)
-    for record in (*findings, data.summary, data.limits, *scan.records, *(data.routes or ()),
+    for record in (*findings, data.summary, data.limits, *data.processes, *(data.routes or ()),
                    *(data.interfaces or ())):
         out.emit(record)
     if args.sockets and sockets:
@@ -201,11 +158,10 @@ def run_triage(args: argparse.Namespace, out: Writer) -> int:
 
 
 @command("pods")
-def run_pods(args: argparse.Namespace, out: Writer) -> int:
+def run_pods(args: argparse.Namespace, out: Writer, backend: Backend) -> int:
     from .inspectors import podns
     from .inspectors.sockets import Details, collect_all
 
-    _linux_only(args)
     if args.netns or args.target_pid is not None:
         raise UsageError("`pods` enters every pod's network namespace itself", "drop --netns / --target-pid")
     sel = selection_from_args(args)
@@ -218,15 +174,71 @@ def run_pods(args: argparse.Namespace, out: Writer) -> int:
     return EXIT_OK
 
 
-class _UsageExit(Exception):
-    """An argparse usage error (already printed to stderr), for a framed stream."""
+# --- events (agent/inspectors/events.py): ss -E, one record per destroyed socket ----------
+
+@command("events")
+def run_events(args: argparse.Namespace, out: Writer, backend: Backend) -> int:
+    from .inspectors import events
+
+    query = Query.from_args(args).check()
+    return events.run(events.options(query, query.selection(_local_port_range())), out)
+
+
+class _UsageExit(UsageError):
+    """An argparse usage error (its usage text already on stderr), for a framed stream."""
+
+    reported = True
 
 
 class _ArgumentParser(argparse.ArgumentParser):
+    def _print_message(self, message: str, file=None) -> None:  # --help, --version: argparse swallows failures
+        if not message:
+            return
+        if file is None or file is sys.stdout:
+            data = message.encode("utf-8", "backslashreplace")
+            try:
+                while data:
+                    data = data[os.write(1, data):]
+            except OSError as exc:
+                raise faults.output_error(exc) from None
+        else:
+            for line in message.rstrip("\n").split("\n"):
+                faults.stderr_line(line)
+
     def error(self, message: str):  # type: ignore[override]
-        self.print_usage(sys.stderr)
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
-        raise _UsageExit(message)
+        for line in self.format_usage().rstrip("\n").split("\n"):
+            faults.stderr_line(line)
+        faults.stderr_line(f"{self.prog}: error: {message}")
+        raise _UsageExit(message, "see sockdebug-agent --help")
+
+
+def _ascii_number(pattern: str, what: str) -> Callable[[str], str]:
+    """ASCII digits only, as ss reads numbers: int() and float() would take any script's
+    digits (``٣``), ``1_000`` and surrounding blanks."""
+    import re
+
+    shape = re.compile(pattern)
+
+    def check(word: str) -> str:
+        if not shape.fullmatch(word):
+            raise argparse.ArgumentTypeError(f"{what}, not {word!r}")
+        return word
+    return check
+
+
+def _pid(word: str) -> int:
+    pid = int(_ascii_number(r"[0-9]{1,10}", "a pid is a number of ASCII digits")(word))
+    if not 0 < pid <= PID_MAX:
+        raise argparse.ArgumentTypeError(f"a pid is between 1 and {PID_MAX}, not {word}")
+    return pid
+
+
+def _seconds(word: str) -> float:
+    value = float(_ascii_number(r"[0-9]{1,9}(\.[0-9]{1,9})?", "a timeout is a number of seconds in ASCII digits "
+                                "(e.g. 900 or 0.5), finite and positive")(word))
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"a timeout is more than 0 seconds, not {word}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -238,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     target = parser.add_mutually_exclusive_group()
     target.add_argument("--netns", metavar="NAME|PATH",
                         help="inspect this network namespace (ip netns name, or an nsfs path)")
-    target.add_argument("--target-pid", type=int, metavar="PID",
+    target.add_argument("--target-pid", type=_pid, metavar="PID",
                         help="inspect the network namespace of this process (like nsenter --net)")
     parser.add_argument("--psutil", action="store_true",
                         help="read sockets and limits through psutil, as off Linux (for testing that path)")
@@ -246,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_commands(sub)  # sockets, summary, routes, ...: declared once, with the plugin's Query
     serve = sub.add_parser("serve", help="stay alive for queries exec'd next to it (the plugin's ephemeral "
                            "container); exit after --idle-timeout seconds without one")
-    serve.add_argument("--idle-timeout", type=float, default=900, metavar="SECONDS")
+    serve.add_argument("--idle-timeout", type=_seconds, default=900, metavar="SECONDS")
     parser.add_argument("-o", "--output", choices=OUTPUTS, help="table (the default on a terminal: the plugin's "
                         "tables) or jsonl (the default otherwise: one JSON record a line); after COMMAND, --output")
     for p in sub.choices.values():  # after `sockets`, -o is ss's timers flag
@@ -260,8 +272,11 @@ OUTPUTS = ("table", "jsonl")
 def writer(argv: Sequence[str]) -> Writer:
     """Where records go, chosen here only and before the arguments are parsed (a usage
     error is framed too): tables for a person (-o table, or stdout a terminal), JSON
-    Lines for programs (-o jsonl, or anything else)."""
-    output = output_choice(argv)
+    Lines for programs (-o jsonl, or anything else).  ``events`` writes JSON Lines always:
+    the tables are printed at ``end``, and a follow stream has no end to wait for."""
+    output, command = _scan(argv)
+    if command == "events":
+        return Writer()
     if output == "table" or (output is None and os.isatty(1)):
         from .render import TableWriter
 
@@ -272,8 +287,14 @@ def writer(argv: Sequence[str]) -> Writer:
 def output_choice(argv: Sequence[str]) -> Optional[str]:
     """-o/--output before COMMAND, --output after it (there -o is ss's timers flag); None
     when not given or not a choice (argparse then says why)."""
-    choice, words, in_command = None, iter(argv), False
+    return _scan(argv)[0]
+
+
+def _scan(argv: Sequence[str]) -> tuple[Optional[str], Optional[str]]:
+    """``output_choice``, and the COMMAND word: the first word that is no option (None: none)."""
+    choice, words, command = None, iter(argv), None
     for word in words:
+        in_command = command is not None
         if word == "--":
             break
         if word == "--output" or (word == "-o" and not in_command):
@@ -284,9 +305,9 @@ def output_choice(argv: Sequence[str]) -> Optional[str]:
             choice = word[2:]
         elif word in ("--netns", "--target-pid") and not in_command:
             next(words, None)
-        elif not word.startswith("-"):
-            in_command = True
-    return choice if choice in OUTPUTS else None
+        elif not word.startswith("-") and not in_command:
+            command = word
+    return (choice if choice in OUTPUTS else None), command
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -294,53 +315,69 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     # reference cycles worth collecting: the cyclic GC only costs time (up to a third
     # of a 40k-socket dump) and reference counting frees everything anyway.
     gc.disable()
-    # Die quietly like ss when the reader goes away (| head).
+    sys.unraisablehook = faults.ignore_unraisable  # cleanup after a failure never prints a traceback
+    closed = faults.reserve_std_fds()  # before anything opens a file that would take fd 1
+    argv = list(sys.argv[1:] if argv is None else argv)
+    out = writer(argv)
+    signal.signal(signal.SIGINT, out.on_sigint)  # Ctrl-C ends the stream after a whole line
+    # Die quietly like ss when the reader goes away (| head).  Python ignored SIGPIPE at
+    # start, which erases an inherited SIG_IGN too; a blocked SIGPIPE still gives EPIPE.
     if hasattr(signal, "SIGPIPE"):  # not on Windows
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
     command_line = ["sockdebug-agent", *argv]
+    code, error = EXIT_OK, None
     try:
-        args = parser.parse_args(argv)
+        if 1 in closed:
+            raise faults.output_error(OSError(errno.EBADF, os.strerror(errno.EBADF)))
+        code = _run(argv, command_line, out)
+    except BaseException as exc:  # every failure: a record and a line on stderr, no traceback
+        if isinstance(exc, SystemExit):
+            raise
+        error = faults.classify(exc)
+        code = error.exit_code
+    return _finish(out, command_line, code, error)
+
+
+def _run(argv: list[str], command_line: list[str], out: Writer) -> int:
+    try:
+        args = build_parser().parse_args(argv)
     except SystemExit as exc:  # argparse has printed --help/--version
         return int(exc.code or 0) and EXIT_USAGE
-    except _UsageExit as exc:  # bad flags: usage on stderr, and still a framed stream on stdout
-        out = writer(argv)
-        out.hello(command_line)
-        out.error("usage", str(exc), "see sockdebug-agent --help")
-        out.end(EXIT_USAGE)
-        return EXIT_USAGE
-    out = writer(argv)
+    backend = choose(args.psutil)
+    path = namespaces.netns_path(args.netns, args.target_pid)
+    if path is not None:
+        namespaces.enter(path)
+    out.hello(command_line)
+    if args.command not in backend.commands:
+        raise backend.unsupported(args.command)
+    if os.environ.get(serve.SERVE_ENV) and args.command != "serve":
+        serve.keep_alive()
+    return COMMANDS[args.command](args, out, backend)
+
+
+def _finish(out: Writer, command_line: list[str], code: int, error: Optional[SockdebugError]) -> int:
+    """The error record and ``end`` while stdout works, the error on stderr; the exit code."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the closing records are written whole
+    if error is not None and not isinstance(error, OutputError) and not getattr(error, "reported", False):
+        faults.stderr_line(f"sockdebug-agent: {error.message}")
+        if error.hint:
+            faults.stderr_line(f"hint: {error.hint}")
     try:
-        path = namespaces.netns_path(args.netns, args.target_pid)
-        if path is not None:
-            namespaces.enter(path)
-        out.hello(command_line)
-        if os.environ.get(serve.SERVE_ENV) and args.command != "serve":
-            serve.keep_alive()
-        code = COMMANDS[args.command](args, out)
-    except SockdebugError as exc:
-        code = exc.exit_code
-        _fail(out, command_line, exc.code, exc.cause, exc.hint)
-    except (NetlinkError, ProtocolError) as exc:
-        code = KernelError.exit_code
-        _fail(out, command_line, KernelError.code, f"the kernel's netlink answer could not be used: {exc}",
-              "run again; if it persists, report it with `uname -r` and the command line")
-    except Exception as exc:  # last resort: a record and one line, no traceback
-        code = EXIT_AGENT
-        _fail(out, command_line, "internal", f"{type(exc).__name__}: {exc}",
-              "please report this with the command line and `uname -r`")
-    out.end(code)
+        if out.broken is None and not isinstance(error, OutputError) and (error is not None or out.counts["hello"]):
+            if not out.counts["hello"]:  # the stream is always framed, even when entering the netns failed
+                out.hello(command_line)
+            if error is not None:
+                out.error(error.code, error.message, error.hint)
+            out.end(code)
+    except (OutputError, MemoryError):  # nothing more can be written: stderr and the exit code still say it
+        pass
+    broken = out.broken or (error if isinstance(error, OutputError) else None)
+    if broken is not None:
+        faults.stderr_line(f"sockdebug-agent: {broken.message}")
+        faults.silence_stdout()
+        if error is None or error is broken:  # else the failure that came first keeps its code
+            code = EXIT_OUTPUT
     return code
-
-
-def _fail(out: Writer, command_line: list[str], code: str, message: str, hint: Optional[str]) -> None:
-    if not out.counts["hello"]:  # the stream is always framed, even when entering the netns failed
-        out.hello(command_line)
-    out.error(code, message, hint)
-    print(f"sockdebug-agent: {message}", file=sys.stderr)
-    if hint:
-        print(f"hint: {hint}", file=sys.stderr)
 
 
 def run() -> None:

@@ -92,6 +92,12 @@ class KernelError(AgentError):
     code = "kernel"
 
 
+class PermissionDenied(AgentError):
+    """The kernel refused something the command needs; the message names the capability."""
+
+    code = "permission"
+
+
 class ResourceError(AgentError):
     """A process limit was reached (memory, threads, file descriptors)."""
 

@@ -250,7 +250,7 @@ def _ring(sock: socket.socket, slots: list[memoryview]) -> Iterator[tuple[memory
                 full.put((index, size))
                 if size == 0 or _ends_reply(slots[index], size):
                     break
-        except (OSError, ProtocolError) as exc:
+        except (OSError, ProtocolError, MemoryError) as exc:  # handed over: the reader raises it (RLIMIT_AS, ...)
             full.put(exc)
         full.put(None)
 

@@ -14,14 +14,19 @@ argparse imported only when a parser is built.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any, Optional
 
 from .errors import UsageError
 from .ssfilter import Expression, FilterError, Value, parse
 
-COMMANDS = ("sockets", "summary", "routes", "interfaces", "limits", "triage", "pods")
-SOCKET_COMMANDS = ("sockets", "pods")  #: the commands that take socket flags and filter words
+COMMANDS = ("sockets", "summary", "routes", "interfaces", "limits", "triage", "pods", "events")
+SOCKET_COMMANDS = ("sockets", "pods")  #: the commands that take every socket flag
+FILTER_COMMANDS = (*SOCKET_COMMANDS, "events")  #: the commands that take socket flags and filter words
+#: ss -E's flags: the destroy groups (-t -u -4 -6), and the agent's -p and -i
+EVENTS_FLAGS = ("tcp", "udp", "ipv4", "ipv6", "processes", "info")
+MIN_RCVBUF = 4096  #: events --rcvbuf
 FAIL_ON = ("critical", "warning", "info", "never")  #: triage --fail-on
 COMMAND_HELP = {
     "sockets": "list sockets, like ss",
@@ -32,6 +37,8 @@ COMMAND_HELP = {
     "triage": "findings in plain language, most severe first, then the figures",
     "pods": "on a node (host PID namespace, root): a netns record per pod network namespace (found through "
             "/proc/PID/cgroup), then its sockets",
+    "events": "every TCP/UDP socket as the kernel destroys it, with its final figures (ss -E), and tick records "
+              "with counts, until --for, --count or a signal",
 }
 # The socket flags, in the order to_argv writes them: (SocketFlags field, short, long, help).
 # argparse's dest is the long option's name (``--options`` -> args.options).
@@ -89,10 +96,13 @@ class SocketFlags(Value):
 class Query(Value):
     """One agent command: what the plugin asks and the agent answers."""
 
-    __slots__ = ("all_processes", "command", "fail_on", "flags", "host", "sockets", "words")
+    __slots__ = ("all_processes", "command", "count", "duration", "fail_on", "flags", "host", "no_watch", "rcvbuf",
+                 "sockets", "tick", "words")
 
     def __init__(self, command: str = "sockets", flags: Optional[SocketFlags] = None, words: Sequence[str] = (),
-                 fail_on: str = "never", sockets: bool = False, host: bool = False, all_processes: bool = False):
+                 fail_on: str = "never", sockets: bool = False, host: bool = False, all_processes: bool = False,
+                 duration: Optional[str] = None, count: Optional[int] = None, tick: Optional[float] = None,
+                 no_watch: bool = False, rcvbuf: Optional[int] = None):
         self.command = command  #: one of COMMANDS
         self.flags = flags if flags is not None else SocketFlags()  #: sockets, pods
         self.words = tuple(words)  #: sockets, pods: ss state words and filter expression, as given
@@ -100,12 +110,17 @@ class Query(Value):
         self.sockets = sockets  #: triage --sockets
         self.host = host  #: triage --host
         self.all_processes = all_processes  #: limits --all-processes
+        self.duration = duration  #: events --for, as given (30s, 2m, 500ms, seconds); None: until stopped
+        self.count = count  #: events --count
+        self.tick = tick  #: events --tick, seconds; None: the agent's default
+        self.no_watch = no_watch  #: events --no-watch
+        self.rcvbuf = rcvbuf  #: events --rcvbuf, bytes; None: the agent's default
 
     # -- argv
     def to_argv(self) -> list[str]:
         """The agent's command line for this query (after any --netns/--target-pid)."""
         argv = [self.command]
-        if self.command in SOCKET_COMMANDS:
+        if self.command in FILTER_COMMANDS:
             flags, late = self.flags, None
             for field, short, _long, _help in SOCKET_FLAGS:
                 if getattr(flags, field):
@@ -115,12 +130,16 @@ class Query(Value):
                         argv.append(short)
             if late:
                 argv.append(late)
+        if self.fail_on != "never":
+            argv += ["--fail-on", self.fail_on]
+        for field, option in _VALUE_OPTIONS:
+            if getattr(self, field) is not None:
+                argv += [option, str(getattr(self, field))]
+        argv += [option for field, option in _BOOLEAN_OPTIONS if getattr(self, field)]
+        if self.command in FILTER_COMMANDS:
             if any(w.startswith("-") for w in self.words):
                 argv.append("--")  # a word like -1 is not an option
             argv += self.words
-        if self.fail_on != "never":
-            argv += ["--fail-on", self.fail_on]
-        argv += [option for field, option in _BOOLEAN_OPTIONS if getattr(self, field)]
         return argv
 
     @classmethod
@@ -132,16 +151,17 @@ class Query(Value):
     def from_args(cls, args: Any) -> Query:
         """The query of the agent's parsed arguments (an argparse Namespace)."""
         command = args.command
-        if command not in SOCKET_COMMANDS:
-            return cls(command, fail_on=getattr(args, "fail_on", "never"),
-                       **{field: bool(getattr(args, field, False)) for field, _ in _BOOLEAN_OPTIONS})
+        options: dict[str, Any] = {field: bool(getattr(args, field, False)) for field, _ in _BOOLEAN_OPTIONS}
+        options.update((field, getattr(args, field, None)) for field, _ in _VALUE_OPTIONS)
+        if command not in FILTER_COMMANDS:
+            return cls(command, fail_on=getattr(args, "fail_on", "never"), **options)
         values = {field: bool(getattr(args, long[2:], False)) for field, _s, long, _h in SOCKET_FLAGS}
         flags = SocketFlags(**values)
         given = getattr(args, "preferred_family", None)
         families = flags.families()
         if given in families and given != families[-1]:
             flags = flags.replace(preferred_family=given)
-        return cls(command, flags, tuple(args.filter or ()))
+        return cls(command, flags, tuple(args.filter or ()), **options)
 
     # -- checks
     def check(self) -> Query:
@@ -149,9 +169,11 @@ class Query(Value):
         runs this on the laptop).  Raises UsageError naming the bad word; returns self."""
         if self.command not in COMMANDS:
             raise UsageError(f"unknown agent command {self.command!r}", f"use one of: {', '.join(COMMANDS)}")
-        if self.command not in SOCKET_COMMANDS and (self.flags != SocketFlags() or self.words):
+        if self.command not in FILTER_COMMANDS and (self.flags != SocketFlags() or self.words):
             raise UsageError(f"`{self.command}` takes no socket flags or filter", "drop them, or use `sockets`")
-        for field, option in (("fail_on", "--fail-on"), *_BOOLEAN_OPTIONS):
+        if self.command == "events":
+            self._check_events()
+        for field, option in (("fail_on", "--fail-on"), *_BOOLEAN_OPTIONS, *_VALUE_OPTIONS):
             if getattr(self, field) != _DEFAULTS[field] and self.command != _OPTION_COMMAND[field]:
                 raise UsageError(f"`{self.command}` takes no {option}", f"{option} belongs to "
                                  f"`{_OPTION_COMMAND[field]}`")
@@ -164,6 +186,27 @@ class Query(Value):
             raise UsageError("filter words must be text", FILTER_HINT)
         self.expression()
         return self
+
+    def _check_events(self) -> None:
+        for field, short, _long, _help in SOCKET_FLAGS:
+            if getattr(self.flags, field) and field not in EVENTS_FLAGS:
+                raise UsageError(f"`events` takes no {short}", "ss -E follows TCP and UDP: -t, -u, -4, -6 "
+                                 "(and the agent's -p, -i)")
+        if self.duration is not None:
+            try:
+                seconds = parse_duration(self.duration)
+            except ValueError as exc:
+                raise UsageError(f"--for: {exc}", "e.g. --for 30s, --for 2m") from None
+            if seconds <= 0:
+                raise UsageError("--for must be more than 0", "e.g. --for 30s")
+        if self.count is not None and self.count < 1:
+            raise UsageError("--count must be at least 1", "e.g. --count 100")
+        if self.tick is not None and not 0 <= self.tick < float("inf"):  # nan fails both
+            raise UsageError("--tick must be 0 (only the final tick) or more", "e.g. --tick 5")
+        if self.rcvbuf is not None and self.rcvbuf < MIN_RCVBUF:
+            raise UsageError(f"--rcvbuf must be at least {MIN_RCVBUF} bytes", "leave it out for the default")
+        if self.flags.processes and self.no_watch:
+            raise UsageError("-p needs the watch: owners come from the table dumps", "drop --no-watch, or -p")
 
     def expression(self) -> Expression:
         """The filter's state words and syntax tree (nothing resolved); raises UsageError."""
@@ -187,9 +230,41 @@ class Query(Value):
             raise filter_usage_error(exc, self.words) from None
 
 
-_BOOLEAN_OPTIONS = (("sockets", "--sockets"), ("host", "--host"), ("all_processes", "--all-processes"))
-_OPTION_COMMAND = {"fail_on": "triage", "sockets": "triage", "host": "triage", "all_processes": "limits"}
-_DEFAULTS = {"fail_on": "never", "sockets": False, "host": False, "all_processes": False}
+_BOOLEAN_OPTIONS = (("sockets", "--sockets"), ("host", "--host"), ("all_processes", "--all-processes"),
+                    ("no_watch", "--no-watch"))
+_VALUE_OPTIONS = (("duration", "--for"), ("count", "--count"), ("tick", "--tick"), ("rcvbuf", "--rcvbuf"))
+_OPTION_COMMAND = {"fail_on": "triage", "sockets": "triage", "host": "triage", "all_processes": "limits",
+                   "no_watch": "events", "duration": "events", "count": "events", "tick": "events",
+                   "rcvbuf": "events"}
+_DEFAULTS = {"fail_on": "never", "sockets": False, "host": False, "all_processes": False, "no_watch": False,
+             "duration": None, "count": None, "tick": None, "rcvbuf": None}
+_DURATION = re.compile(r"^ *([0-9]{1,9}(?:\.[0-9]{0,9})?|\.[0-9]{1,9}) *(ms|s|m|h)? *$")  # ASCII digits, as ss
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+_ASCII_NUMBER = re.compile(r"[0-9]{1,12}(\.[0-9]{1,9})?")
+
+
+def ascii_integer(word: str) -> int:
+    """An argparse type: ASCII digits only (int() would take any script's digits, ``1_000``)."""
+    if not _ASCII_NUMBER.fullmatch(word) or "." in word:
+        raise ValueError(word)
+    return int(word)
+
+
+def ascii_seconds(word: str) -> float:
+    """An argparse type: seconds in ASCII digits (float() would take ``nan``, ``inf``, ``1e9``)."""
+    if not _ASCII_NUMBER.fullmatch(word):
+        raise ValueError(word)
+    return float(word)
+
+
+def parse_duration(text: str) -> float:
+    """``30s``, ``1.5m``, ``500ms``, ``2h`` or plain seconds -> seconds (events --for)."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 30s, 2m, 500ms, or seconds)")
+    return float(match.group(1)) * _UNITS[match.group(2)]
 
 
 def filter_usage_error(exc: FilterError, words: Sequence[str]) -> UsageError:
@@ -239,11 +314,7 @@ def add_commands(sub: Any, help: bool = True) -> None:
     for command in COMMANDS:
         p = sub.add_parser(command, help=COMMAND_HELP[command], add_help=help)
         if command in SOCKET_COMMANDS:
-            for field, short, long, text in SOCKET_FLAGS:
-                if field in also:
-                    p.add_argument(short, long, action=Flag, also=also[field], help=text)
-                else:
-                    p.add_argument(short, long, action="store_true", help=text)
+            _add_flags(p, [field for field, *_ in SOCKET_FLAGS], Flag, also)
             p.add_argument("-n", "--numeric", action="store_true",
                            help="accepted for ss habits; output is always numeric")
             p.add_argument("-H", "--no-header", action="store_true",
@@ -253,6 +324,8 @@ def add_commands(sub: Any, help: bool = True) -> None:
         elif command == "limits":
             p.add_argument("--all-processes", action="store_true",
                            help="every visible process, not only those in the inspected network namespace")
+        elif command == "events":
+            _add_events_arguments(p, Flag, also)
         elif command == "triage":
             p.add_argument("--fail-on", choices=FAIL_ON, default="never",
                            help="exit 1 when a finding is at least this severe (default: never)")
@@ -260,6 +333,34 @@ def add_commands(sub: Any, help: bool = True) -> None:
             p.add_argument("--host", action="store_true",
                            help="this is a node's own network namespace: loopback-only listeners are its "
                                 "daemons' normal choice (kubelet, etcd), not a finding")
+
+
+def _add_flags(p: Any, fields: Sequence[str], flag_action: Any, also: dict) -> None:
+    """The SOCKET_FLAGS of ``fields``; those in ``also`` set other attributes too."""
+    for field, short, long, text in SOCKET_FLAGS:
+        if field not in fields:
+            continue
+        if field in also:
+            p.add_argument(short, long, action=flag_action, also=also[field], help=text)
+        else:
+            p.add_argument(short, long, action="store_true", help=text)
+
+
+def _add_events_arguments(p: Any, flag_action: Any, also: dict) -> None:
+    """ss -E's flags, the filter, and how the stream ends (--for, --count) and ticks."""
+    _add_flags(p, EVENTS_FLAGS, flag_action, also)
+    p.add_argument("-n", "--numeric", action="store_true", help="accepted for ss habits; output is always numeric")
+    p.add_argument("--for", dest="duration", metavar="DURATION", help="stop after this long (30s, 2m, 500ms, seconds)")
+    p.add_argument("--count", type=ascii_integer, metavar="N", help="stop after N events")
+    p.add_argument("--tick", type=ascii_seconds, metavar="SECONDS",
+                   help="seconds between tick records (default 5; 0: only the final one)")
+    p.add_argument("--no-watch", action="store_true",
+                   help="no periodic table dumps: no `seen`, no owners, durations from tcp_info only")
+    p.add_argument("--rcvbuf", type=ascii_integer, metavar="BYTES",
+                   help="netlink receive buffer to ask for (default 8 MiB; above net.core.rmem_max only with "
+                        "CAP_NET_ADMIN)")
+    p.add_argument("filter", nargs="*", metavar="FILTER", help="ss filter expression, e.g. 'dport = :443' (state "
+                   "words are ignored, as by ss -E)")
 
 
 def _parser() -> Any:

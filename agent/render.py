@@ -23,6 +23,7 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple, Optional, TextIO
 
+from .schema import escape, escape_char  # noqa: F401 - the one rule lives with text(); re-exported
 from .stream import Writer
 
 _STATE_COLORS = {
@@ -36,29 +37,6 @@ Pair = tuple[dict, Any]
 """One row of a table view: (the target it came from, the record)."""
 Sorter = Callable[[list[Pair]], list[Pair]]
 """Reorders the rows of a table (``--sort-by``); the plugin builds one from a jsonpath."""
-
-
-def escape(text: Any) -> str:
-    """``text`` made safe for a terminal (the rule is in the module's docstring)."""
-    if text is None:
-        return ""
-    if type(text) is not str:
-        text = str(text)
-    if text.isprintable():  # the common case, in C
-        return text
-    return "".join(c if c.isprintable() else escape_char(c) for c in text)
-
-
-def escape_char(c: str) -> str:
-    """The escape of one non-printable character."""
-    code = ord(c)
-    if code < 0x80:
-        return f"\\x{code:02x}"
-    if 0xDC80 <= code <= 0xDCFF:  # an undecodable byte, as os.fsdecode/surrogateescape keep it
-        return f"\\x{code - 0xDC00:02x}"
-    if code < 0x10000:
-        return f"\\u{code:04x}"
-    return f"\\U{code:08x}"
 
 
 def use_color(stream: TextIO) -> bool:

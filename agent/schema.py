@@ -29,6 +29,47 @@ STATE_NAMES = (
 )
 
 
+def text(raw: bytes | bytearray | memoryview | str) -> str:
+    """The one rule for every string the agent takes from the kernel, a target or its own
+    command line: valid UTF-8 as is, any other byte as the four characters ``\\xNN``.
+
+    ``str`` input is what Python already decoded with ``surrogateescape`` (argv,
+    ``if_indextoname``, ``gethostname``): its lone surrogates are the undecodable bytes,
+    and they get the same ``\\xNN`` instead of reaching the wire as ``\\udcNN``."""
+    if isinstance(raw, str):
+        if raw.isascii():
+            return raw
+        try:
+            raw = raw.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:  # a surrogate no decoder made (e.g. from JSON): keep it visible
+            return raw.encode("utf-8", "backslashreplace").decode("utf-8")
+    return bytes(raw).decode("utf-8", "backslashreplace")
+
+
+def escape(text: Any) -> str:
+    """``text`` made safe for a terminal: the one rule of docs/schema.md (Conventions), beside
+    ``text()``, so the error path needs no further import (render.py re-exports it)."""
+    if text is None:
+        return ""
+    if type(text) is not str:
+        text = str(text)
+    if text.isprintable():  # the common case, in C
+        return text
+    return "".join(c if c.isprintable() else escape_char(c) for c in text)
+
+
+def escape_char(c: str) -> str:
+    """The escape of one non-printable character."""
+    code = ord(c)
+    if code < 0x80:
+        return f"\\x{code:02x}"
+    if 0xDC80 <= code <= 0xDCFF:  # an undecodable byte, as os.fsdecode/surrogateescape keep it
+        return f"\\x{code - 0xDC00:02x}"
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
 # --- nested structures -------------------------------------------------------------
 
 class Process(TypedDict, total=False):
@@ -243,10 +284,78 @@ class NetNs(NamedTuple):
     error: Optional[str] = None  #: why it could not be entered (no sockets follow)
 
 
+class Seen(TypedDict):
+    """``events``: the socket as the agent's last table dump before its close showed it."""
+
+    state: str  #: state at that dump (ESTAB, SYN-SENT, CLOSE-WAIT, LISTEN, ...)
+    local_address: str
+    local_port: int
+    peer_address: str
+    peer_port: int
+    inode: int
+    uid: int
+    age_ms: float  #: from the first dump that showed it to the close (a lower bound of its life)
+
+
+class Event(NamedTuple):
+    """``events``: one TCP or UDP socket destroyed by the kernel (``ss -E``), with its final
+    figures.  The address, port, state and queue fields are the kernel's message as ``ss -E``
+    prints it; ``close``, ``duration_ms`` and ``seen`` are the agent's additions."""
+
+    time: float  #: Unix time the agent received it (s, ms precision)
+    family: str  #: inet | inet6
+    netid: str  #: tcp | udp
+    state: str  #: state at destruction: UNCONN for every TCP socket, ESTAB for a connected UDP one
+    recv_q: int
+    send_q: int
+    local_address: str
+    local_port: int
+    peer_address: str
+    peer_port: int  #: 0 also when the kernel had already reset the connection (see ``close``)
+    interface: Optional[str]
+    cookie: int
+    close: Optional[str]  #: closed | reset | failed | timeout | unconnected (TCP), null for UDP
+    duration_ms: Optional[float]  #: the connection lived at least this long; null when unknown
+    bytes_sent: Optional[int]  #: TCP figures from the final tcp_info; null for UDP
+    bytes_received: Optional[int]
+    bytes_acked: Optional[int]
+    retrans: Optional[int]  #: tcpi_total_retrans
+    lost: Optional[int]
+    rtt_ms: Optional[float]
+    segs_in: Optional[int]
+    segs_out: Optional[int]
+    seen: Optional[Seen] = None  #: the agent's last sight of it; null if no dump showed it
+    processes: Optional[list[Process]] = None  #: -p: its owners at that last sight (best effort)
+    tcp_info: Optional[TcpInfo] = None  #: -i: the whole final tcp_info
+
+
+class EventCounts(TypedDict):
+    """``tick``: what happened over one interval, or since the start."""
+
+    events: int  #: event records written
+    unmatched: int  #: destroyed sockets the filter or the family flags left out
+    lost: int  #: destroy messages the kernel dropped because the agent's buffer was full
+    resets: int  #: events whose ``close`` is ``reset``
+    by_netid: dict[str, int]
+    by_state: dict[str, int]
+    by_close: dict[str, int]  #: ``close`` value -> events (UDP under "none")
+    kernel: dict[str, Optional[int]]  #: namespace TCP counters over the same span (docs/schema.md)
+
+
+class Tick(NamedTuple):
+    """``events``: periodic counts, and one last tick (``final``) before ``end``."""
+
+    elapsed_ms: float  #: since the subscription started
+    interval: EventCounts  #: since the previous tick
+    total: EventCounts  #: since the subscription started
+    final: bool = False
+    ended_by: Optional[str] = None  #: final tick: count | for | SIGINT | SIGTERM
+
+
 RECORD_TYPES: dict[str, type] = {
     "hello": Hello, "end": End, "warning": Warning, "error": Error, "socket": Socket, "summary": Summary,
     "route": Route, "interface": Interface, "process_limits": ProcessLimits, "limits": Limits,
-    "finding": Finding, "netns": NetNs,
+    "finding": Finding, "netns": NetNs, "event": Event, "tick": Tick,
 }
 for _name, _cls in RECORD_TYPES.items():
     _cls.type = _name  # type: ignore[attr-defined]  # a class attribute, not a field
@@ -316,10 +425,38 @@ def socket_to_json(s: Socket) -> str:
     return text + "}"
 
 
+def event_to_json(e: Event) -> str:
+    """Hand-rolled like ``socket_to_json``, for the same reason: events come in storms of
+    tens of thousands a second, and json.dumps was half the cost of each (same output,
+    checked in the unit tests)."""
+    (when, family, netid, state, rq, wq, local, lport, peer, pport, ifname, cookie, close, duration,
+     sent, received, acked, retrans, lost, rtt, segs_in, segs_out, seen, processes, tcp_info) = e
+    text = (f'{{"type":"event","time":{when},"family":"{family}","netid":"{netid}","state":"{state}",'
+            f'"recv_q":{rq},"send_q":{wq},"local_address":"{local}","local_port":{lport},'
+            f'"peer_address":"{peer}","peer_port":{pport},"interface":{json_string(ifname)},"cookie":{cookie},'
+            f'"close":{"null" if close is None else _quote(close)},'
+            f'"duration_ms":{"null" if duration is None else duration}')
+    if sent is None and rtt is None:  # UDP, or a kernel without tcp_info
+        text += (',"bytes_sent":null,"bytes_received":null,"bytes_acked":null,"retrans":null,"lost":null,'
+                 '"rtt_ms":null,"segs_in":null,"segs_out":null')
+    else:  # inline tests: nine calls of _opt_int were a fifth of the line's cost
+        text += (f',"bytes_sent":{"null" if sent is None else sent},'
+                 f'"bytes_received":{"null" if received is None else received},'
+                 f'"bytes_acked":{"null" if acked is None else acked},'
+                 f'"retrans":{"null" if retrans is None else retrans},"lost":{"null" if lost is None else lost},'
+                 f'"rtt_ms":{"null" if rtt is None else rtt},"segs_in":{"null" if segs_in is None else segs_in},'
+                 f'"segs_out":{"null" if segs_out is None else segs_out}')
+    for name, value in (("seen", seen), ("processes", processes), ("tcp_info", tcp_info)):
+        text += ',"%s":%s' % (name, "null" if value is None else json.dumps(value, separators=(",", ":")))
+    return text + "}"
+
+
 def to_json(record: Any) -> str:
     """One line of JSON (no newline) for any record."""
     if type(record) is Socket:
         return socket_to_json(record)
+    if type(record) is Event:
+        return event_to_json(record)
     return json.dumps(to_dict(record), separators=(",", ":"))
 
 

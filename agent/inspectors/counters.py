@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Optional
 
+from ..schema import text
+
 
 def parse_sockstat(text: str) -> dict[str, dict[str, int]]:
     """``TCP: inuse 15 orphan 0 tw 0 alloc 4027 mem 459`` -> {"TCP": {"inuse": 15, ...}}."""
@@ -11,7 +13,8 @@ def parse_sockstat(text: str) -> dict[str, dict[str, int]]:
     for line in text.splitlines():
         name, _, rest = line.partition(":")
         words = rest.split()
-        out[name.strip()] = {words[i]: int(words[i + 1]) for i in range(0, len(words) - 1, 2)}
+        out[name.strip()] = {words[i]: int(words[i + 1]) for i in range(0, len(words) - 1, 2)
+                             if words[i + 1].isascii() and words[i + 1].isdigit()}
     return out
 
 
@@ -32,7 +35,7 @@ def parse_counter_pairs(text: str) -> dict[str, dict[str, int]]:
 def read_optional(path: str) -> Optional[str]:
     """A /proc file's text, or None where this kernel or namespace lacks it."""
     try:
-        with open(path) as f:
-            return f.read()
+        with open(path, "rb") as f:
+            return text(f.read())
     except OSError:
         return None

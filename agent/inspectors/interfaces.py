@@ -14,7 +14,7 @@ import struct
 from typing import Any, NamedTuple, Optional
 
 from ..netlink import NETLINK_ROUTE, Netlink, ProtocolError, dump_all, parse_attrs
-from ..schema import Interface
+from ..schema import Interface, text
 
 RTM_NEWLINK, RTM_GETLINK = 16, 18
 RTM_NEWADDR, RTM_GETADDR = 20, 22
@@ -90,7 +90,7 @@ def link_flag_names(flags: int) -> list[str]:
 
 
 def _cstring(raw: bytes | memoryview) -> str:
-    return bytes(raw).split(b"\0", 1)[0].decode("utf-8", "backslashreplace")
+    return text(bytes(raw).split(b"\0", 1)[0])
 
 
 def _u32(raw: bytes | memoryview, what: str) -> int:

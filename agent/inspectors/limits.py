@@ -12,6 +12,7 @@ system-wide.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -190,16 +191,22 @@ def _netns_inode(proc: str, pid: str) -> Optional[int]:
     return os.stat(f"{proc}/{pid}/ns/net").st_ino
 
 
-def read_process_limits(pid: int, proc: str = "/proc") -> Optional[ProcessLimits]:
+def read_stat(pid: int, proc: str = "/proc") -> Optional[bytes]:
+    """/proc/PID/stat (readable by anyone); None when the process exited."""
+    try:
+        with open(f"{proc}/{pid}/stat", "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def read_process_limits(pid: int, proc: str = "/proc", stat: Optional[bytes] = None) -> Optional[ProcessLimits]:
     """One process's fd count and RLIMIT_NOFILE; None for kernel threads and processes
     that exited.  Raises PermissionError when its fds may not be listed."""
     base = f"{proc}/{pid}"
-    try:
-        with open(f"{base}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    if is_kernel_thread(stat):
+    if stat is None:
+        stat = read_stat(pid, proc)
+    if stat is None or is_kernel_thread(stat):
         return None
     try:
         open_fds: Optional[int] = len(os.listdir(f"{base}/fd"))
@@ -220,19 +227,28 @@ def read_process_limits(pid: int, proc: str = "/proc") -> Optional[ProcessLimits
 
 def collect_process_limits(proc: str = "/proc", all_netns: bool = False) -> ProcessScan:
     """ProcessLimits of every process in the current network namespace (or in any, with
-    ``all_netns``), in pid order.  Processes we may not inspect are listed in ``denied``."""
+    ``all_netns``), in pid order.  Processes we may not inspect are listed in ``denied``;
+    kernel threads are not processes with fds, and are skipped before anything is denied."""
     scan = ProcessScan()
-    own_netns = os.stat(f"{proc}/self/ns/net").st_ino
-    pids = sorted(int(e) for e in os.listdir(proc) if e.isdigit())
+    try:
+        own_netns = os.stat(f"{proc}/self/ns/net").st_ino
+        pids = sorted(int(e) for e in os.listdir(proc) if e.isdigit())
+    except OSError:  # no /proc here: the caller says so (procfs)
+        return scan
     for pid in pids:
+        stat = read_stat(pid, proc)
+        if stat is None or is_kernel_thread(stat):
+            continue
         try:
             if not all_netns and _netns_inode(proc, str(pid)) != own_netns:
                 continue
-            record = read_process_limits(pid, proc)
+            record = read_process_limits(pid, proc, stat)
         except PermissionError:
             scan.denied.append(pid)
             continue
-        except OSError:  # exited meanwhile
+        except OSError as exc:  # exited meanwhile; out of fds is not silence
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                raise
             continue
         if record is not None:
             scan.records.append(record)

@@ -7,10 +7,12 @@ CAP_SYS_PTRACE; processes we may not read are counted, never silently skipped.
 
 from __future__ import annotations
 
+import errno
 import os
+from collections.abc import Collection, Iterator
 from typing import Any, NamedTuple, Optional
 
-from ..schema import Process, process_json_parts
+from ..schema import Process, process_json_parts, text
 
 CAP_SYS_PTRACE = 19
 
@@ -46,6 +48,10 @@ class Owners:
 
     def __contains__(self, inode: int) -> bool:
         return inode in self._fds
+
+    def __iter__(self) -> Iterator[int]:
+        """The socket inodes held by some process."""
+        return iter(self._fds)
 
     def _packed(self, inode: int) -> tuple[int, ...]:
         held = self._fds.get(inode)
@@ -90,7 +96,7 @@ class OwnerScan(NamedTuple):
 def parse_comm(stat: bytes) -> str:
     """comm from the text of /proc/PID/stat: between the first '(' and the last ')'
     (a comm may itself contain ')' or spaces)."""
-    return stat[stat.find(b"(") + 1:stat.rfind(b")")].decode("utf-8", "backslashreplace")
+    return text(stat[stat.find(b"(") + 1:stat.rfind(b")")])
 
 
 def parse_container_id(cgroup: str) -> Optional[str]:
@@ -108,22 +114,24 @@ def parse_container_id(cgroup: str) -> Optional[str]:
 def read_text(path: str) -> Optional[str]:
     try:
         with open(path, "rb") as f:
-            return f.read().decode("utf-8", "backslashreplace")
+            return text(f.read())
     except OSError:
         return None
 
 
-def scan_owners(proc: str = "/proc", with_containers: bool = True) -> OwnerScan:
-    """Map socket inodes to the processes holding them: one pass per process (its fd
-    directory, one readlink per fd, then comm and cgroup if it holds a socket)."""
+def scan_owners(proc: str = "/proc", with_containers: bool = True,
+                pids: Optional[Collection[int]] = None) -> OwnerScan:
+    """Map socket inodes to the processes holding them (only ``pids``, when given): one
+    pass per process (its fd directory, one readlink per fd, then comm and cgroup if it
+    holds a socket)."""
     scan = OwnerScan(Owners(), [])
     readlink, listdir = os.readlink, os.listdir
     try:
         entries = os.listdir(proc)
-    except OSError:  # no /proc in this mount namespace
+    except OSError:  # no /proc in this mount namespace: the caller warns (procfs.processes_hidden)
         return scan
     for entry in entries:
-        if not entry.isdigit():
+        if not entry.isdigit() or (pids is not None and int(entry) not in pids):
             continue
         pid = int(entry)
         try:
@@ -131,7 +139,9 @@ def scan_owners(proc: str = "/proc", with_containers: bool = True) -> OwnerScan:
         except PermissionError:
             scan.denied.append(pid)
             continue
-        except OSError:  # exited meanwhile, or a kernel thread
+        except OSError as exc:  # exited meanwhile, or a kernel thread; out of fds is not silence
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                raise
             continue
         found: list[tuple[int, int]] = []
         try:
@@ -160,8 +170,8 @@ def scan_owners(proc: str = "/proc", with_containers: bool = True) -> OwnerScan:
             continue  # exited between the fd walk and now
         container = None
         if with_containers:
-            text = read_text(f"{proc}/{entry}/cgroup")
-            container = parse_container_id(text) if text else None
+            cgroup = read_text(f"{proc}/{entry}/cgroup")
+            container = parse_container_id(cgroup) if cgroup else None
         scan.owners.add(pid, comm, container, found)
     return scan
 

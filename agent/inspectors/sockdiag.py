@@ -24,6 +24,7 @@ from ..schema import (
     Timer,
     json_string,
     socket_to_json,
+    text,
 )
 from .processes import Owners
 
@@ -421,7 +422,7 @@ def unix_name(raw: bytes | memoryview) -> str:
         data = data.replace(b"\0", b"@")
     else:
         data = data.split(b"\0", 1)[0]
-    return data.decode("utf-8", "backslashreplace")
+    return text(data)
 
 
 def parse_unix(buf: memoryview | bytes, start: int, end: int, *, extended: bool = False,

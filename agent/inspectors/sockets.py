@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import errno
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import NamedTuple, Optional
 
 from ..filter import CLOSE, NEW_SYN_RECV, SYN_RECV, Selection, Unlocked
 from ..netlink import NETLINK_SOCK_DIAG, DumpInterrupted, Netlink, NetlinkError
-from ..schema import Socket, Warning
+from ..schema import Socket, Warning, text
 from . import procnet
 from .processes import CAP_SYS_PTRACE, Owners, has_capability, scan_owners
 from .sockdiag import (
@@ -37,6 +37,7 @@ CAP_NET_ADMIN = 12  # linux/capability.h
 _FAMILIES = (("inet", socket.AF_INET, ""), ("inet6", socket.AF_INET6, "6"))
 # A diag module that is not built answers ENOENT (raw_diag here), an unknown family EINVAL.
 _MISSING_MODULE = (errno.ENOENT, errno.EINVAL, errno.EOPNOTSUPP, errno.EPROTONOSUPPORT)
+_OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS)
 
 MaybeOwners = Optional[Owners]
 Warn = Callable[[Warning], None]
@@ -61,7 +62,7 @@ class InterfaceNames:
     def __call__(self, index: int) -> Optional[str]:
         if index not in self._names:
             try:
-                self._names[index] = socket.if_indextoname(index)
+                self._names[index] = text(socket.if_indextoname(index))  # \xNN, not a lone surrogate
             except OSError:
                 self._names[index] = str(index)
         return self._names[index]
@@ -86,22 +87,12 @@ def _proc_fallback(table: str, families: list[tuple[str, int, str]], details: De
     if table == "unix":
         warn(Warning("proc-fallback", f"{why or 'the kernel has no unix_diag'}: unix sockets are read from "
                      "/proc/net/unix (no peers, queues or uids), as ss does"))
-        paths = [("/proc/net/unix", 0)]
+        out = procnet.read_unix(warn)
     else:
         warn(Warning("proc-fallback", f"{why or f'the kernel has no {table}_diag'}: {table} sockets are read from "
                      f"/proc/net/{table}{{,6}} (no cookies, listener backlogs or ms timers), as ss does"))
-        paths = [(f"/proc/net/{table}{suffix}", family) for _name, family, suffix in families]
-    out: list[Socket] = []
-    for path, family in paths:
-        try:
-            with open(path) as f:
-                text = f.read()
-        except FileNotFoundError:  # e.g. IPv6 disabled in this kernel or namespace
-            continue
-        if table == "unix":
-            out += procnet.parse_proc_unix(text)
-        else:
-            out += procnet.parse_proc_inet(text, family, table, details.timers)
+        out = [s for _name, family, suffix in families
+               for s in procnet.read_inet(f"/proc/net/{table}{suffix}", family, table, details.timers, warn)]
     if owners is not None:
         out = [s._replace(processes=owners.get(s.inode, []) if s.inode else []) for s in out]
     return out
@@ -185,8 +176,10 @@ def _unlocked(nl: Netlink, family: int, protocol: int, states: int, into: Unlock
         into.known = False
 
 
-def _owners(warn: Warn) -> Owners:
-    scan = scan_owners()
+def owners_warned(warn: Warn, pids: Optional[Collection[int]] = None) -> Owners:
+    """Socket inode -> holders (``scan_owners``, of ``pids`` when given), warning about
+    processes it may not read."""
+    scan = scan_owners(pids=pids)
     if scan.denied:
         ptrace = has_capability(CAP_SYS_PTRACE)
         why = ("CAP_SYS_PTRACE is missing from this agent's capabilities" if ptrace is False
@@ -202,10 +195,12 @@ def collect(sel: Selection, details: Details, warn: Warn, lines: bool = False) -
     """Every selected socket in ss's table order, in batches as the kernel returns them
     (so a writer can stream them), with owners when asked for.  With ``lines`` (for a
     writer, not an analysis), batches of plain inet sockets come as their JSON lines."""
-    owners = _owners(warn) if details.processes else None
+    owners = owners_warned(warn) if details.processes else None
     try:
         nl: Optional[Netlink] = Netlink(NETLINK_SOCK_DIAG)
     except OSError as exc:
+        if exc.errno in _OUT_OF_RESOURCES:  # /proc would fail the same way: say which limit (faults.py)
+            raise
         nl = None
         warn(Warning("netlink-unavailable", f"NETLINK_SOCK_DIAG could not be opened ({exc.strerror}): "
                      "reading /proc/net instead"))

@@ -8,15 +8,32 @@ Against whatever KUBECONFIG points to (the local cluster of hack/local-cluster, 
   3. a namespace enforcing Pod Security `restricted` rejects a general-profile debug
      container and admits a restricted-profile one;
   4. manifests/rbac.yaml's Role is enough to add an ephemeral container and read its output,
-     and the same Role without pods/ephemeralcontainers gets Forbidden.
+     and the same Role without pods/ephemeralcontainers gets Forbidden;
+  5. Services route: a client pod's connection through a ClusterIP shows the ClusterIP as its
+     peer (ss in the client's network namespace) while the server sees the client's pod IP,
+     and pods still have no default route;
+  6. the server images (Debian's redis, nginx, memcached with their packaged defaults) start
+     and listen exactly where Debian's configuration says;
+  7. manifests/testing/apf-throttle.yaml makes the API server answer a burst of requests by
+     the throttled test user with some 429s carrying Retry-After, and none for the admin.
+Steps 5 and 6 look into pod network namespaces from the node (root, nsenter, ss): they skip
+where the pods do not run on this host (kind).
 """
 
 from __future__ import annotations
 
+import base64
+import http.client
 import json
 import os
+import re
 import secrets
+import shutil
+import ssl
+import subprocess
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -26,6 +43,7 @@ pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
 RBAC = REPO / "manifests" / "rbac.yaml"
+APF = REPO / "manifests" / "testing" / "apf-throttle.yaml"
 FALLBACK_APP_IMAGE = os.environ.get("SOCKDEBUG_TEST_IMAGE", "sockdebug.local/busybox:1.35")
 APP_UID = 1000
 
@@ -324,3 +342,214 @@ def test_rbac_manifest_grants_exactly_the_plugins_verbs():
         assert all(rule["apiGroups"] == [""] for rule in doc["rules"])
         assert "namespace" not in doc["metadata"]
 
+
+
+# ---------------------------------------------------------------------------------------
+# 5 + 6: inside the pods' network namespaces, from the node
+# ---------------------------------------------------------------------------------------
+def pod_pid(kube, ns: str, pod: str) -> int:
+    """A host pid of one of POD's processes (they all share its network namespace), found by
+    the pod UID in kubelet's cgroup paths (cgroupfs or systemd spelling)."""
+    if os.geteuid() != 0 or not shutil.which("nsenter") or not shutil.which("ss"):
+        pytest.skip("needs root, nsenter and ss on the node")
+    uid = kube.json("-n", ns, "get", "pod", pod)["metadata"]["uid"]
+    keys = (f"pod{uid}", f"pod{uid.replace('-', '_')}")
+    for cgroup in Path("/proc").glob("[0-9]*/cgroup"):
+        try:
+            if any(key in cgroup.read_text() for key in keys):
+                return int(cgroup.parent.name)
+        except OSError:
+            continue
+    pytest.skip(f"no process of pod {ns}/{pod} on this host (pods run elsewhere, e.g. kind)")
+
+
+def in_netns(pid: int, *cmd: str) -> str:
+    return subprocess.run(["nsenter", "-t", str(pid), "-n", "--", *cmd], check=True, capture_output=True,
+                          text=True, timeout=30).stdout
+
+
+def established(pid: int) -> list[tuple[str, str]]:
+    """(local, peer) of every established TCP connection in the network namespace of PID."""
+    rows = (line.split() for line in in_netns(pid, "ss", "-Htn").splitlines())
+    return [(f[3], f[4]) for f in rows if f[0] == "ESTAB"]
+
+
+def wait_running(kube, ns: str, pod: str) -> dict:
+    kube.run("-n", ns, "wait", "--for=condition=Ready", f"pod/{pod}", "--timeout=120s", timeout=150)
+    return kube.json("-n", ns, "get", "pod", pod)
+
+
+def simple_pod(name: str, ns: str, image: str, args: list[str] | None = None, labels: dict | None = None) -> dict:
+    container: dict = {"name": "app", "image": image, "imagePullPolicy": "Never"}
+    if args:
+        container["args"] = args
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns, "labels": labels or {}},
+            "spec": {"containers": [container], "terminationGracePeriodSeconds": 1,
+                     "automountServiceAccountToken": False}}
+
+
+def test_clusterip_connection_is_routed_and_each_side_sees_the_right_peer(kube, make_namespace, testapp_image):
+    if not kube.has_image(testapp_image):
+        pytest.skip(f"{testapp_image} is not on the cluster's nodes")
+    ns = make_namespace()
+    kube.apply([simple_pod("server", ns, testapp_image, ["--listen", "0.0.0.0:9090"], {"app": "server"}),
+                {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "server", "namespace": ns},
+                 "spec": {"selector": {"app": "server"}, "ports": [{"port": 80, "targetPort": 9090}]}}])
+    server = wait_running(kube, ns, "server")
+    cluster_ip = kube.json("-n", ns, "get", "service", "server")["spec"]["clusterIP"]
+    # the client retries its connect for 30 s (kube-proxy may program the Service after the
+    # client starts) and says "ready" once connected
+    kube.apply(simple_pod("client", ns, testapp_image, ["--connect", f"{cluster_ip}:80"]))
+    client = wait_running(kube, ns, "client")
+    client_ip, server_ip = client["status"]["podIP"], server["status"]["podIP"]
+    deadline = time.monotonic() + 45
+    while app_pid(kube, ns, "client") is None:
+        assert time.monotonic() < deadline, kube.run("-n", ns, "logs", "client", check=False).stdout[-2000:]
+        time.sleep(0.5)
+
+    client_pid = pod_pid(kube, ns, "client")
+    (conn,) = established(client_pid)
+    assert conn[1] == f"{cluster_ip}:80", conn  # the Service's address, as in real clusters
+    assert conn[0].startswith(f"{client_ip}:"), conn
+    client_port = conn[0].rsplit(":", 1)[1]
+    # ... and the server sees the client pod itself: no masquerade on the way
+    served = established(pod_pid(kube, ns, "server"))
+    assert served == [(f"{server_ip}:9090", f"{client_ip}:{client_port}")], served
+    routes = in_netns(client_pid, "ip", "-4", "route", "show")
+    assert "default" not in routes, routes
+    assert any(line.startswith(f"{cluster_ip.rsplit('.', 1)[0]}.0/") and " via " in line
+               for line in routes.splitlines()), routes
+
+
+# Debian bookworm's packaged defaults (what the images run unchanged):
+#   /etc/redis/redis.conf    bind 127.0.0.1 -::1   (port 6379; ::1 when the pod has IPv6 on lo)
+#   sites-enabled/default    listen 80 default_server; listen [::]:80 default_server
+#   /etc/memcached.conf      -l 127.0.0.1 -p 11211 -u memcache
+SERVERS = {
+    "redis": ({("127.0.0.1", 6379)}, {("::1", 6379)}, {"redis-server"}),
+    "nginx": ({("0.0.0.0", 80)}, {("::", 80)}, {"nginx"}),
+    "memcached": ({("127.0.0.1", 11211)}, set(), {"memcached"}),
+}
+
+
+def listeners_in(pid: int) -> tuple[set[tuple[str, int]], set[int]]:
+    """Listening (address, port) in PID's netns and the host pids owning them."""
+    found, pids = set(), set()
+    for line in in_netns(pid, "ss", "-Htlnp").splitlines():
+        fields = line.split()
+        host, _, port = fields[3].rpartition(":")
+        found.add((host.strip("[]"), int(port)))
+        pids |= {int(p) for p in re.findall(r"pid=(\d+)", line)}
+    return found, pids
+
+
+@pytest.mark.parametrize("server", sorted(SERVERS))
+def test_server_image_listens_where_debians_default_config_says(kube, make_namespace, server):
+    from sockdebug_agent import __version__
+
+    image = f"sockdebug-{server}:{__version__}"
+    if not kube.has_image(image):
+        pytest.skip(f"{image} is not on the cluster's nodes (scripts/build-images servers; "
+                    "hack/local-cluster load-images)")
+    v4, v6, comms = SERVERS[server]
+    ns = make_namespace()
+    kube.apply(simple_pod(server, ns, image))
+    wait_running(kube, ns, server)
+    pid = pod_pid(kube, ns, server)
+    want = v4 | (v6 if "::1" in in_netns(pid, "ip", "-6", "addr", "show", "dev", "lo") else set())
+    deadline = time.monotonic() + 30
+    while (got := listeners_in(pid))[0] != want and time.monotonic() < deadline:
+        time.sleep(0.5)
+    found, owners = got
+    assert found == want, (found, kube.run("-n", ns, "logs", server, check=False).stdout[-2000:])
+    names = {Path(f"/proc/{p}/comm").read_text().strip() for p in owners}
+    assert names == comms, names
+    uids = {int(Path(f"/proc/{p}/status").read_text().split("Uid:")[1].split()[0]) for p in owners}
+    if server == "nginx":  # master as root (binds port 80), workers as www-data, as packaged
+        assert 0 in uids and len(uids) == 2, uids
+    else:
+        assert 0 not in uids, uids  # the package's own user
+
+
+# ---------------------------------------------------------------------------------------
+# 7: API Priority and Fairness throttles the test user, not the admin
+# ---------------------------------------------------------------------------------------
+class RawClient:
+    """A kubeconfig's API server and credentials for plain HTTPS requests: no client-side rate
+    limit or retry between the test and the server's answer."""
+
+    def __init__(self, config: dict, tmp: Path):
+        ctx_name = config["current-context"]
+        context = next(c["context"] for c in config["contexts"] if c["name"] == ctx_name)
+        cluster = next(c["cluster"] for c in config["clusters"] if c["name"] == context["cluster"])
+        user = next(u["user"] for u in config["users"] if u["name"] == context["user"])
+        host, _, port = cluster["server"].removeprefix("https://").partition(":")
+        self.host, self.port = host, int(port or 443)
+        self.ssl = ssl.create_default_context(cadata=base64.b64decode(cluster["certificate-authority-data"]).decode())
+        self.headers = {"Accept": "application/json"}
+        if "token" in user:
+            self.headers["Authorization"] = f"Bearer {user['token']}"
+        else:
+            cert, key = tmp / f"{id(self)}.crt", tmp / f"{id(self)}.key"
+            cert.write_bytes(base64.b64decode(user["client-certificate-data"]))
+            key.write_bytes(base64.b64decode(user["client-key-data"]))
+            key.chmod(0o600)
+            self.ssl.load_cert_chain(cert, key)
+
+    def burst(self, path: str, n: int) -> list[tuple[int, dict[str, str]]]:
+        """N GETs at once: every connection is set up first, then all requests leave together."""
+        conns = [http.client.HTTPSConnection(self.host, self.port, context=self.ssl, timeout=60) for _ in range(n)]
+        for conn in conns:
+            conn.connect()
+        gate, results = threading.Barrier(n), [None] * n
+
+        def one(i: int) -> None:
+            gate.wait()
+            conns[i].request("GET", path, headers=self.headers)
+            resp = conns[i].getresponse()
+            resp.read()
+            results[i] = (resp.status, {k.lower(): v for k, v in resp.getheaders()})
+            conns[i].close()
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(90)
+        assert all(results), "some requests got no answer"
+        return results
+
+
+def throttled_kubeconfig(kube, tmp: Path) -> str:
+    """The local cluster's client certificate for user sockdebug-throttled, else a token for
+    the ServiceAccount the manifest makes (any cluster)."""
+    path = os.environ.get("SOCKDEBUG_THROTTLED_KUBECONFIG")
+    if path and Path(path).is_file():
+        return path
+    return token_kubeconfig(kube, "sockdebug-apf", "sockdebug-throttled", tmp / "throttled")
+
+
+def test_apf_answers_the_throttled_user_429_with_retry_after_and_not_the_admin(kube, make_namespace):
+    kube.run("apply", "-f", str(APF))  # no restart: API Priority and Fairness picks it up at once
+    level_uid = kube.json("get", "prioritylevelconfiguration", "sockdebug-throttled")["metadata"]["uid"]
+    ns = make_namespace()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = throttled_kubeconfig(kube, Path(tmp))
+        user = whoami(kube, path)
+        kube.run("-n", ns, "create", "role", "read-cm", "--verb=get", "--resource=configmaps")
+        kube.run("-n", ns, "create", "rolebinding", "read-cm", "--role=read-cm", f"--user={user}")
+        url = f"/api/v1/namespaces/{ns}/configmaps/kube-root-ca.crt"
+        throttled = RawClient(json.loads(json.dumps(yaml.safe_load(Path(path).read_text()))), Path(tmp))
+        admin = RawClient(kube.json("config", "view", "--raw", "--minify", "--flatten"), Path(tmp))
+
+        answers = throttled.burst(url, 100)
+        codes = [status for status, _ in answers]
+        assert set(codes) <= {200, 429}, codes
+        rejected = [headers for status, headers in answers if status == 429]
+        assert rejected, "no 429 in a burst of 100 (is the FlowSchema matching?)"
+        assert all(h.get("retry-after", "").isdigit() for h in rejected), rejected[:3]
+        assert codes.count(200) >= 1, "the throttled level must still serve some requests"
+        assert {h.get("x-kubernetes-pf-prioritylevel-uid") for _, h in answers} == {level_uid}
+
+        admin_codes = [status for status, _ in admin.burst(url, 100)]
+        assert admin_codes == [200] * 100, sorted(set(admin_codes))

@@ -52,7 +52,7 @@ def test_the_agent_maps_any_sockdebug_error_to_its_record(monkeypatch, capfd):
 
     from sockdebug_agent import cli
 
-    def boom(args, out):
+    def boom(args, out, backend):
         raise agent_errors.ResourceError("cannot start a thread", "raise ulimit -u")
 
     monkeypatch.setitem(cli.COMMANDS, "summary", boom)

@@ -289,7 +289,7 @@ def test_proc_net_inet_matches_netlink():
 
 
 def test_proc_net_unix():
-    socks = procnet.parse_proc_unix((DATA / "proc_unix.txt").read_text())
+    socks = procnet.parse_proc_unix((DATA / "proc_unix.txt").read_bytes()).sockets
     by_inode = {s.inode: s for s in _unix()}
     # /proc also lists the not yet accepted server end of a pending connection (inode 0),
     # which unix_diag leaves out

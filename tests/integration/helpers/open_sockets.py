@@ -213,14 +213,19 @@ def peer_role(workdir: str) -> dict:
     return {"child_pid": child, "shared_port": shared.getsockname()[1]}
 
 
-def main() -> None:
-    role, workdir = sys.argv[1], sys.argv[2]
-    info = main_role(workdir) if role == "main" else peer_role(workdir)
+def ready(info: dict) -> None:
+    """Print the ``ready {json}`` line the test waits for (with our pid), then hold
+    everything open until killed (shared with hostile.py)."""
     info["pid"] = os.getpid()
     sys.stdout.write("ready " + json.dumps(info) + "\n")
     sys.stdout.flush()
     while True:
         time.sleep(3600)
+
+
+def main() -> None:
+    role, workdir = sys.argv[1], sys.argv[2]
+    ready(main_role(workdir) if role == "main" else peer_role(workdir))
 
 
 if __name__ == "__main__":
