@@ -386,6 +386,8 @@ def run() -> None:
     prints 10,000 sockets in 60; bench/results/sockets_profile.md)."""
     code = main()
     for stream in (sys.stdout, sys.stderr):  # what print() left in a buffer (--help, messages)
+        if stream is None:  # started with the fd closed: Python has no stream for it
+            continue
         try:
             stream.flush()
         except (OSError, ValueError):  # closed, or a reader gone: the exit code still tells

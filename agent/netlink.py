@@ -46,6 +46,7 @@ _SLOTS = 4
 # The kernel fills the first datagram of a dump (inside send(), at most a page) and then
 # up to 32 KiB each; one that is not nearly full is the last data before NLMSG_DONE.
 _PREFETCH_FROM = 16 * 1024
+_HELPER_CHECK = 1.0  # seconds between checks that a silent prefetch helper is still alive
 _HEADER_START = struct.Struct("=IH")  # length and type of an nlmsghdr
 T = TypeVar("T")
 # A datagram splitter: (buffer, size, sequence number) -> (items, done, interrupted).
@@ -201,6 +202,10 @@ class Netlink:
         rest is read here, one datagram at a time.  The exchange runs on a socket of its
         own, so a helper that somehow outlived its reply could never take another's.
         """
+        # _ring's imports happen here, before the socket: importing opens a file, and with the
+        # fewest fds Python runs with (RLIMIT_NOFILE 5) this socket takes the last one.
+        import _queue  # noqa: F401
+        import threading  # noqa: F401
         sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, self.protocol)
         try:
             sock.bind((0, 0))
@@ -231,14 +236,20 @@ def _receive(sock: socket.socket, view: memoryview) -> int:
 def _ring(sock: socket.socket, slots: list[memoryview]) -> Iterator[tuple[memoryview, int]]:
     """The helper thread of ``Netlink._prefetched`` and the datagrams it receives, in
     order.  Slots go back to it once the caller asks for the next datagram (it has
-    parsed the previous one by then); slot 0 holds the datagram the caller is parsing."""
+    parsed the previous one by then); slot 0 holds the datagram the caller is parsing.
+
+    Whatever stops the helper (an ``OSError``, ``MemoryError`` under ``RLIMIT_AS``, ...)
+    is kept and raised here, in the reader; the helper never prints a traceback, and a
+    helper that died without a last word (no memory even for that) is noticed within
+    ``_HELPER_CHECK`` seconds instead of being waited for forever."""
     import threading
-    from _queue import SimpleQueue
+    from _queue import Empty, SimpleQueue
 
     free: SimpleQueue = SimpleQueue()
     full: SimpleQueue = SimpleQueue()
     for index in range(1, len(slots)):
         free.put(index)
+    failure: list[Optional[BaseException]] = [None]  # set without allocating: the slot exists
 
     def receive() -> None:
         try:
@@ -250,23 +261,32 @@ def _ring(sock: socket.socket, slots: list[memoryview]) -> Iterator[tuple[memory
                 full.put((index, size))
                 if size == 0 or _ends_reply(slots[index], size):
                     break
-        except (OSError, ProtocolError, MemoryError) as exc:  # handed over: the reader raises it (RLIMIT_AS, ...)
-            full.put(exc)
-        full.put(None)
+        except BaseException as exc:  # handed to the reader, whatever it is
+            failure[0] = exc
+        try:
+            full.put(None)
+        except BaseException:  # no memory left even for that: the reader sees the thread gone
+            pass
 
+    helper = threading.Thread(target=receive, name="netlink-prefetch", daemon=True)
     try:
-        threading.Thread(target=receive, name="netlink-prefetch", daemon=True).start()
+        helper.start()
     except RuntimeError:  # no thread left (RLIMIT_NPROC, memory): the caller receives itself
         return
     held = 0  # the slot the caller is parsing, handed back when it asks for the next
     try:
         while True:
-            item = full.get()
+            try:
+                item = full.get(timeout=_HELPER_CHECK)
+            except Empty:
+                if helper.is_alive():
+                    continue
+                item = None
             free.put(held)
             if item is None:
+                if failure[0] is not None:
+                    raise failure[0]
                 return
-            if isinstance(item, Exception):
-                raise item
             held, size = item
             yield slots[held], size
     finally:

@@ -78,6 +78,27 @@ def test_a_reader_that_stops_early_ends_the_helper(many_sockets):
     assert not _prefetch_threads()
 
 
+def test_what_stops_the_helper_is_raised_in_the_reader(monkeypatch, many_sockets):
+    """MemoryError under RLIMIT_AS in the helper: the reader raises it, nothing hangs and
+    no thread traceback is printed (threading.excepthook is never reached)."""
+    real = netlink._receive
+    hooked = []
+    monkeypatch.setattr(threading, "excepthook", hooked.append)
+
+    def failing(sock, view):
+        if threading.current_thread().name == "netlink-prefetch":
+            raise MemoryError()
+        return real(sock, view)
+
+    monkeypatch.setattr(netlink, "_receive", failing)
+    with netlink.Netlink(netlink.NETLINK_SOCK_DIAG) as nl, pytest.raises(MemoryError):
+        list(nl.stream(SOCK_DIAG_BY_FAMILY, inet_request(socket.AF_INET, 6, ALL_STATES),
+                       inet_parser(socket.AF_INET, 6), prefetch=True))
+    for thread in _prefetch_threads():
+        thread.join(timeout=5)
+    assert not _prefetch_threads() and not hooked
+
+
 def test_a_datagram_larger_than_the_buffer_is_an_error():
     sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, netlink.NETLINK_SOCK_DIAG)
     with sock:
