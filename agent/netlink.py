@@ -47,6 +47,12 @@ _SLOTS = 4
 # up to 32 KiB each; one that is not nearly full is the last data before NLMSG_DONE.
 _PREFETCH_FROM = 16 * 1024
 _HELPER_CHECK = 1.0  # seconds between checks that a silent prefetch helper is still alive
+# CPython 3.11 loops forever when it unwinds an exception into a try block while memory is
+# exhausted (RLIMIT_AS) and the instruction's offset is above 256: the handler needs that
+# offset as an int, its allocation fails, and the failure is unwound into the same handler.
+# Generators that a MemoryError closes (those of a dump) therefore keep try blocks at the
+# start of a short function; tests/unit/test_netlink_stream.py checks the offsets.
+_SHORT_TRY = 256
 _HEADER_START = struct.Struct("=IH")  # length and type of an nlmsghdr
 T = TypeVar("T")
 # A datagram splitter: (buffer, size, sequence number) -> (items, done, interrupted).
@@ -207,22 +213,25 @@ class Netlink:
         import _queue  # noqa: F401
         import threading  # noqa: F401
         sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, self.protocol)
-        try:
-            sock.bind((0, 0))
-            sock.send(request)
-            mapping = memoryview(self._buf)
-            slots = [mapping[i * _SLOT:(i + 1) * _SLOT] for i in range(_SLOTS)]
-            while True:
-                size = _receive(sock, slots[0])
-                yield slots[0], size
-                if size == 0 or _ends_reply(slots[0], size):
-                    return
-                if size >= _PREFETCH_FROM:  # a full datagram: more are coming
-                    break
-            yield from _ring(sock, slots)
-            yield from self._received(None, sock)
+        try:  # kept at the start of a short generator: see _SHORT_TRY
+            yield from self._exchange(sock, request)
         finally:
             sock.close()
+
+    def _exchange(self, sock: socket.socket, request: bytes) -> Iterator[tuple[memoryview, int]]:
+        sock.bind((0, 0))
+        sock.send(request)
+        mapping = memoryview(self._buf)
+        slots = [mapping[i * _SLOT:(i + 1) * _SLOT] for i in range(_SLOTS)]
+        while True:
+            size = _receive(sock, slots[0])
+            yield slots[0], size
+            if size == 0 or _ends_reply(slots[0], size):
+                return
+            if size >= _PREFETCH_FROM:  # a full datagram: more are coming
+                break
+        yield from _ring(sock, slots)
+        yield from self._received(None, sock)
 
 
 def _receive(sock: socket.socket, view: memoryview) -> int:
@@ -234,24 +243,51 @@ def _receive(sock: socket.socket, view: memoryview) -> int:
 
 
 def _ring(sock: socket.socket, slots: list[memoryview]) -> Iterator[tuple[memoryview, int]]:
-    """The helper thread of ``Netlink._prefetched`` and the datagrams it receives, in
-    order.  Slots go back to it once the caller asks for the next datagram (it has
-    parsed the previous one by then); slot 0 holds the datagram the caller is parsing.
+    """The datagrams ``_Helper`` receives, in order; the helper is told to stop however
+    the reader stops."""
+    helper = _Helper(sock, slots)
+    if not helper.start():  # no thread left (RLIMIT_NPROC, memory): the caller receives itself
+        return
+    try:  # kept at the start of a short generator: see _SHORT_TRY
+        yield from helper
+    finally:
+        helper.stop()
 
-    Whatever stops the helper (an ``OSError``, ``MemoryError`` under ``RLIMIT_AS``, ...)
-    is kept and raised here, in the reader; the helper never prints a traceback, and a
-    helper that died without a last word (no memory even for that) is noticed within
+
+class _Helper:
+    """The helper thread of ``Netlink._prefetched``, and an iterator over what it receives.
+
+    Slots go back to it once the caller asks for the next datagram (it has parsed the
+    previous one by then); slot 0 holds the datagram the caller is parsing.  Whatever
+    stops the thread (an ``OSError``, ``MemoryError`` under ``RLIMIT_AS``, ...) is kept
+    and raised by ``__next__``, in the reader; the thread never prints a traceback, and
+    one that died without a last word (no memory even for that) is noticed within
     ``_HELPER_CHECK`` seconds instead of being waited for forever."""
-    import threading
-    from _queue import Empty, SimpleQueue
 
-    free: SimpleQueue = SimpleQueue()
-    full: SimpleQueue = SimpleQueue()
-    for index in range(1, len(slots)):
-        free.put(index)
-    failure: list[Optional[BaseException]] = [None]  # set without allocating: the slot exists
+    def __init__(self, sock: socket.socket, slots: list[memoryview]) -> None:
+        from _queue import SimpleQueue
 
-    def receive() -> None:
+        self.sock, self.slots = sock, slots
+        self.free: SimpleQueue = SimpleQueue()
+        self.full: SimpleQueue = SimpleQueue()
+        for index in range(1, len(slots)):
+            self.free.put(index)
+        self.failure: Optional[BaseException] = None
+        self.held = 0  # the slot the caller is parsing, handed back when it asks for the next
+        self.thread: Any = None
+
+    def start(self) -> bool:
+        import threading
+
+        self.thread = threading.Thread(target=self._receive, name="netlink-prefetch", daemon=True)
+        try:
+            self.thread.start()
+        except RuntimeError:
+            return False
+        return True
+
+    def _receive(self) -> None:
+        free, full, sock, slots = self.free, self.full, self.sock, self.slots
         try:
             while True:
                 index = free.get()
@@ -262,35 +298,36 @@ def _ring(sock: socket.socket, slots: list[memoryview]) -> Iterator[tuple[memory
                 if size == 0 or _ends_reply(slots[index], size):
                     break
         except BaseException as exc:  # handed to the reader, whatever it is
-            failure[0] = exc
+            self.failure = exc
         try:
             full.put(None)
         except BaseException:  # no memory left even for that: the reader sees the thread gone
             pass
 
-    helper = threading.Thread(target=receive, name="netlink-prefetch", daemon=True)
-    try:
-        helper.start()
-    except RuntimeError:  # no thread left (RLIMIT_NPROC, memory): the caller receives itself
-        return
-    held = 0  # the slot the caller is parsing, handed back when it asks for the next
-    try:
+    def __iter__(self) -> _Helper:
+        return self
+
+    def __next__(self) -> tuple[memoryview, int]:
+        from _queue import Empty
+
         while True:
             try:
-                item = full.get(timeout=_HELPER_CHECK)
+                item = self.full.get(timeout=_HELPER_CHECK)
+                break
             except Empty:
-                if helper.is_alive():
-                    continue
-                item = None
-            free.put(held)
-            if item is None:
-                if failure[0] is not None:
-                    raise failure[0]
-                return
-            held, size = item
-            yield slots[held], size
-    finally:
-        free.put(None)
+                if not self.thread.is_alive():
+                    item = None
+                    break
+        self.free.put(self.held)
+        if item is None:
+            if self.failure is not None:
+                raise self.failure
+            raise StopIteration
+        self.held, size = item
+        return self.slots[self.held], size
+
+    def stop(self) -> None:
+        self.free.put(None)
 
 
 def _ends_reply(buf: bytearray, size: int) -> bool:

@@ -123,9 +123,8 @@ def scan_owners(proc: str = "/proc", with_containers: bool = True,
                 pids: Optional[Collection[int]] = None) -> OwnerScan:
     """Map socket inodes to the processes holding them (only ``pids``, when given): one
     pass per process (its fd directory, one readlink per fd, then comm and cgroup if it
-    holds a socket)."""
+    holds a socket).  Split in short functions: see netlink._SHORT_TRY."""
     scan = OwnerScan(Owners(), [])
-    readlink, listdir = os.readlink, os.listdir
     try:
         entries = os.listdir(proc)
     except OSError:  # no /proc in this mount namespace: the caller warns (procfs.processes_hidden)
@@ -133,47 +132,62 @@ def scan_owners(proc: str = "/proc", with_containers: bool = True,
     for entry in entries:
         if not entry.isdigit() or (pids is not None and int(entry) not in pids):
             continue
-        pid = int(entry)
-        try:
-            dirfd = os.open(f"{proc}/{entry}/fd", os.O_RDONLY | os.O_DIRECTORY)
-        except PermissionError:
-            scan.denied.append(pid)
-            continue
-        except OSError as exc:  # exited meanwhile, or a kernel thread; out of fds is not silence
-            if exc.errno in (errno.EMFILE, errno.ENFILE):
-                raise
-            continue
-        found: list[tuple[int, int]] = []
-        try:
-            for fd in listdir(dirfd):
-                try:
-                    target = readlink(fd, dir_fd=dirfd)
-                except PermissionError:  # listable but not readable: a more privileged process
-                    scan.denied.append(pid)
-                    break
-                except OSError:  # fd closed meanwhile
-                    continue
-                if target.startswith("socket:["):
-                    found.append((int(target[8:-1]), int(fd)))
-        except PermissionError:
-            scan.denied.append(pid)
-        except OSError:
-            pass
-        finally:
-            os.close(dirfd)
-        if not found:
-            continue
-        try:
-            with open(f"{proc}/{entry}/stat", "rb") as f:
-                comm = parse_comm(f.read())
-        except OSError:
-            continue  # exited between the fd walk and now
-        container = None
-        if with_containers:
-            cgroup = read_text(f"{proc}/{entry}/cgroup")
-            container = parse_container_id(cgroup) if cgroup else None
-        scan.owners.add(pid, comm, container, found)
+        found = _socket_fds(proc, entry, scan.denied)
+        if found:
+            _add_holder(scan.owners, proc, entry, found, with_containers)
     return scan
+
+
+def _socket_fds(proc: str, entry: str, denied: list[int]) -> list[tuple[int, int]]:
+    """(socket inode, fd) of each socket process ``entry`` holds; its pid goes to ``denied``
+    when its fds may not be read."""
+    try:
+        dirfd = os.open(f"{proc}/{entry}/fd", os.O_RDONLY | os.O_DIRECTORY)
+    except PermissionError:
+        denied.append(int(entry))
+        return []
+    except OSError as exc:  # exited meanwhile, or a kernel thread; out of fds is not silence
+        if exc.errno in (errno.EMFILE, errno.ENFILE):
+            raise
+        return []
+    try:
+        return _readlinks(dirfd, int(entry), denied)
+    finally:
+        os.close(dirfd)
+
+
+def _readlinks(dirfd: int, pid: int, denied: list[int]) -> list[tuple[int, int]]:
+    found: list[tuple[int, int]] = []
+    readlink = os.readlink
+    try:
+        for fd in os.listdir(dirfd):
+            try:
+                target = readlink(fd, dir_fd=dirfd)
+            except PermissionError:  # listable but not readable: a more privileged process
+                denied.append(pid)
+                break
+            except OSError:  # fd closed meanwhile
+                continue
+            if target.startswith("socket:["):
+                found.append((int(target[8:-1]), int(fd)))
+    except PermissionError:
+        denied.append(pid)
+    except OSError:
+        pass
+    return found
+
+
+def _add_holder(owners: Owners, proc: str, entry: str, found: list[tuple[int, int]], with_containers: bool) -> None:
+    try:
+        with open(f"{proc}/{entry}/stat", "rb") as f:
+            comm = parse_comm(f.read())
+    except OSError:
+        return  # exited between the fd walk and now
+    container = None
+    if with_containers:
+        cgroup = read_text(f"{proc}/{entry}/cgroup")
+        container = parse_container_id(cgroup) if cgroup else None
+    owners.add(int(entry), comm, container, found)
 
 
 def has_capability(cap: int, proc: str = "/proc") -> Optional[bool]:

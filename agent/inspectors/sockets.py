@@ -114,37 +114,43 @@ def dump_table(nl: Optional[Netlink], table: str, sel: Selection, details: Detai
     if nl is None:
         yield _proc_fallback(table, families, details, owners, "netlink is unavailable", warn)
         return
-    try:
-        if table == "unix":
-            show = unix_show_flags(details.extended, details.memory)
-            window = CookieWindow()
-            yield from _warn_if_interrupted(
-                nl.dump(SOCK_DIAG_BY_FAMILY, unix_request(states, show),
-                        unique(lambda b, s, e: parse_unix(b, s, e, extended=details.extended, memory=details.memory,
-                                                          owners=owners), window)), "unix", window, warn)
-            return
-        protocol = _PROTOCOLS[table]
-        ext = (EXT_MEMORY if details.memory else 0) | (EXT_INFO if details.info and table == "tcp" else 0)
-        plain = lines and sel.expr is None and not sel.marks and details == Details(processes=details.processes)
-        for name, family, _suffix in families:
-            if sel.netlink_family is not None and name != sel.netlink_family:
-                continue  # ss asks the kernel for its preferred family only (-4 or -6 given last)
-            if sel.unlocked is not None:  # the expression uses `autobound`: see filter.py
-                _unlocked(nl, family, protocol, states, sel.unlocked)
-            window = CookieWindow()
-            if plain:
-                split = inet_lines(family, protocol, window, ifname=ifname, owners=owners)
-            else:
-                split = unique(inet_parser(family, protocol, timers=details.timers, extended=details.extended,
-                                           memory=details.memory, info=details.info, ifname=ifname, owners=owners,
-                                           marks=sel.marks), window)
-            yield from _warn_if_interrupted(
-                nl.dump(SOCK_DIAG_BY_FAMILY, inet_request(family, protocol, states, ext), split, prefetch=True),
-                f"{table} ({name})", window, warn)
+    try:  # kept short: see netlink._SHORT_TRY
+        yield from _dump_netlink(nl, table, families, states, sel, details, owners, ifname, warn, lines)
     except NetlinkError as exc:
         if exc.errno not in _MISSING_MODULE:
             raise
         yield _proc_fallback(table, families, details, owners, "", warn)
+
+
+def _dump_netlink(nl: Netlink, table: str, families: list[tuple[str, int, str]], states: int, sel: Selection,
+                  details: Details, owners: MaybeOwners, ifname: Callable[[int], Optional[str]], warn: Warn,
+                  lines: bool) -> Iterator[list]:
+    if table == "unix":
+        show = unix_show_flags(details.extended, details.memory)
+        window = CookieWindow()
+        yield from _warn_if_interrupted(
+            nl.dump(SOCK_DIAG_BY_FAMILY, unix_request(states, show),
+                    unique(lambda b, s, e: parse_unix(b, s, e, extended=details.extended, memory=details.memory,
+                                                      owners=owners), window)), "unix", window, warn)
+        return
+    protocol = _PROTOCOLS[table]
+    ext = (EXT_MEMORY if details.memory else 0) | (EXT_INFO if details.info and table == "tcp" else 0)
+    plain = lines and sel.expr is None and not sel.marks and details == Details(processes=details.processes)
+    for name, family, _suffix in families:
+        if sel.netlink_family is not None and name != sel.netlink_family:
+            continue  # ss asks the kernel for its preferred family only (-4 or -6 given last)
+        if sel.unlocked is not None:  # the expression uses `autobound`: see filter.py
+            _unlocked(nl, family, protocol, states, sel.unlocked)
+        window = CookieWindow()
+        if plain:
+            split = inet_lines(family, protocol, window, ifname=ifname, owners=owners)
+        else:
+            split = unique(inet_parser(family, protocol, timers=details.timers, extended=details.extended,
+                                       memory=details.memory, info=details.info, ifname=ifname, owners=owners,
+                                       marks=sel.marks), window)
+        yield from _warn_if_interrupted(
+            nl.dump(SOCK_DIAG_BY_FAMILY, inet_request(family, protocol, states, ext), split, prefetch=True),
+            f"{table} ({name})", window, warn)
 
 
 def _warn_if_interrupted(batches: Iterator[list], what: str, window: CookieWindow, warn: Warn) -> Iterator[list]:
@@ -196,6 +202,16 @@ def collect(sel: Selection, details: Details, warn: Warn, lines: bool = False) -
     (so a writer can stream them), with owners when asked for.  With ``lines`` (for a
     writer, not an analysis), batches of plain inet sockets come as their JSON lines."""
     owners = owners_warned(warn) if details.processes else None
+    nl = _open_sock_diag(sel, warn)
+    try:  # kept short: see netlink._SHORT_TRY
+        yield from _batches(nl, sel, details, owners, warn, lines)
+    finally:
+        if nl is not None:
+            nl.close()
+
+
+def _open_sock_diag(sel: Selection, warn: Warn) -> Optional[Netlink]:
+    """The dumps' netlink socket, or None (with a warning) where /proc must do."""
     try:
         nl: Optional[Netlink] = Netlink(NETLINK_SOCK_DIAG)
     except OSError as exc:
@@ -204,28 +220,29 @@ def collect(sel: Selection, details: Details, warn: Warn, lines: bool = False) -
         nl = None
         warn(Warning("netlink-unavailable", f"NETLINK_SOCK_DIAG could not be opened ({exc.strerror}): "
                      "reading /proc/net instead"))
+    if sel.reads_fwmark and has_capability(CAP_NET_ADMIN) is False:
+        warn(Warning("fwmark-unavailable", "the kernel sends socket marks only to a reader with CAP_NET_ADMIN, "
+                     "which this agent lacks: fwmark conditions see every mark as 0 (ss without it fails its "
+                     "bytecode with EPERM and reads /proc, where marks are 0 too). Run with CAP_NET_ADMIN."))
+    return nl
+
+
+def _batches(nl: Optional[Netlink], sel: Selection, details: Details, owners: MaybeOwners, warn: Warn,
+             lines: bool) -> Iterator[list]:
     ifname = InterfaceNames()
     matches = sel.matches
     # fwmark/cgroup conditions read marks and cgroup ids from `extended`; without -e the
     # records do not keep them.  The kernel sends marks only to CAP_NET_ADMIN (filter.py).
     strip = sel.marks and not details.extended
-    if sel.reads_fwmark and has_capability(CAP_NET_ADMIN) is False:
-        warn(Warning("fwmark-unavailable", "the kernel sends socket marks only to a reader with CAP_NET_ADMIN, "
-                     "which this agent lacks: fwmark conditions see every mark as 0 (ss without it fails its "
-                     "bytecode with EPERM and reads /proc, where marks are 0 too). Run with CAP_NET_ADMIN."))
     # The kernel applies the state mask itself; only expressions and /proc rows need a check here.
-    try:
-        for table in sel.tables():
-            for batch in dump_table(nl, table, sel, details, owners, ifname, warn, lines):
-                if batch and type(batch[0]) is Socket and (sel.expr is not None or batch[0].cookie is None):
-                    batch = [s for s in batch if matches(s)]
-                if strip:
-                    batch = [s._replace(extended=None) if s.extended is not None else s for s in batch]
-                if batch:
-                    yield batch
-    finally:
-        if nl is not None:
-            nl.close()
+    for table in sel.tables():
+        for batch in dump_table(nl, table, sel, details, owners, ifname, warn, lines):
+            if batch and type(batch[0]) is Socket and (sel.expr is not None or batch[0].cookie is None):
+                batch = [s for s in batch if matches(s)]
+            if strip:
+                batch = [s._replace(extended=None) if s.extended is not None else s for s in batch]
+            if batch:
+                yield batch
 
 
 def collect_all(sel: Selection, details: Details, warn: Warn) -> list[Socket]:
