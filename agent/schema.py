@@ -382,7 +382,7 @@ _SOCKET_HEAD = (
     '"local_address":%s,"local_port":%d,"peer_address":%s,"peer_port":%d,"interface":%s,'
     '"inode":%d,"uid":%s,"cookie":%s,"v6only":%s'
 )
-JSON_BOOL = {None: "null", True: "true", False: "false"}
+_JSON_BOOL = {None: "null", True: "true", False: "false"}
 
 
 def json_string(value: Optional[str]) -> str:
@@ -413,12 +413,12 @@ def socket_to_json(s: Socket) -> str:
         text = (f'{{"type":"socket","family":"{family}","netid":"{netid}","state":"{state}","recv_q":{rq},'
                 f'"send_q":{wq},"local_address":"{local}","local_port":{lport},"peer_address":"{peer}",'
                 f'"peer_port":{pport},"interface":null,"inode":{inode},"uid":{uid},"cookie":{cookie},'
-                f'"v6only":{JSON_BOOL[v6only]}')
+                f'"v6only":{_JSON_BOOL[v6only]}')
         if processes is None and timer is None and extended is None and skmem is None and tcp_info is None:
             return text + "}"
     else:
         text = _SOCKET_HEAD % (family, netid, state, rq, wq, json_string(local), lport, json_string(peer), pport,
-                               json_string(ifname), inode, _opt_int(uid), _opt_int(cookie), JSON_BOOL[v6only])
+                               json_string(ifname), inode, _opt_int(uid), _opt_int(cookie), _JSON_BOOL[v6only])
     for name, value in zip(_SOCKET_EXTRAS, (processes, timer, extended, skmem, tcp_info)):
         if value is not None:
             text += ',"%s":%s' % (name, json.dumps(value, separators=(",", ":")))

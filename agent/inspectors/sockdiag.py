@@ -16,7 +16,6 @@ from typing import Any, Optional
 
 from ..netlink import ProtocolError, Split, parse_attrs, parse_datagram
 from ..schema import (
-    JSON_BOOL,
     STATE_NAMES,
     Extended,
     SkMem,
@@ -79,6 +78,7 @@ SHUTDOWN_TEXT = ("<->", "-->", "<--", "---")
 SKMEM_FIELDS = ("rmem_alloc", "rcvbuf", "wmem_alloc", "sndbuf", "fwd_alloc", "wmem_queued",
                 "optmem", "backlog", "drops")
 ST_LISTEN, ST_CLOSE = 10, 7
+_V6ONLY_STATES = (ST_LISTEN, ST_CLOSE)  # the kernel sends INET_DIAG_SKV6ONLY for these only
 # NamedTuple's generated __new__ is a Python function; the C constructor with all
 # fields in order is several times cheaper in the per-socket loop.
 _new_socket = tuple.__new__
@@ -270,7 +270,7 @@ def inet_parser(family: int, protocol: int, *, timers: bool = False, extended: b
                               retrans=retrans if timer != 3 else 0)
         v6only = ext = skmem = tcp_info = None
         # ss: the v6only flag is only sent for LISTEN and CLOSE sockets.
-        if want_attrs or (v6 and state in (ST_LISTEN, ST_CLOSE)):
+        if want_attrs or (v6 and state in _V6ONLY_STATES):
             v6only, ext, skmem, tcp_info = attrs_of(buf, start + _INET_MSG_LEN, end)
         # Ports are big-endian on the wire, read in host order with the rest: swap here.
         return new(Socket, (
@@ -354,9 +354,10 @@ def inet_lines(family: int, protocol: int, window: CookieWindow, *,
     function that writes socket JSON, because a record per socket cost a third of the
     run.  The loop reads a datagram's messages while they are ordinary (data, this
     request, flags NLM_F_MULTI only, a cookie not seen in this or the previous
-    datagram); from the first that is not, the rest goes through ``parse_datagram``
-    and the record parser, so errors, the end of the reply and repeats are handled in
-    one place.  Repeats are dropped through ``window``.
+    datagram, no v6only attribute to read); from the first that is not, the rest goes
+    through ``parse_datagram`` and the record parser, so errors, the end of the reply,
+    attributes and repeats are handled in one place.  Repeats are dropped through
+    ``window``.
     """
     parse = inet_parser(family, protocol, ifname=ifname, owners=owners)
     v6 = family == socket.AF_INET6
@@ -388,17 +389,14 @@ def inet_lines(family: int, protocol: int, window: CookieWindow, *,
              inode) = unpack(buf, off)
             end = off + length
             if (kind_flags_seq != expect or length < full or end > size
-                    or cookie in current or cookie in previous):
+                    or cookie in current or cookie in previous or (v6 and state in _V6ONLY_STATES)):
                 break
             seen(cookie)
-            v6only = "null"
-            if v6 and state in (ST_LISTEN, ST_CLOSE):
-                v6only = JSON_BOOL[v6only_of(parse_attrs(buf, off + full, end))]
             tail = "}" if owner_json is None else f',"processes":{owner_json(inode) if inode else "[]"}}}'
             append(f'{heads[state]}{rq},"send_q":{wq},"local_address":"{addrs[src]}",'
                    f'"local_port":{(sport >> 8) | (sport & 0xFF) << 8},"peer_address":"{addrs[dst]}",'
                    f'"peer_port":{(dport >> 8) | (dport & 0xFF) << 8},"interface":{ifaces[ifindex]},'
-                   f'"inode":{inode},"uid":{uid},"cookie":{cookie},"v6only":{v6only}{tail}')
+                   f'"inode":{inode},"uid":{uid},"cookie":{cookie},"v6only":null{tail}')
             off = (end + 3) & ~3
         more, done, interrupted = parse_datagram(buf, size, seq, rest, off)
         return lines + more if more else lines, done, interrupted
