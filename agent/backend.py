@@ -22,8 +22,8 @@ Warn = Callable[[Warning], None]
 LINUX = sys.platform.startswith("linux")
 
 # Every command, and the ones only the Linux back-end serves (rtnetlink, /proc, setns).
-ALL_COMMANDS = ("sockets", "summary", "routes", "interfaces", "limits", "triage", "pods", "events", "serve")
-LINUX_ONLY = ("routes", "interfaces", "triage", "pods", "events")
+ALL_COMMANDS = ("sockets", "summary", "routes", "interfaces", "limits", "triage", "pods", "events", "serve", "ids")
+LINUX_ONLY = ("routes", "interfaces", "triage", "pods", "events", "ids")
 
 
 class Backend:

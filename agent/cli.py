@@ -157,6 +157,17 @@ def run_triage(args: argparse.Namespace, out: Writer, backend: Backend) -> int:
     return EXIT_OK
 
 
+@command("ids")
+def run_ids(args: argparse.Namespace, out: Writer, backend: Backend) -> int:
+    from .inspectors.processes import scan_ids
+
+    if isinstance(backend, Linux):  # always: `ids` is Linux-only (backend.LINUX_ONLY)
+        backend.require_proc("ids")
+    for record in scan_ids():
+        out.emit(record)
+    return EXIT_OK
+
+
 @command("pods")
 def run_pods(args: argparse.Namespace, out: Writer, backend: Backend) -> int:
     from .inspectors import podns

@@ -21,7 +21,7 @@ from typing import Any, Optional
 from .errors import UsageError
 from .ssfilter import Expression, FilterError, Value, parse
 
-COMMANDS = ("sockets", "summary", "routes", "interfaces", "limits", "triage", "pods", "events")
+COMMANDS = ("sockets", "summary", "routes", "interfaces", "limits", "triage", "pods", "events", "ids")
 SOCKET_COMMANDS = ("sockets", "pods")  #: the commands that take every socket flag
 FILTER_COMMANDS = (*SOCKET_COMMANDS, "events")  #: the commands that take socket flags and filter words
 #: ss -E's flags: the destroy groups (-t -u -4 -6), and the agent's -p and -i
@@ -39,6 +39,8 @@ COMMAND_HELP = {
             "/proc/PID/cgroup), then its sockets",
     "events": "every TCP/UDP socket as the kernel destroys it, with its final figures (ss -E), and tick records "
               "with counts, until --for, --count or a signal",
+    "ids": "the uid and gid of every other visible process (/proc/PID/status: no privilege needed), with its "
+           "container",
 }
 # The socket flags, in the order to_argv writes them: (SocketFlags field, short, long, help).
 # argparse's dest is the long option's name (``--options`` -> args.options).

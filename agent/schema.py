@@ -254,6 +254,18 @@ class ProcessLimits(NamedTuple):
     container_id: Optional[str] = None
 
 
+class ProcessIds(NamedTuple):
+    """``ids``: one process's user and group ids, as /proc/PID/status lists them (real,
+    effective, saved, filesystem): an agent without CAP_SYS_PTRACE reads a process's
+    /proc/PID/fd only when it runs as the same uid and gid."""
+
+    pid: int
+    comm: str
+    uids: list[int]
+    gids: list[int]
+    container_id: Optional[str] = None
+
+
 class Limits(NamedTuple):
     """System, network-namespace and counter figures; absent figures are null, never 0."""
 
@@ -355,7 +367,7 @@ class Tick(NamedTuple):
 RECORD_TYPES: dict[str, type] = {
     "hello": Hello, "end": End, "warning": Warning, "error": Error, "socket": Socket, "summary": Summary,
     "route": Route, "interface": Interface, "process_limits": ProcessLimits, "limits": Limits,
-    "finding": Finding, "netns": NetNs, "event": Event, "tick": Tick,
+    "finding": Finding, "netns": NetNs, "event": Event, "tick": Tick, "process_ids": ProcessIds,
 }
 for _name, _cls in RECORD_TYPES.items():
     _cls.type = _name  # type: ignore[attr-defined]  # a class attribute, not a field

@@ -4,6 +4,11 @@ kubectl runs this with the words typed after ``kubectl sockdebug`` (the last one
 being the word under completion) and expects one candidate per line, then a
 ``:DIRECTIVE`` line (cobra's ShellCompDirective; 4 = no file completion).
 Completion never fails loudly: without a cluster it just offers fewer candidates.
+
+Names (pods, workloads, namespaces, containers) come from ``kubectl get``: kubectl
+is what runs completion, so it is there, with the user's kubeconfig and auth plugins,
+and it answers in a fraction of the Python client's import time.  Contexts are read
+from the kubeconfig files themselves.
 """
 
 from __future__ import annotations
@@ -12,28 +17,34 @@ import sys
 from collections.abc import Sequence
 from typing import Optional
 
+from . import flags
+from .choices import KIND_PREFIXES, KINDS, SUBCOMMANDS
+
 NO_FILE_COMP = 4
-FLAGS = (
-    "--namespace", "--all-namespaces", "--selector", "--all-pods", "--context", "--kubeconfig", "--container",
-    "--output", "--listening", "--all", "--tcp", "--udp", "--unix", "--raw", "--ipv4", "--ipv6", "--processes",
-    "--no-processes", "--timers", "--extended", "--memory", "--info", "--summary", "--routes", "--interfaces",
-    "--limits", "--watch", "--profile", "--image", "--image-pull-policy", "--timeout", "--help",
-)
-VALUE_FLAGS = {"-n", "--namespace", "--context", "--kubeconfig", "-c", "--container", "-o", "--output", "-l",
-               "--selector", "--profile", "--image", "--image-pull-policy", "--timeout", "--fail-on", "--via"}
-FIXED_VALUES = {
-    "-o": ("table", "wide", "json", "yaml", "jsonl"), "--output": ("table", "wide", "json", "yaml", "jsonl"),
-    "--profile": ("auto", "general", "baseline", "restricted", "netadmin"),
-    "--image-pull-policy": ("Always", "IfNotPresent", "Never"),
-    "--fail-on": ("warning", "critical"), "--via": ("ephemeral", "node"),
-}
-KIND_PREFIXES = ("pod/", "deploy/", "sts/", "ds/", "rs/", "job/", "svc/", "node/")
-SUBCOMMANDS = ("sweep", "triage", "version")
-# TARGET prefix -> how to list names of that kind: (API path inside a namespace, cluster-wide?)
-_LIST_PATHS = {"pod": "/api/v1/namespaces/{ns}/pods", "deploy": "/apis/apps/v1/namespaces/{ns}/deployments",
-               "sts": "/apis/apps/v1/namespaces/{ns}/statefulsets", "ds": "/apis/apps/v1/namespaces/{ns}/daemonsets",
-               "rs": "/apis/apps/v1/namespaces/{ns}/replicasets", "job": "/apis/batch/v1/namespaces/{ns}/jobs",
-               "svc": "/api/v1/namespaces/{ns}/services", "node": "/api/v1/nodes"}
+VALUE_FLAGS = flags.value_flags()
+# canonical TARGET kind (choices.KINDS) -> what kubectl calls it
+_RESOURCES = {"pod": "pods", "deployments": "deployments", "statefulsets": "statefulsets",
+              "daemonsets": "daemonsets", "replicasets": "replicasets", "jobs": "jobs", "service": "services",
+              "node": "nodes"}
+_TIMEOUT_S = 5
+
+
+def command_of(words: Sequence[str]) -> flags.Command:
+    """The command the words are for (``inspect`` unless the first word names another)."""
+    return flags.COMMANDS[words[0]] if words and words[0] in SUBCOMMANDS else flags.INSPECT
+
+
+def long_flags(cmd: flags.Command) -> list[str]:
+    """Every long option of ``cmd`` (both spellings of a switch), then --help."""
+    return [n for f in cmd.flags for n in (*f.names, *f.off) if n.startswith("--")] + ["--help"]
+
+
+def fixed_values(cmd: flags.Command, name: Optional[str]) -> Optional[tuple[str, ...]]:
+    """The choice set of option ``name`` of ``cmd``, if it has one."""
+    for f in cmd.flags:
+        if name in f.names and f.choices:
+            return f.choices
+    return None
 
 
 def _option(words: Sequence[str], *names: str) -> Optional[str]:
@@ -59,17 +70,36 @@ def _positionals(words: Sequence[str]) -> list[str]:
     return out
 
 
-def _kube(words: Sequence[str]):
-    from .kube import Kube
+def _kubectl(words: Sequence[str], *args: str) -> Optional[list[str]]:
+    """What ``kubectl ARGS`` prints, with the connection flags typed so far (None: no answer)."""
+    from .kube import kubectl_words
 
-    return Kube(kubeconfig=_option(words, "--kubeconfig"), context=_option(words, "--context"),
-                namespace=_option(words, "-n", "--namespace"), request_timeout=5)
+    return kubectl_words(_option(words, "--kubeconfig"), _option(words, "--context"),
+                         _option(words, "-n", "--namespace"), *args, timeout=_TIMEOUT_S)
 
 
-def _names(kube, kind: str) -> list[str]:
-    path = _LIST_PATHS[kind].format(ns=kube.namespace)
-    items = kube._request("GET", path, what=("list", kind, kube.namespace))["items"]
-    return [i["metadata"]["name"] for i in items]
+def _names(words: Sequence[str], kind: str) -> Optional[list[str]]:
+    return _kubectl(words, "get", _RESOURCES[kind], "-o", "custom-columns=:metadata.name", "--no-headers")
+
+
+def _contexts(words: Sequence[str]) -> list[str]:
+    """Context names in the kubeconfig files kubectl would read (no cluster needed)."""
+    import os
+
+    import yaml
+
+    given = _option(words, "--kubeconfig")
+    paths = [given] if given else (os.environ.get("KUBECONFIG", "").split(os.pathsep) if os.environ.get(
+        "KUBECONFIG") else ["~/.kube/config"])
+    names: list[str] = []
+    for path in filter(None, paths):
+        try:
+            with open(os.path.expanduser(path)) as f:
+                config = yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
+        except (OSError, yaml.YAMLError):
+            continue
+        names += [c["name"] for c in config.get("contexts") or [] if c.get("name") and c["name"] not in names]
+    return names
 
 
 def candidates(words: Sequence[str]) -> list[str]:
@@ -77,52 +107,42 @@ def candidates(words: Sequence[str]) -> list[str]:
     words = list(words) or [""]
     partial, before = words[-1], words[:-1]
     prev = before[-1] if before else None
-    if prev in FIXED_VALUES:
-        return [v for v in FIXED_VALUES[prev] if v.startswith(partial)]
+    cmd = command_of(before)
+    fixed = fixed_values(cmd, prev)
+    if fixed is not None:
+        return [v for v in fixed if v.startswith(partial)]
     if partial.startswith("-"):
-        return [f for f in FLAGS if f.startswith(partial)]
+        return [f for f in long_flags(cmd) if f.startswith(partial)]
     if not before and not partial.startswith(KIND_PREFIXES):
         sub = [s for s in SUBCOMMANDS if s.startswith(partial)]
     else:
         sub = []
-    try:
-        if prev in ("-n", "--namespace"):
-            kube = _kube([*before[:-2], ""])
-            return [n["metadata"]["name"] for n in kube.list_namespaces()
-                    if n["metadata"]["name"].startswith(partial)]
-        if prev == "--context":
-            from .kubeclient import load
-
-            contexts, _active = load().kube_config.list_kube_config_contexts(_option(words, "--kubeconfig"))
-            return [c["name"] for c in contexts if c["name"].startswith(partial)]
-        if prev in ("-c", "--container"):
-            targets = [p for p in _positionals(before[:-1]) if p not in SUBCOMMANDS]
-            if not targets:
-                return []
-            kind, _, name = targets[0].rpartition("/")
-            if kind not in ("", "pod", "po", "pods"):
-                return []
-            kube = _kube(words)
-            pod = kube.get_pod(kube.namespace, name)
-            return [c["name"] for c in pod["spec"]["containers"] if c["name"].startswith(partial)]
-        if prev in VALUE_FLAGS:
+    if prev in ("-n", "--namespace"):
+        names = _kubectl([*before[:-2], ""], "get", "namespaces", "-o", "custom-columns=:metadata.name",
+                         "--no-headers")
+        return [n for n in names or [] if n.startswith(partial)]
+    if prev == "--context":
+        return [c for c in _contexts(words) if c.startswith(partial)]
+    if prev in ("-c", "--container"):
+        targets = [p for p in _positionals(before[:-1]) if p not in SUBCOMMANDS]
+        kind, _, name = targets[0].rpartition("/") if targets else ("x", "", "")
+        if kind not in ("", "pod", "po", "pods"):
             return []
-        if [p for p in _positionals(before) if p not in SUBCOMMANDS]:
-            return []  # the target is given: the rest are ss words
-        kube = _kube(words)
-        if "/" in partial:
-            kind = partial.split("/", 1)[0]
-            kind = {"pods": "pod", "po": "pod", "deployment": "deploy", "service": "svc"}.get(kind, kind)
-            if kind not in _LIST_PATHS:
-                return []
-            return [f"{partial.split('/', 1)[0]}/{n}" for n in _names(kube, kind)
-                    if f"{partial.split('/', 1)[0]}/{n}".startswith(partial)]
-        pods = [n for n in _names(kube, "pod") if n.startswith(partial)]
-        return sub + pods + [p for p in KIND_PREFIXES if p.startswith(partial)]
-    except Exception:  # no cluster, no permission: offer what we have
-        if prev in VALUE_FLAGS:
-            return []  # a namespace, context or container is wanted, never a TARGET prefix
-        return sub + [p for p in KIND_PREFIXES if p.startswith(partial)]
+        names = _kubectl(words, "get", "pod", name, "-o", "jsonpath={.spec.containers[*].name}")
+        return [c for c in names or [] if c.startswith(partial)]
+    if prev in VALUE_FLAGS:
+        return []  # a value is wanted, never a TARGET
+    if [p for p in _positionals(before) if p not in SUBCOMMANDS]:
+        return []  # the target is given: the rest are ss words
+    known = sub + [p for p in KIND_PREFIXES if p.startswith(partial)]
+    word, slash, _ = partial.partition("/")
+    kind = KINDS.get(word.lower()) if slash else "pod"
+    names = _names(words, kind) if kind else []
+    if names is None:  # no kubectl or no cluster: what completion knows
+        return known
+    if slash:
+        return [f"{word}/{n}" for n in names if f"{word}/{n}".startswith(partial)]
+    return sub + [n for n in names if n.startswith(partial)] + [p for p in KIND_PREFIXES if p.startswith(partial)]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -12,15 +12,20 @@ are imported, by the normal import machinery.
 This leans on the client's layout, hence the pinned major version in
 pyproject.toml; if anything about it differs, ``load`` falls back to the plain
 (slow) import, so a client upgrade costs speed, never correctness.
+
+``ClientTransport`` is the transport ``kube.Kube`` uses in real runs.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import sys
+import time
 import types
-from typing import Any, NamedTuple
+from collections.abc import Iterator
+from typing import Any, NamedTuple, Optional
 
 # Packages whose __init__ is skipped; each maps to its folder under kubernetes/.
 _SKIPPED = ("", "client", "client.api", "client.models", "config", "stream")
@@ -76,3 +81,127 @@ def load() -> Client:
     import kubernetes  # noqa: F401 - the full package: slow, but complete
 
     return _core()
+
+
+# --- the transport kube.Kube uses in real runs ------------------------------------------------
+
+_CONNECT_TIMEOUT = 10.0
+
+
+class ClientTransport:
+    """HTTP requests and WebSocket execs through the official client's ``ApiClient``
+    (kubeconfig auth, TLS, exec credential plugins); raw bytes in and out."""
+
+    def __init__(self, k8s: Client, configuration: Any):
+        self._k8s = k8s
+        self.api = k8s.ApiClient(configuration)
+        self.host = configuration.host
+
+    def request(self, method: str, path: str, *, query: list, headers: dict[str, str], body: Any,
+                timeout: float, stream: bool) -> Any:
+        from urllib3.exceptions import HTTPError
+
+        from .kube import Unreachable
+
+        try:
+            return self.api.call_api(
+                path, method, query_params=query, header_params=headers, body=body,
+                auth_settings=["BearerToken"], _preload_content=False, _return_http_data_only=True,
+                _request_timeout=(_CONNECT_TIMEOUT, timeout))
+        except self._k8s.ApiException as exc:
+            if not exc.status:  # the client's wrapping of a TLS failure
+                raise Unreachable(_reason(exc)) from None
+            return _Failed(exc.status, exc.body or b"")
+        except HTTPError as exc:
+            raise Unreachable(_reason(exc)) from None
+
+    def exec(self, path: str, query: list) -> WebSocketExec:
+        from .kube import Refused, Unreachable
+
+        headers: dict[str, str] = {}
+        self.api.update_params_for_auth(headers, [], ["BearerToken"])
+        try:
+            ws = self._k8s.websocket_call(self.api.configuration, "GET", f"{self.host}{path}", query_params=query,
+                                          headers=headers, _preload_content=False, binary=True, capture_all=False)
+        except self._k8s.ApiException as exc:
+            reason = str(exc.reason or "")
+            status = re.search(r"[Hh]andshake status (\d{3})", reason)
+            if status:
+                raise Refused(int(status.group(1)), _handshake_body(reason)) from None
+            raise Unreachable(reason.strip()[:300]) from None
+        return WebSocketExec(ws)
+
+
+class _Failed:
+    """An HTTP error answer, shaped like the urllib3 response kube.Kube reads."""
+
+    def __init__(self, status: int, body: Any):
+        self.status = status
+        self.data = body.encode() if isinstance(body, str) else bytes(body)
+
+    def release_conn(self) -> None:
+        pass
+
+
+def _reason(exc: Exception) -> str:
+    reason = getattr(exc, "reason", None)
+    return str(reason or exc).split(": ", 1)[-1][:200]
+
+
+def _handshake_body(reason: str) -> bytes:
+    """The body of a refused exec upgrade, from the client's error text: websocket-client's
+    ``Handshake status N ... -+-+- HEADERS -+-+- b'BODY'``, where the client may already
+    have turned a JSON Status into a Python dict's repr."""
+    import ast
+    import json
+
+    text = reason.rsplit("-+-+-", 1)[-1].strip()
+    try:
+        body = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text.encode()
+    if isinstance(body, dict):
+        return json.dumps(body).encode()
+    return body if isinstance(body, bytes) else str(body).encode()
+
+
+class WebSocketExec:
+    """stdout of a WebSocket exec as byte chunks as they arrive; stderr and the exit code after."""
+
+    def __init__(self, ws: Any):
+        self._ws = ws
+        self.stderr = b""
+
+    def chunks(self, deadline: float) -> Iterator[bytes]:
+        from .kube import deadline_error
+
+        ws = self._ws
+        while ws.is_open():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                ws.close()
+                raise deadline_error()
+            ws.update(timeout=min(remaining, 5.0))
+            data = ws.read_channel(1)
+            if data:
+                yield data
+            err = ws.read_channel(2)
+            if err:
+                self.stderr += err
+        data = ws.read_channel(1)
+        if data:
+            yield data
+        self.stderr += ws.read_channel(2) or b""
+
+    @property
+    def returncode(self) -> Optional[int]:
+        try:
+            return self._ws.returncode
+        except Exception:  # the status channel may be missing when the connection broke
+            return None
+
+    def close(self) -> None:
+        try:
+            self._ws.close()
+        except Exception:  # closing a broken socket: nothing left to save
+            pass

@@ -1,4 +1,5 @@
-"""Incremental JSON Lines reader for the agent's stream (exec, logs or a subprocess).
+"""Incremental JSON Lines reader for the agent's stream (exec, logs or a subprocess),
+and ``finish``: what a finished stream means (complete, an agent error, a broken one).
 
 Bytes arrive in arbitrary chunks; complete lines become schema records as soon as
 they arrive.  Framing is checked: ``hello`` first, ``end`` last.  Anything else —
@@ -14,7 +15,7 @@ from typing import Any, Optional
 
 from sockdebug_agent.schema import SCHEMA_VERSION, End, Error, Hello, SchemaError, UnknownRecordType, from_dict
 
-from .errors import AgentError
+from .errors import AgentError, SockdebugError
 
 _EXCERPT = 120
 
@@ -99,3 +100,28 @@ class StreamReader:
         raise AgentError(f"{self.source}: the agent's stream broke off before its end record (received {got}{cut})",
                          "the agent container may have been killed (OOM, eviction) or the connection dropped; "
                          "run again, or look at `kubectl logs` of the sockdebug container")
+
+
+class AgentFailed(SockdebugError):
+    """The agent reported an error record; its exit code is passed through."""
+
+    def __init__(self, message: str, hint: Optional[str], exit_code: int):
+        super().__init__(f"the agent failed: {message}", hint)
+        self.exit_code = exit_code
+
+
+def finish(reader: StreamReader, returncode: Optional[int], stderr: bytes) -> None:
+    """The stream has ended: raise what went wrong, if anything (the one place that decides
+    what a failed agent stream means, for exec, logs and kubectl alike)."""
+    try:
+        reader.close()
+    except AgentError as exc:
+        detail = stderr.decode("utf-8", "replace").strip().splitlines()
+        if detail:
+            exc.cause += f"; the agent said: {detail[-1][:200]}"
+        raise
+    if reader.error is not None:
+        raise AgentFailed(reader.error.message, reader.error.hint, reader.end.exit_code if reader.end else 6)
+    if returncode not in (None, 0):
+        raise AgentError(f"the agent exited with code {returncode}",
+                         (stderr.decode("utf-8", "replace").strip()[:300] or "see the agent's stderr"))

@@ -11,37 +11,39 @@ Two ways to read the sockets:
 ``--via node``
     one agent per node instead of one per pod: ``sockdebug-agent pods -tul -p`` in the
     node-agent DaemonSet (manifests/node-agent.yaml) when it runs there, else in a
-    short-lived pod (host PID and network namespaces, CAP_SYS_PTRACE + CAP_SYS_ADMIN) that
-    is deleted afterwards.  It enters each pod's network namespace itself; nothing is added
+    short-lived node pod (host PID and network namespaces, profiles.NODE_CAPABILITIES) that
+    the runner deletes afterwards.  It enters each pod's network namespace itself; nothing is added
     to the pods.
 """
 
 from __future__ import annotations
 
-import secrets
 import sys
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Optional
 
-from . import sweep as analysis
-from .errors import AccessError, FindingsError, SockdebugError, UsageError
-from .targets import Target, container_ids
+from sockdebug_agent.query import Query, SocketFlags
 
-VIAS = ("ephemeral", "node")
-OUTPUTS = ("table", "json", "yaml")
+from . import profiles
+from . import sweep as analysis
+from .errors import AccessError, FindingsError, SockdebugError
+from .options import SweepOptions
+from .runner import Runner
+from .targets import AgentPod, NodeTarget, Target, container_ids, pick_container
+
 PARALLEL = 8
-AGENT_QUERY = ["sockets", "-tul", "-p"]
-NODE_QUERY = ["pods", "-tul", "-p"]
+# what sweep reads: listening TCP and UDP sockets with owners, per pod / per node
+AGENT_QUERY = Query("sockets", SocketFlags(listening=True, tcp=True, udp=True, processes=True))
+NODE_QUERY = Query("pods", SocketFlags(listening=True, tcp=True, udp=True, processes=True))
 NODE_AGENT_NAMESPACE = "sockdebug-system"
 NODE_AGENT_SELECTOR = "app.kubernetes.io/name=sockdebug-node-agent,app.kubernetes.io/component=daemonset"
 NODE_AGENT_CONTAINER = "agent"
+NODE_FALLBACK = "or install the node-agent DaemonSet (manifests/node-agent.yaml), or use --via ephemeral"
 LOG_LINES = 30
-# other processes' /proc/PID/{fd,ns} (PTRACE), listing another uid's fd directory (DAC_READ_SEARCH), setns (ADMIN)
-NODE_AGENT_CAPS = ["SYS_PTRACE", "DAC_READ_SEARCH", "SYS_ADMIN"]
 
 
 class Progress:
@@ -133,24 +135,21 @@ def _why_not_running(pod: dict) -> str:
 
 # --- --via ephemeral -------------------------------------------------------------------------
 
-def agent_targets(pod: dict, image: Optional[str], profile: str = "auto") -> list[str]:
+def agent_targets(pod: dict, runner: Optional[Runner] = None) -> list[str]:
     """The containers to run the agent next to.  One per pod: a container whose agent is
     already running (reuse), else the default container, else another running one —
     preferring containers that are not crash-looping (a container that runs for a moment
     between restarts would get an agent that dies with it).  hostNetwork pods: every
     running container, because only sockets their own processes hold are theirs."""
-    from .inject import find_running_agent
-    from .targets import pick_container
-
     running = analysis.running_containers(pod)
     names = [c["name"] for c in analysis._containers(pod) if c["name"] in running]
     steady = [n for n in names if not analysis.trouble(pod, n)]
     spec = pod.get("spec", {})
     if spec.get("hostNetwork") and not spec.get("shareProcessNamespace"):
         return steady
-    if image:
-        wanted = None if profile == "auto" else profile
-        served = [n for n in names if find_running_agent(pod, n, image, wanted)]
+    if runner is not None:
+        ns = pod["metadata"].get("namespace", "")
+        served = [n for n in names if runner.running_agent(Target(ns, pod, n))]
         if served:
             return served[:1]
     default = pick_container(pod, None) if spec.get("containers") else None
@@ -159,14 +158,13 @@ def agent_targets(pod: dict, image: Optional[str], profile: str = "auto") -> lis
     return steady[:1]
 
 
-def collect_ephemeral(session, pods: list[dict], progress: Progress, parallel: int = PARALLEL) -> Collected:
+def collect_ephemeral(runner: Runner, pods: list[dict], progress: Progress, parallel: int = PARALLEL) -> Collected:
     got = Collected()
     jobs: list[tuple[dict, list[str]]] = []
     for pod in pods:
         if not _running(pod):
             continue
-        names = agent_targets(pod, getattr(getattr(session, "opts", None), "image", None),
-                              getattr(getattr(session, "opts", None), "profile", "auto"))
+        names = agent_targets(pod, runner)
         if not names:
             got.uninspected[analysis.key(pod)] = _why_not_running(pod)
             continue
@@ -183,7 +181,7 @@ def collect_ephemeral(session, pods: list[dict], progress: Progress, parallel: i
         try:
             seen: dict[int, Any] = {}
             for name in names:
-                for rec in session.query(Target(k[0], pod, name), AGENT_QUERY):
+                for rec in runner.run(Target(k[0], pod, name), AGENT_QUERY):
                     if rec.type == "socket":
                         ident = rec.inode or id(rec)
                         prev = seen.get(ident)
@@ -217,85 +215,11 @@ def collect_ephemeral(session, pods: list[dict], progress: Progress, parallel: i
 
 # --- --via node ---------------------------------------------------------------------------------
 
-def node_agent_pod(name: str, node: str, image: str, pull_policy: str, command: list[str]) -> dict:
-    """A short-lived pod on ``node`` in the node's PID and network namespaces, with just the
-    capabilities ``pods`` needs (NODE_AGENT_CAPS), everything else dropped."""
-    return {
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "sockdebug-node-agent",
-                                              "app.kubernetes.io/component": "sweep"}},
-        "spec": {
-            "nodeName": node, "hostNetwork": True, "hostPID": True, "restartPolicy": "Never",
-            "tolerations": [{"operator": "Exists"}], "automountServiceAccountToken": False,
-            "terminationGracePeriodSeconds": 0,
-            "containers": [{
-                "name": NODE_AGENT_CONTAINER, "image": image, "imagePullPolicy": pull_policy, "command": command,
-                "securityContext": {"runAsUser": 0, "runAsNonRoot": False, "allowPrivilegeEscalation": False,
-                                    "capabilities": {"drop": ["ALL"], "add": NODE_AGENT_CAPS}},
-            }],
-        },
-    }
-
-
-def _read(reader, chunks: Iterator[bytes]) -> Iterator[Any]:
-    for chunk in chunks:
-        yield from reader.feed(chunk)
-
-
-def _finish(reader, returncode: Optional[int] = None, stderr: bytes = b"") -> None:
-    from .transport import _finish as finish  # one place decides what a failed agent stream means
-
-    finish(reader, returncode, stderr)
-
-
-def run_on_node(kube, opts, namespace: str, node: str, daemon_pod: Optional[str]) -> list[Any]:
-    """The ``pods`` records of one node, from the DaemonSet's agent or a short-lived pod."""
-    from . import inject
-    from .stream import StreamReader
-
-    command = ["sockdebug-agent", *NODE_QUERY]
-    if daemon_pod:
-        reader = StreamReader(f"node agent {daemon_pod} on {node}")
-        stream = kube.exec(NODE_AGENT_NAMESPACE, daemon_pod, NODE_AGENT_CONTAINER, command)
-        records = list(_read(reader, stream.chunks(inject.deadline(opts.timeout))))
-        _finish(reader, stream.returncode, stream.stderr)
-        return records
-    from .kube import Forbidden, PodSecurityRejected
-
-    name = f"sockdebug-sweep-{secrets.token_hex(3)}"
-    try:
-        kube.create_pod(namespace, node_agent_pod(name, node, opts.image, opts.pull_policy, command))
-    except Forbidden as exc:
-        raise AccessError(exc.cause, f"--via node needs create/get/watch/delete on pods and get on pods/log in "
-                          f"namespace {namespace} (-n), or the node-agent DaemonSet (manifests/node-agent.yaml); "
-                          "or use --via ephemeral") from None
-    except PodSecurityRejected as exc:
-        raise inject.InjectError(exc.cause, "the node pod needs hostPID, hostNetwork and added capabilities: run "
-                                 "with -n NAMESPACE where Pod Security admits privileged pods, install "
-                                 "manifests/node-agent.yaml, or use --via ephemeral") from None
-    try:
-        deadline = inject.deadline(opts.timeout)
-        last: dict = {}
-        for pod in kube.watch_pod(namespace, name, deadline):
-            last = pod
-            if pod.get("status", {}).get("phase") in ("Running", "Succeeded", "Failed"):
-                break
-            for s in pod.get("status", {}).get("containerStatuses") or []:
-                waiting = (s.get("state") or {}).get("waiting") or {}
-                if waiting.get("reason") in inject.FATAL_WAITING:
-                    reason = waiting["reason"]
-                    raise inject.InjectError(f"{inject.FATAL_WAITING[reason]} ({reason}: "
-                                             f"{waiting.get('message', '').strip()})", inject._pull_hint(reason))
-        if last.get("status", {}).get("phase") not in ("Running", "Succeeded", "Failed"):
-            raise inject.InjectError(f"the node agent pod did not start within {opts.timeout:g}s",
-                                     "check `kubectl describe pod` events; raise --timeout")
-        reader = StreamReader(f"node agent {name} on {node}")
-        records = list(_read(reader, kube.logs(namespace, name, NODE_AGENT_CONTAINER, follow=True,
-                                               timeout=opts.timeout)))
-        _finish(reader)
-        return records
-    finally:
-        kube.delete_pod(namespace, name)
+def run_on_node(runner: Runner, node: str, daemon_pod: Optional[str]) -> list[Any]:
+    """The ``pods`` records of one node, from the DaemonSet's agent or a short-lived node pod."""
+    target = (AgentPod(NODE_AGENT_NAMESPACE, daemon_pod, NODE_AGENT_CONTAINER, node) if daemon_pod
+              else NodeTarget(node, purpose="sweep"))
+    return list(runner.run(target, NODE_QUERY))
 
 
 def daemonset_agents(kube) -> dict[str, str]:
@@ -371,13 +295,13 @@ def attribute_node(records: list[Any], node: str, pods_by_uid: dict[str, dict], 
             got.sockets[k] = lst
 
 
-def collect_node(kube, opts, namespace: str, pods: list[dict], all_pods: list[dict], progress: Progress,
+def collect_node(runner: Runner, pods: list[dict], all_pods: list[dict], progress: Progress,
                  parallel: int = PARALLEL) -> Collected:
     got = Collected()
     scope = {analysis.key(p) for p in pods}
     running = [p for p in pods if _running(p)]
     nodes = sorted({p["spec"]["nodeName"] for p in running if p.get("spec", {}).get("nodeName")})
-    daemons = daemonset_agents(kube)
+    daemons = daemonset_agents(runner.kube)
     progress.total = len(nodes)
     if nodes:
         with_ds = [n for n in nodes if n in daemons]
@@ -385,15 +309,17 @@ def collect_node(kube, opts, namespace: str, pods: list[dict], all_pods: list[di
             progress.note(f"sweep --via node: using the node-agent DaemonSet in {NODE_AGENT_NAMESPACE} on "
                           f"{len(with_ds)} node(s)")
         if len(with_ds) < len(nodes):
-            progress.note(f"sweep --via node: creating one short-lived pod per node in namespace {namespace} "
-                          f"(host PID and network namespaces, CAP_SYS_PTRACE+DAC_READ_SEARCH+SYS_ADMIN) on "
+            caps = "+".join(profiles.for_node(runner.opts.profile).security_context.get("capabilities", {})
+                            .get("add", []))
+            progress.note(f"sweep --via node: creating one short-lived pod per node in namespace "
+                          f"{runner.kube.namespace} (host PID and network namespaces, CAP_{caps}) on "
                           f"{len(nodes) - len(with_ds)} node(s); they are deleted afterwards")
     by_uid = {p["metadata"].get("uid"): p for p in [*all_pods, *pods] if p["metadata"].get("uid")}
     lock = threading.Lock()
 
     def one(node: str) -> None:
         try:
-            records = run_on_node(kube, opts, namespace, node, daemons.get(node))
+            records = run_on_node(runner, node, daemons.get(node))
             with lock:
                 attribute_node(records, node, by_uid, scope, got)
         except SockdebugError as exc:
@@ -452,30 +378,20 @@ def _list_or(fn: Callable[[], list[dict]], fallback: Callable[[], list[dict]]) -
         return fallback()
 
 
-def run(*, conn: dict, agent: dict, all_namespaces: bool, selector: Optional[str], via: str, output: str,
-        fail_on: Optional[str], parallel: int = PARALLEL, out=None, err=None) -> int:
-    from .commands import _session, check_agent_options, connect
+def run(opts: SweepOptions, out=None, err=None) -> int:
+    from .kube import connect
     from .render import escape, use_color
 
     out = out or sys.stdout
     err = err or sys.stderr
-    if via not in VIAS:
-        raise UsageError(f"unknown --via {via!r}", "use ephemeral or node")
-    if output not in OUTPUTS:
-        raise UsageError(f"unknown output format {output!r}", "use table, json or yaml")
-    if fail_on not in (None, "warning", "critical", "info"):
-        raise UsageError(f"unknown --fail-on {fail_on!r}", "use info, warning or critical")
-    if parallel < 1:
-        raise UsageError("--parallel must be at least 1", "e.g. --parallel 8")
-    check_agent_options(agent)
     started = time.monotonic()
-    kube = connect(conn)
-    scope_ns = None if all_namespaces else kube.namespace
-    pods = [p for p in kube.list_pods(scope_ns, selector) if not p["metadata"].get("deletionTimestamp")]
-    scoped_wide = all_namespaces and not selector
+    kube = connect(opts.conn.kubeconfig, opts.conn.context, opts.conn.namespace)
+    scope_ns = None if opts.all_namespaces else kube.namespace
+    pods = [p for p in kube.list_pods(scope_ns, opts.selector) if not p["metadata"].get("deletionTimestamp")]
+    scoped_wide = opts.all_namespaces and not opts.selector
     context = [] if scoped_wide else _list_or(lambda: kube.list_pods(None), list)
     running = [p for p in pods if _running(p)]
-    progress = Progress(len(running), "pods" if via == "ephemeral" else "nodes", err)
+    progress = Progress(len(running), "pods" if opts.via == "ephemeral" else "nodes", err)
     services_checked = True
     try:
         services = kube.list_services(scope_ns) if scoped_wide else _list_or(
@@ -483,38 +399,34 @@ def run(*, conn: dict, agent: dict, all_namespaces: bool, selector: Optional[str
     except AccessError as exc:
         services, services_checked = [], False
         progress.note(f"note: the Service checks were skipped: {exc.cause} (grant `list` on services)")
-    if via == "ephemeral":
-        session = _session(kube, agent)
-        session.opts = session.opts._replace(note=_ephemeral_note(progress))
-        fresh = [p for p in running if not _has_agent(p, agent)]
-        if fresh:
-            reuse = (f" (the other {len(running) - len(fresh)} have a running agent, which is reused)"
-                     if len(fresh) < len(running) else "")
-            progress.note(f"sweep --via ephemeral: each of {len(fresh)} pod(s){reuse} gains an ephemeral agent "
-                          "container, which stays in the pod spec; --via node adds nothing to the pods.")
-        got = collect_ephemeral(session, pods, progress, parallel)
-    else:
-        from .transport import Options
-
-        opts = Options(image=agent["image"], pull_policy=agent["pull_policy"], profile=agent["profile"],
-                       timeout=agent["timeout"], note=progress.note)
-        got = collect_node(kube, opts, kube.namespace, pods, context, progress, parallel)
+    with Runner(kube, opts.agent, note=_quiet_note(progress), node_fallback=NODE_FALLBACK) as runner:
+        if opts.via == "ephemeral":
+            fresh = [p for p in running if not _has_agent(p, runner)]
+            if fresh:
+                reuse = (f" (the other {len(running) - len(fresh)} have a running agent, which is reused)"
+                         if len(fresh) < len(running) else "")
+                progress.note(f"sweep --via ephemeral: each of {len(fresh)} pod(s){reuse} gains an ephemeral "
+                              "agent container, which stays in the pod spec; --via node adds nothing to the pods.")
+            got = collect_ephemeral(runner, pods, progress, opts.parallel)
+        else:
+            got = collect_node(runner, pods, context, progress, opts.parallel)
     progress.close()
     if got.first_error is not None and not got.sockets:
         raise got.first_error  # nothing could be read at all: a setup problem, not a clean cluster
-    logs = crash_logs(kube, pods, parallel)
+    logs = crash_logs(kube, pods, opts.parallel)
     for w in got.warnings:
         print(f"warning: {escape(w)}", file=err)
     data = analysis.SweepInput(pods=pods, services=services, sockets=got.sockets, uninspected=got.uninspected,
                                context_pods=context, host_listeners=got.host_listeners(), logs=logs)
     report = analysis.analyse(data)
-    scope = {"namespaces": None if all_namespaces else [kube.namespace], "selector": selector, "via": via,
-             "services_checked": services_checked, "elapsed_s": round(time.monotonic() - started, 2)}
-    if output == "table":
+    scope = {"namespaces": None if opts.all_namespaces else [kube.namespace], "selector": opts.selector,
+             "via": opts.via, "services_checked": services_checked,
+             "elapsed_s": round(time.monotonic() - started, 2)}
+    if opts.output == "table":
         out.write(analysis.text(report, scope, use_color(out)) + "\n")
     else:
         doc = analysis.document(report, scope)
-        if output == "json":
+        if opts.output == "json":
             import json
 
             json.dump(doc, out, indent=2)
@@ -524,24 +436,22 @@ def run(*, conn: dict, agent: dict, all_namespaces: bool, selector: Optional[str
 
             yaml.dump(doc, out, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), sort_keys=False)
     out.flush()
-    if fail_on:
-        worst = analysis.at_or_above(report.findings, fail_on)
+    if opts.fail_on:
+        worst = analysis.at_or_above(report.findings, opts.fail_on)
         if worst:
-            raise FindingsError(f"{len(worst)} finding(s) at or above {fail_on}", "see the findings above")
+            raise FindingsError(f"{len(worst)} finding(s) at or above {opts.fail_on}", "see the findings above")
     return 0
 
 
-def _has_agent(pod: dict, agent: dict) -> bool:
+def _has_agent(pod: dict, runner: Runner) -> bool:
     """A running sockdebug agent that a query to this pod would reuse."""
-    from .inject import find_running_agent
-
-    profile = None if agent["profile"] == "auto" else agent["profile"]
     running = analysis.running_containers(pod)
-    return any(find_running_agent(pod, c["name"], agent["image"], profile)
+    ns = pod["metadata"].get("namespace", "")
+    return any(runner.running_agent(Target(ns, pod, c["name"]))
                for c in analysis._containers(pod) if c["name"] in running)
 
 
-def _ephemeral_note(progress: Progress) -> Callable[[str], None]:
+def _quiet_note(progress: Progress) -> Callable[[str], None]:
     """Per-pod injection lines are the up-front note's business; other notes once each."""
     def note(text: str) -> None:
         if text.startswith("adding ephemeral container "):

@@ -3,21 +3,12 @@ containers, and pod-spec knowledge the renderers need (container names by id).""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple, Optional
 
+from .choices import KIND_PREFIXES, KINDS, one_of
 from .errors import TargetError, UsageError
 
-# Accepted spellings (kubectl's short names included) -> canonical kind.
-KINDS = {
-    "pod": "pod", "pods": "pod", "po": "pod",
-    "deployment": "deployments", "deployments": "deployments", "deploy": "deployments",
-    "statefulset": "statefulsets", "statefulsets": "statefulsets", "sts": "statefulsets",
-    "daemonset": "daemonsets", "daemonsets": "daemonsets", "ds": "daemonsets",
-    "replicaset": "replicasets", "replicasets": "replicasets", "rs": "replicasets",
-    "job": "jobs", "jobs": "jobs",
-    "service": "service", "services": "service", "svc": "service",
-    "node": "node", "nodes": "node", "no": "node",
-}
 DEFAULT_CONTAINER_ANNOTATION = "kubectl.kubernetes.io/default-container"
 
 
@@ -27,9 +18,20 @@ class TargetRef(NamedTuple):
 
 
 class NodeTarget(NamedTuple):
-    """A node's own network namespace (node/NAME), reached through a host-network pod."""
+    """A node's own network namespace (node/NAME), reached through a short-lived host-network
+    pod; ``purpose`` labels that pod (``node``: a node/ target, ``sweep``: sweep --via node)."""
 
     name: str
+    purpose: str = "node"
+
+
+class AgentPod(NamedTuple):
+    """A running agent pod to exec into: the node-agent DaemonSet's pod on ``node``."""
+
+    namespace: str
+    pod: str
+    container: str
+    node: str
 
 
 class Target(NamedTuple):
@@ -51,6 +53,16 @@ class Target(NamedTuple):
     def pod_name(self) -> str:
         return self.pod["metadata"]["name"]
 
+    def owner_siblings(self, argv: list[str]) -> list[str]:
+        """The siblings whose processes may own sockets a query lists (a socket list with
+        owners, ``-p``): from the target's PID namespace they are invisible."""
+        return self.siblings() if argv[:1] == ["sockets"] and "-p" in argv else []
+
+    def asked_together(self, argv: list[str], has_agent: Callable[[str], bool]) -> list[str]:
+        """The containers a query is run in at the same time: the target, and each owner
+        sibling whose agent already runs (``has_agent``)."""
+        return [self.container, *(s for s in self.owner_siblings(argv) if has_agent(s))]
+
 
 def parse_target(text: str) -> TargetRef:
     """``NAME`` means a pod, as in kubectl; ``KIND/NAME`` any supported kind."""
@@ -62,7 +74,7 @@ def parse_target(text: str) -> TargetRef:
     canonical = KINDS.get(kind.lower())
     if canonical is None:
         raise UsageError(f"unsupported target kind {kind!r} in {text!r}",
-                         "use pod/, deploy/, sts/, ds/, rs/, job/, svc/ or node/")
+                         f"use {one_of(KIND_PREFIXES)}")
     if not name or "/" in name:
         raise UsageError(f"invalid target {text!r}", "write KIND/NAME, e.g. deploy/api")
     return TargetRef(canonical, name)
@@ -189,3 +201,12 @@ def _existing_pods_hint(kube, namespace: str) -> str:
         return f"namespace {namespace} has no pods: is -n right? (the default is the context's namespace)"
     shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
     return f"pods in namespace {namespace}: {shown}"
+
+
+def target_info(t: object) -> dict:
+    """What the renderers print about a target (kind, namespace, name, container, node)."""
+    if isinstance(t, NodeTarget):
+        return {"kind": "node", "name": t.name}
+    assert isinstance(t, Target)
+    return {"kind": "pod", "namespace": t.namespace, "name": t.pod_name, "container": t.container,
+            "node": t.pod.get("spec", {}).get("nodeName")}

@@ -12,7 +12,7 @@ import os
 from collections.abc import Collection, Iterator
 from typing import Any, NamedTuple, Optional
 
-from ..schema import Process, process_json_parts, text
+from ..schema import Process, ProcessIds, process_json_parts, text
 
 CAP_SYS_PTRACE = 19
 
@@ -188,6 +188,42 @@ def _add_holder(owners: Owners, proc: str, entry: str, found: list[tuple[int, in
         cgroup = read_text(f"{proc}/{entry}/cgroup")
         container = parse_container_id(cgroup) if cgroup else None
     owners.add(int(entry), comm, container, found)
+
+
+def parse_ids(status: str) -> tuple[list[int], list[int]]:
+    """The Uid: and Gid: lines of /proc/PID/status: real, effective, saved, filesystem."""
+    uids: list[int] = []
+    gids: list[int] = []
+    for line in status.splitlines():
+        if line.startswith("Uid:"):
+            uids = [int(x) for x in line.split()[1:5]]
+        elif line.startswith("Gid:"):
+            gids = [int(x) for x in line.split()[1:5]]
+    return uids, gids
+
+
+def scan_ids(proc: str = "/proc") -> list[ProcessIds]:
+    """Every other visible process's uid and gid (/proc/PID/status is world-readable: no
+    privilege needed), with its container.  The plugin runs its agent as the ids of the
+    target's processes when it may not add CAP_SYS_PTRACE."""
+    me = os.getpid()
+    out = []
+    for entry in os.listdir(proc):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        status = read_text(f"{proc}/{entry}/status")
+        try:
+            with open(f"{proc}/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue  # exited meanwhile
+        uids, gids = parse_ids(status or "")
+        if not uids or not gids:
+            continue
+        cgroup = read_text(f"{proc}/{entry}/cgroup")
+        out.append(ProcessIds(int(entry), parse_comm(stat), uids, gids,
+                              parse_container_id(cgroup) if cgroup else None))
+    return sorted(out)
 
 
 def has_capability(cap: int, proc: str = "/proc") -> Optional[bool]:

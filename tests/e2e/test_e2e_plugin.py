@@ -182,22 +182,50 @@ def test_missing_pod_and_container_name_what_exists(app):
     assert proc.returncode == 4 and "app" in proc.stderr and "sidecar" in proc.stderr
 
 
-def test_restricted_namespace_lists_sockets_and_explains_missing_owners(namespaces):
+def ephemeral_specs(ns: str, pod: str) -> list[dict]:
+    return json.loads(kubectl("-n", ns, "get", "pod", pod, "-o", "json").stdout)["spec"].get(
+        "ephemeralContainers") or []
+
+
+@pytest.mark.parametrize("spec_ids", ["none", "uid-only"])
+def test_restricted_namespace_learns_the_targets_ids_and_shows_owners(namespaces, spec_ids):
+    """The image runs as 1000:1000; the spec says nothing, or only runAsUser: 1000. A
+    one-shot `ids` probe learns the rest, and the agent shares the target's ids: owners
+    without any capability.  One probe and one agent, then reused."""
     ns = namespaces("restricted")
-    # The image runs as uid 1000; the spec does not say so, so the agent cannot share it.
-    apply(app_pod("locked", ns, ["--listen", "127.0.0.1:8080", "--listen", "0.0.0.0:9090"], ids=False),
-          app_pod("known", ns, ["--listen", "0.0.0.0:9090"], ids=True))
+    pod = app_pod("locked", ns, ["--listen", "127.0.0.1:8080", "--listen", "0.0.0.0:9090"], ids=False)
+    if spec_ids == "uid-only":
+        pod["spec"]["securityContext"]["runAsUser"] = 1000
+    apply(pod)
     wait_ready(ns, name="locked")
-    wait_ready(ns, name="known")
     proc = plugin("pod/locked", "-n", ns, "--listening", "-o", "json")
     assert proc.returncode == 0, proc.stderr
     found = listeners(json.loads(proc.stdout))
-    assert ("127.0.0.1", 8080) in found and ("0.0.0.0", 9090) in found
-    assert not found[("0.0.0.0", 9090)]["processes"]
-    assert "restricted" in proc.stderr and "owners" in proc.stderr
-    # With the uid/gid in the spec the agent runs as the same ids: owners without any capability.
-    known = listeners(report(["pod/known", "-n", ns, "--listening"]))
-    assert known[("0.0.0.0", 9090)]["processes"][0]["container"] == "app"
+    for key in (("127.0.0.1", 8080), ("0.0.0.0", 9090)):
+        owners = found[key]["processes"]
+        assert owners and owners[0]["container"] == "app" and owners[0]["comm"].startswith("python"), proc.stderr
+    assert "to learn the uid/gid of app" in proc.stderr and "owners" not in proc.stderr
+    specs = ephemeral_specs(ns, "locked")
+    assert len(specs) == 2  # the probe and the agent
+    probe, agent = sorted(specs, key=lambda c: "serve" in c["command"])
+    assert probe["command"] == ["sockdebug-agent", "ids"]
+    assert agent["securityContext"]["runAsUser"] == 1000 and agent["securityContext"]["runAsGroup"] == 1000
+    assert {"name": "SOCKDEBUG_TARGET_IDS", "value": "1000:1000"} in agent["env"]
+    again = plugin("pod/locked", "-n", ns, "--listening", "-o", "json")
+    assert again.returncode == 0, again.stderr
+    assert "adding ephemeral container" not in again.stderr
+    assert sorted(c["name"] for c in ephemeral_specs(ns, "locked")) == sorted([probe["name"], agent["name"]])
+    assert listeners(json.loads(again.stdout))[("0.0.0.0", 9090)]["processes"][0]["container"] == "app"
+
+
+def test_restricted_namespace_with_ids_in_the_spec_needs_no_probe(namespaces):
+    ns = namespaces("restricted")
+    apply(app_pod("known", ns, ["--listen", "0.0.0.0:9090"], ids=True))
+    wait_ready(ns, name="known")
+    proc = plugin("pod/known", "-n", ns, "--listening", "-o", "json")
+    assert proc.returncode == 0, proc.stderr
+    assert listeners(json.loads(proc.stdout))[("0.0.0.0", 9090)]["processes"][0]["container"] == "app"
+    assert len(ephemeral_specs(ns, "known")) == 1
 
 
 def test_general_profile_rejected_by_restricted_namespace_names_the_cause(namespaces):

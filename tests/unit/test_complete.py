@@ -5,9 +5,12 @@ here can reach one)."""
 from __future__ import annotations
 
 import pytest
-import typer
-from sockdebug_plugin import cli, complete
-from sockdebug_plugin.complete import FLAGS, KIND_PREFIXES, NO_FILE_COMP, SUBCOMMANDS, candidates
+from sockdebug_plugin import choices, complete, flags, options
+from sockdebug_plugin.choices import KIND_PREFIXES, SUBCOMMANDS
+from sockdebug_plugin.complete import NO_FILE_COMP, candidates
+from sockdebug_plugin.errors import UsageError
+
+FLAGS = complete.long_flags(flags.INSPECT)
 
 KUBECONFIG = """\
 apiVersion: v1
@@ -34,6 +37,25 @@ def no_cluster(monkeypatch, tmp_path):
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-such-kubeconfig"))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "bin").mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))  # no kubectl, unless a test puts one there
+
+
+def fake_kubectl(tmp_path, answers: dict[str, str]) -> None:
+    """A kubectl that logs its arguments and prints the answer for the first matching word."""
+    import stat
+    import sys
+
+    path = tmp_path / "bin" / "kubectl"
+    path.write_text(f"#!{sys.executable}\nimport sys\nargs = sys.argv[1:]\n"
+                    f"open({str(tmp_path / 'kubectl.log')!r}, 'a').write(' '.join(args) + '\\n')\n"
+                    f"answers = {answers!r}\n"
+                    "for word, out in answers.items():\n"
+                    "    if word in args:\n"
+                    "        print(out)\n"
+                    "        sys.exit(0)\n"
+                    "sys.exit(1)\n")
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
 
 
 # --- flags and fixed values --------------------------------------------------------------------
@@ -54,11 +76,47 @@ def test_every_flag_on_a_dash():
     assert candidates(["pod/x", "--"]) == list(FLAGS)
 
 
-def test_flags_match_the_cli():
-    """Every long option of `kubectl sockdebug` is completed, and nothing that is not one."""
-    command = typer.main.get_command(cli.app).commands["inspect"]
-    cli_flags = {o for p in command.params for o in (*p.opts, *p.secondary_opts) if o.startswith("--")}
-    assert set(FLAGS) - {"--help"} == cli_flags
+@pytest.mark.parametrize("command", list(flags.COMMANDS))
+def test_flags_match_the_parser(command):
+    """Every long option completion offers is one the parser accepts, and every one it accepts is offered."""
+    cmd = flags.COMMANDS[command]
+    offered = set(complete.long_flags(cmd)) - {"--help"}
+    accepted = {n for f in cmd.flags for n in (*f.names, *f.off) if n.startswith("--")}
+    assert offered == accepted
+    words = [] if command == "inspect" else [command]
+    for name in offered:
+        flag = next(f for f in cmd.flags if name in (*f.names, *f.off))
+        value = [] if flag.type is bool else [flag.choices[0] if flag.choices else "1"]
+        assert isinstance(flags.parse([*words, name, *value, *(["pod/x"] if command == "triage" else [])]),
+                          flags.Parsed)
+
+
+def test_subcommand_flags_are_completed_for_that_command():
+    assert candidates(["sweep", "--vi"]) == ["--via"]
+    assert candidates(["--vi"]) == []  # inspect has no --via
+    assert candidates(["triage", "pod/x", "--fail"]) == ["--fail-on"]
+
+
+@pytest.mark.parametrize(("command", "flag"), [(c.name, f) for c in flags.COMMANDS.values() for f in c.flags
+                                               if f.choices])
+def test_completion_and_validation_agree(command, flag):
+    """Each choice set is declared once: completion offers exactly what validation accepts."""
+    words = [] if command == "inspect" else [command]
+    for name in flag.names:
+        offered = candidates([*words, name, ""])
+        assert offered == list(flag.choices)
+        for value in offered:
+            flags.check_choice(flag, value)
+        with pytest.raises(UsageError):
+            flags.check_choice(flag, "not-a-" + flag.dest)
+
+
+def test_validation_rejects_what_completion_never_offers():
+    base = options.build(flags.parse(["pod/x"]))
+    for value in choices.PROFILES:
+        base._replace(agent=base.agent._replace(profile=value)).validate()
+    with pytest.raises(UsageError, match="unknown --profile 'sysadmin'"):
+        base._replace(agent=base.agent._replace(profile="sysadmin")).validate()
 
 
 @pytest.mark.parametrize(("words", "expected"), [
@@ -69,18 +127,13 @@ def test_flags_match_the_cli():
     (["pod/x", "--profile", "re"], ["restricted"]),
     (["--image-pull-policy", ""], ["Always", "IfNotPresent", "Never"]),
     (["pod/x", "--image-pull-policy", "If"], ["IfNotPresent"]),
-    (["triage", "pod/x", "--fail-on", ""], ["warning", "critical"]),
+    (["triage", "pod/x", "--fail-on", ""], ["info", "warning", "critical"]),
+    (["sweep", "-o", ""], ["table", "json", "yaml"]),
+    (["sweep", "--via", "n"], ["node"]),
     (["-o", "xml"], []),
 ])
 def test_fixed_values(words, expected):
     assert candidates(words) == expected
-
-
-def test_fixed_values_match_the_cli():
-    from sockdebug_plugin import inject, render
-
-    assert complete.FIXED_VALUES["-o"] == render.OUTPUTS
-    assert complete.FIXED_VALUES["--profile"] == inject.PROFILES
 
 
 # --- targets without a cluster -----------------------------------------------------------------
@@ -149,3 +202,29 @@ def test_main_without_a_cluster(capsys):
     lines = captured.out.splitlines()
     assert lines[-1] == ":4" and lines[:-1] == [*SUBCOMMANDS, *KIND_PREFIXES]
     assert captured.err == ""  # completion never fails loudly
+
+
+# --- names, from kubectl (which runs completion) ------------------------------------------------
+
+def test_pod_names_come_from_kubectl_with_the_connection_flags_typed(tmp_path):
+    fake_kubectl(tmp_path, {"pods": "api\nweb-1\nworker"})
+    assert candidates(["--context", "prod", "-n", "shop", "w"]) == ["web-1", "worker"]
+    log = (tmp_path / "kubectl.log").read_text().splitlines()
+    assert log == ["--context=prod --namespace=shop get pods -o custom-columns=:metadata.name --no-headers "
+                   "--request-timeout=5s"]
+    assert candidates([""]) == [*SUBCOMMANDS, "api", "web-1", "worker", *KIND_PREFIXES]
+
+
+def test_kind_names_namespaces_and_containers_come_from_kubectl(tmp_path):
+    fake_kubectl(tmp_path, {"deployments": "api\nweb", "namespaces": "default\nshop", "pod": "app sidecar"})
+    assert candidates(["deploy/w"]) == ["deploy/web"]
+    assert candidates(["deployment/"]) == ["deployment/api", "deployment/web"]
+    assert candidates(["-n", "s"]) == ["shop"]
+    assert candidates(["pod/api", "-c", ""]) == ["app", "sidecar"]
+    assert "get pod api -o jsonpath={.spec.containers[*].name}" in (tmp_path / "kubectl.log").read_text()
+
+
+def test_a_failing_kubectl_offers_what_completion_knows(tmp_path):
+    fake_kubectl(tmp_path, {})
+    assert candidates(["s"]) == ["sweep", "sts/", "svc/"]
+    assert candidates(["-n", ""]) == []

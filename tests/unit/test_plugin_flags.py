@@ -7,14 +7,13 @@ reach one would fail with an access error (exit 3) instead of the usage error ex
 
 from __future__ import annotations
 
-import pytest
-import typer
-from sockdebug_agent import __version__
-from sockdebug_plugin import cli, commands
-from sockdebug_plugin.errors import EXIT_USAGE, UsageError
+import sys
 
-NO_FLAGS = {"processes": True}  # what the CLI passes when no socket flag is given (-p is on by default)
-NO_VIEWS = {"summary": False, "routes": False, "interfaces": False, "limits": False}
+import pytest
+from sockdebug_agent import __version__
+from sockdebug_plugin import cli, commands, flags, kube, options
+from sockdebug_plugin.errors import EXIT_USAGE, UsageError
+from sockdebug_plugin.options import InspectOptions, SocketFlags, SweepOptions, TriageOptions, Views
 
 
 @pytest.fixture(autouse=True)
@@ -22,83 +21,115 @@ def no_cluster(monkeypatch, tmp_path):
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-such-kubeconfig"))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
 
 
 @pytest.fixture
 def forbid_cluster(monkeypatch):
     """Fail the test if a command gets as far as connecting to a cluster."""
-    def connect(conn):
-        raise AssertionError(f"connected to a cluster with {conn}")
+    def connect(*a, **kw):
+        raise AssertionError(f"connected to a cluster with {a} {kw}")
 
-    monkeypatch.setattr(commands, "connect", connect)
-
-
-def flags(**on):
-    return {**NO_FLAGS, **on}
+    monkeypatch.setattr(kube, "connect", connect)
 
 
-# --- agent_queries: flag mapping -----------------------------------------------------------
+def opts(*argv: str) -> options.Options:
+    return options.build(flags.parse(list(argv)))
+
+
+def queries(*argv: str) -> list[list[str]]:
+    """The agent command lines ``kubectl sockdebug pod/x ARGV`` asks for."""
+    o = opts("pod/x", *argv)
+    o.validate()
+    return [q.to_argv() for q in o.queries()]
+
+
+# --- queries: flag mapping ----------------------------------------------------------------
 
 def test_default_query_is_sockets_with_processes():
-    assert commands.agent_queries([], NO_FLAGS, NO_VIEWS) == [["sockets", "-p"]]
+    assert queries() == [["sockets", "-p"]]
 
 
 def test_no_processes():
-    assert commands.agent_queries([], {"processes": False}, NO_VIEWS) == [["sockets"]]
+    assert queries("-P") == [["sockets"]]
+    assert queries("--no-processes") == [["sockets"]]
 
 
-@pytest.mark.parametrize(("name", "letter"), [
-    ("listening", "-l"), ("all_states", "-a"), ("tcp", "-t"), ("udp", "-u"), ("unix", "-x"), ("raw", "-w"),
-    ("ipv4", "-4"), ("ipv6", "-6"), ("timers", "-o"), ("extended", "-e"), ("memory", "-m"), ("info", "-i"),
+@pytest.mark.parametrize(("flag", "letter"), [
+    ("--listening", "-l"), ("-a", "-a"), ("-t", "-t"), ("-u", "-u"), ("-x", "-x"), ("-w", "-w"),
+    ("-4", "-4"), ("-6", "-6"), ("--timers", "-o"), ("-e", "-e"), ("-m", "-m"), ("-i", "-i"),
 ])
-def test_each_socket_flag_maps_to_its_ss_letter(name, letter):
-    assert commands.agent_queries([], {name: True, "processes": False}, NO_VIEWS) == [["sockets", letter]]
+def test_each_socket_flag_maps_to_its_ss_letter(flag, letter):
+    assert queries(flag, "-P") == [["sockets", letter]]
 
 
 def test_letters_come_in_a_stable_order_before_the_words():
-    q = commands.agent_queries(["state", "established", "dport", "=", ":443"],
-                               flags(info=True, tcp=True, listening=True, ipv4=True), NO_VIEWS)
+    q = queries("-i", "-t", "--listening", "-4", "state", "established", "dport", "=", ":443")
     assert q == [["sockets", "-l", "-t", "-4", "-p", "-i", "state", "established", "dport", "=", ":443"]]
+
+
+def test_short_options_bundle_and_take_attached_values_as_click_does():
+    assert opts("pod/x", "-tu4").sockets == SocketFlags(tcp=True, udp=True, ipv4=True, last_family="ipv4")
+    assert opts("pod/x", "-tP").sockets == SocketFlags(tcp=True, processes=False)
+    assert opts("pod/x", "-nprod").conn.namespace == "prod"
+    assert opts("pod/x", "-tn", "prod").conn.namespace == "prod"
+    assert opts("pod/x", "--namespace=prod").conn.namespace == "prod"
+    # -l is kubectl's --selector, so in a bundle the rest is its value (click's rule too)
+    got = opts("-tlapp=web")
+    assert got.sockets.tcp and got.selector == "app=web"
+
+
+def test_the_family_switch_given_last_decides_how_the_filter_reads_as_in_ss():
+    assert opts("pod/x", "-4", "-x").sockets.last_family == "unix"
+    assert queries("-4", "-x") == [["sockets", "-4", "-p", "-x"]]  # -x given last: the agent hears it last
+    assert queries("-x", "-4") == [["sockets", "-x", "-4", "-p"]]
+    assert opts("pod/x", "-x", "-4").sockets.last_family == "ipv4"
+    assert opts("pod/x", "-4x").sockets.last_family == "unix"
+    assert opts("pod/x", "-4", "-x").sockets.query_flags().preferred_family == "unix"
+    assert opts("pod/x", "-x", "-4").sockets.query_flags().preferred_family is None  # -4 is last in ss's order too
+    assert opts("pod/x", "-x", "-4", "-x").sockets.query_flags().preferred_family == "unix"
+    assert opts("pod/x", "-6", "-4").sockets.query_flags().preferred_family == "inet"
+
+
+def test_double_dash_ends_the_options():
+    got = opts("pod/x", "--", "-t")
+    assert got.words == ("-t",) and not got.sockets.tcp
+    assert isinstance(flags.parse(["pod/x", "--", "--help"]), flags.Parsed)
 
 
 def test_kubectl_letters_never_reach_the_agent_as_ss_options():
     # -o is --output here and -n/-c/-l are kubectl's: only --timers means ss -o
-    q = commands.agent_queries([], NO_FLAGS, NO_VIEWS, output="json")
-    assert q == [["sockets", "-p"]]
+    assert queries("-o", "json") == [["sockets", "-p"]]
 
 
 def test_wide_adds_timers_and_info_once():
-    assert commands.agent_queries([], NO_FLAGS, NO_VIEWS, output="wide") == [["sockets", "-p", "-o", "-i"]]
-    q = commands.agent_queries([], flags(timers=True, info=True), NO_VIEWS, output="wide")
-    assert q == [["sockets", "-p", "-o", "-i"]]
-    q = commands.agent_queries([], flags(info=True), NO_VIEWS, output="wide")
-    assert q == [["sockets", "-p", "-i", "-o"]]
+    assert queries("-o", "wide") == [["sockets", "-p", "-o", "-i"]]
+    assert queries("-o", "wide", "--timers", "-i") == [["sockets", "-p", "-o", "-i"]]
+    assert queries("-o", "wide", "-i") == [["sockets", "-p", "-o", "-i"]]
 
 
 @pytest.mark.parametrize("view", ["summary", "routes", "interfaces", "limits"])
 def test_a_view_flag_alone_shows_just_that_view(view):
-    assert commands.agent_queries([], NO_FLAGS, {**NO_VIEWS, view: True}) == [[view]]
+    assert queries(f"--{view}") == [[view]]
     # -p is on by default, so it does not count as asking for sockets; wide neither
-    assert commands.agent_queries([], NO_FLAGS, {**NO_VIEWS, view: True}, output="wide") == [[view]]
+    assert queries(f"--{view}", "-o", "wide") == [[view]]
 
 
 def test_several_views_in_a_fixed_order():
-    views = {"summary": True, "routes": True, "interfaces": True, "limits": True}
-    assert commands.agent_queries([], NO_FLAGS, views) == [["summary"], ["routes"], ["interfaces"], ["limits"]]
+    assert queries("--limits", "--interfaces", "-s", "--routes") == [["summary"], ["routes"], ["interfaces"],
+                                                                       ["limits"]]
 
 
 def test_views_with_socket_flags_add_the_socket_list_first():
-    q = commands.agent_queries([], flags(listening=True), {**NO_VIEWS, "summary": True, "limits": True})
-    assert q == [["sockets", "-l", "-p"], ["summary"], ["limits"]]
+    assert queries("--listening", "--summary", "--limits") == [["sockets", "-l", "-p"], ["summary"], ["limits"]]
 
 
 def test_views_with_filter_words_add_the_socket_list():
-    q = commands.agent_queries(["state", "listening"], NO_FLAGS, {**NO_VIEWS, "routes": True})
-    assert q == [["sockets", "-p", "state", "listening"], ["routes"]]
+    assert queries("--routes", "state", "listening") == [["sockets", "-p", "state", "listening"], ["routes"]]
 
 
 def test_views_with_no_processes_only():
-    assert commands.agent_queries([], {"processes": False}, {**NO_VIEWS, "summary": True}) == [["summary"]]
+    assert queries("--summary", "-P") == [["summary"]]
 
 
 @pytest.mark.parametrize(("words", "where"), [
@@ -110,7 +141,7 @@ def test_views_with_no_processes_only():
 ])
 def test_invalid_filter_is_a_usage_error_naming_the_word(words, where):
     with pytest.raises(UsageError) as err:
-        commands.agent_queries(words, NO_FLAGS, NO_VIEWS)
+        queries(*words)
     assert err.value.cause.startswith("invalid filter: ") and err.value.cause.endswith(f" {where}")
     assert "ss(8) syntax" in err.value.hint
     assert err.value.exit_code == EXIT_USAGE
@@ -152,7 +183,7 @@ def test_missing_kubeconfig_is_an_access_error(capsys):
     assert len(err) == 2
 
 
-# --- cli._normalise ---------------------------------------------------------------------------
+# --- flags.normalise ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("argv", "expected"), [
     ([], ["inspect"]),
@@ -172,49 +203,94 @@ def test_missing_kubeconfig_is_an_access_error(capsys):
     (["-n", "prod", "pod/x"], ["inspect", "-n", "prod", "pod/x"]),
 ])
 def test_normalise(argv, expected):
-    assert cli._normalise(argv) == expected
+    assert flags.normalise(argv) == expected
+
+
+def seen_options(monkeypatch, command: str = "inspect") -> dict:
+    seen: dict = {}
+
+    def run(o, early=None):
+        seen["opts"] = o
+        return 0
+
+    monkeypatch.setattr(commands, command, run)
+    return seen
 
 
 def test_bare_watch_becomes_two_seconds_when_parsed(monkeypatch):
-    seen = {}
-
-    def inspect(target, words, **kw):
-        seen.update(target=target, words=words, **kw)
-        return 0
-
-    monkeypatch.setattr(commands, "inspect", inspect)
+    seen = seen_options(monkeypatch)
     assert cli.main(["pod/x", "--watch", "state", "established"]) == 0
-    assert seen["watch"] == 2.0 and seen["target"] == "pod/x" and seen["words"] == ["state", "established"]
+    o = seen["opts"]
+    assert o.watch == 2.0 and o.target == "pod/x" and o.words == ("state", "established")
     assert cli.main(["pod/x", "--watch", "5"]) == 0
-    assert seen["watch"] == 5.0 and seen["words"] == []
+    assert seen["opts"].watch == 5.0 and seen["opts"].words == ()
 
 
-def test_flags_reach_the_command(monkeypatch):
-    seen = {}
-
-    def inspect(target, words, **kw):
-        seen.update(target=target, words=words, **kw)
-        return 0
-
-    monkeypatch.setattr(commands, "inspect", inspect)
+def test_flags_reach_the_command_as_one_options_object(monkeypatch):
+    seen = seen_options(monkeypatch)
     argv = ["deploy/api", "-n", "prod", "-c", "app", "-o", "wide", "--listening", "-t", "--summary", "-P",
             "--profile", "restricted", "--image", "reg/agent:1", "--image-pull-policy", "Never", "--timeout", "9",
             "state", "established"]
     assert cli.main(argv) == 0
-    assert seen["target"] == "deploy/api" and seen["words"] == ["state", "established"]
-    assert seen["conn"] == {"namespace": "prod", "context": None, "kubeconfig": None}
-    assert seen["agent"] == {"image": "reg/agent:1", "pull_policy": "Never", "profile": "restricted", "timeout": 9.0}
-    assert seen["container"] == "app" and seen["output"] == "wide"
-    assert seen["socket_flags"]["listening"] and seen["socket_flags"]["tcp"]
-    assert not seen["socket_flags"]["processes"] and not seen["socket_flags"]["udp"]
-    assert seen["views"] == {"summary": True, "routes": False, "interfaces": False, "limits": False}
+    o = seen["opts"]
+    assert isinstance(o, InspectOptions)
+    assert o.target == "deploy/api" and o.words == ("state", "established")
+    assert o.conn == options.Conn(namespace="prod")
+    assert o.agent == options.AgentOptions("reg/agent:1", "Never", "restricted", 9.0)
+    assert o.container == "app" and o.output == "wide"
+    assert o.sockets == SocketFlags(listening=True, tcp=True, processes=False)
+    assert o.views == Views(summary=True)
     assert cli.main(["pod/x"]) == 0
-    assert seen["agent"]["image"] == f"sockdebug-agent:{__version__}" and seen["agent"]["profile"] == "auto"
-    assert seen["socket_flags"]["processes"] and seen["watch"] is None
+    o = seen["opts"]
+    assert o.agent.image == f"sockdebug-agent:{__version__}" and o.agent.profile == "auto"
+    assert o.sockets.processes and o.watch is None
+
+
+def test_sweep_and_triage_get_their_options(monkeypatch):
+    from sockdebug_plugin import sweep_run
+
+    seen = seen_options(monkeypatch, "triage")
+    assert cli.main(["triage", "node/n1", "--fail-on", "warning", "-o", "yaml"]) == 0
+    assert seen["opts"] == TriageOptions("node/n1", options.Conn(), seen["opts"].agent, None, "yaml", "warning")
+    monkeypatch.setattr(sweep_run, "run", lambda o: seen.update(opts=o) or 0)
+    assert cli.main(["sweep", "-A", "--via", "node", "--parallel", "3"]) == 0
+    got = seen["opts"]
+    assert isinstance(got, SweepOptions) and got.all_namespaces and got.via == "node" and got.parallel == 3
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["sweep", "--via", "boat"], "unknown --via 'boat'"),
+    (["sweep", "-o", "wide"], "unknown output format 'wide'"),
+    (["sweep", "--parallel", "0"], "--parallel must be at least 1"),
+    (["sweep", "--via", "node", "--profile", "restricted"], "--via node cannot run with --profile restricted"),
+    (["triage", "pod/x", "--fail-on", "fatal"], "unknown --fail-on 'fatal'"),
+    (["triage", "pod/x", "-o", "wide"], "unknown output format 'wide'"),
+    (["pod/x", "--profile", "sysadmin"], "unknown --profile 'sysadmin'"),
+    (["pod/x", "--image-pull-policy", "Sometimes"], "unknown --image-pull-policy 'Sometimes'"),
+    (["pod/x", "--timeout", "0"], "--timeout must be positive"),
+    (["-n", "prod"], "no target given"),
+])
+def test_every_choice_and_combination_is_validated_before_any_cluster_call(forbid_cluster, capsys, argv, message):
+    assert cli.main(argv) == EXIT_USAGE
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == f"error: {message}" or err[0].startswith(f"error: {message}")
+    assert err[1].startswith("hint: ")
+
+
+def test_validation_imports_no_client():
+    """Parsing and validating every command never imports the Kubernetes client."""
+    import subprocess
+
+    code = ("import sys; from sockdebug_plugin import flags, options\n"
+            "for argv in (['pod/x', '-tl', 'x', 'dport', '=', ':443'], ['sweep', '-A'], ['triage', 'node/n']):\n"
+            "    options.build(flags.parse(argv)).validate()\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('kubernetes', 'typer', 'urllib3', 'yaml')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_a_commands_exit_code_is_passed_through(monkeypatch):
-    monkeypatch.setattr(commands, "inspect", lambda *a, **kw: 3)
+    monkeypatch.setattr(commands, "inspect", lambda o, early=None: 3)
     assert cli.main(["pod/x"]) == 3
 
 
@@ -225,6 +301,10 @@ def test_a_commands_exit_code_is_passed_through(monkeypatch):
     ["pod/api", "--listen"],  # not a prefix match: click requires the whole name
     ["pod/api", "-o"],
     ["pod/api", "--timeout", "soon"],
+    ["pod/api", "--listening=yes"],
+    ["pod/api", "-Z"],
+    ["sweep", "--parallel", "many"],
+    ["sweep", "pod/x"],
     ["triage"],
     ["version", "extra"],
 ])
@@ -242,6 +322,8 @@ def test_usage_errors_are_two_lines_and_exit_2(forbid_cluster, capsys, argv):
 def test_unknown_option_names_it(capsys):
     assert cli.main(["pod/api", "--bogus"]) == EXIT_USAGE
     assert "--bogus" in capsys.readouterr().err.splitlines()[0]
+    assert cli.main(["pod/api", "--listen"]) == EXIT_USAGE
+    assert capsys.readouterr().err.splitlines()[0] == "error: No such option: --listen Did you mean --listening?"
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["-h"], [], ["pod/api", "--help"]])
@@ -258,18 +340,14 @@ def test_triage_help(capsys):
     assert "--fail-on" in capsys.readouterr().out
 
 
+def test_help_after_double_dash_is_a_filter_word(forbid_cluster, capsys):
+    # `--` ends the options: --help there is an (invalid) ss word, not a request for help
+    assert cli.main(["pod/x", "--", "--help"]) == EXIT_USAGE
+
+
 def test_version(capsys):
     assert cli.main(["version"]) == 0
     assert capsys.readouterr().out == f"kubectl-sockdebug {__version__}\n"
-
-
-def test_typer_exit_from_a_command_is_not_an_error(monkeypatch, capsys):
-    def inspect(*a, **kw):
-        raise typer.Exit(0)
-
-    monkeypatch.setattr(commands, "inspect", inspect)
-    assert cli.main(["pod/x"]) == 0
-    assert capsys.readouterr().err == ""
 
 
 def test_an_unforeseen_exception_is_one_line_not_a_traceback(monkeypatch, capsys):

@@ -1,6 +1,7 @@
-"""Security profiles, the ephemeral container's spec, reuse of a running agent, and
-waiting for it to start: pure functions on pod dicts (wait_started reads any iterable
-of pod states, so a list stands in for the watch)."""
+"""Security profiles (the applier for ephemeral containers and node pods), the ephemeral
+container's spec, reuse of a running agent, and waiting for it to start: pure functions
+on pod dicts (wait_started reads any iterable of pod states, so a list stands in for the
+watch)."""
 
 from __future__ import annotations
 
@@ -9,21 +10,21 @@ from collections.abc import Iterator
 from typing import Optional
 
 import pytest
-from sockdebug_plugin import inject
+from sockdebug_plugin import inject, lifecycle, profiles
 from sockdebug_plugin.errors import EXIT_INJECT, InjectError, UsageError
 from sockdebug_plugin.inject import (
+    IDS_ENV,
     NAME_PREFIX,
-    NOBODY,
     PROFILE_ENV,
-    PSA_LABEL,
     SERVE_ENV,
-    build_profile,
-    choose_profile,
     container_spec,
     find_running_agent,
     serve_command,
-    wait_started,
 )
+from sockdebug_plugin.lifecycle import wait_started
+from sockdebug_plugin.profiles import NOBODY, PSA_LABEL
+from sockdebug_plugin.profiles import choose as choose_profile
+from sockdebug_plugin.profiles import for_container as build_profile
 
 IMAGE = "sockdebug-agent:0.1.0"
 
@@ -149,7 +150,7 @@ def test_cost_is_stated_exactly_when_owners_cannot_be_seen(name, p):
     """Owners are visible with CAP_SYS_PTRACE, or without it when the agent runs with the
     target's known uid and gid (non-root under restricted)."""
     prof = build_profile(name, p, "app")
-    uid, gid = inject.target_ids(p, "app")
+    uid, gid = profiles.target_ids(p, "app")
     ctx = prof.security_context
     sees_owners = ("SYS_PTRACE" in (ctx.get("capabilities") or {}).get("add", [])
                    or (uid is not None and gid is not None and ctx.get("runAsUser") == uid
@@ -191,9 +192,9 @@ def test_every_auto_choice_steps_down_to_restricted():
     seen, name = [], "general"
     while name is not None:
         seen.append(name)
-        name = inject.STEP_DOWN.get(name)
+        name = profiles.STEP_DOWN.get(name)
     assert seen == ["general", "baseline", "restricted"]
-    assert inject.STEP_DOWN["netadmin"] == "baseline"
+    assert profiles.STEP_DOWN["netadmin"] == "baseline"
 
 
 # --- container_spec ------------------------------------------------------------------------
@@ -239,12 +240,16 @@ def agent_container(name, target="app", image=IMAGE, profile="general", command=
 
 
 def with_agents(*agents: tuple[dict, str]) -> dict:
-    """A pod with these (ephemeral container spec, state) pairs; state running|waiting|terminated."""
+    """A pod with these (ephemeral container spec, state) pairs, started in this order;
+    state running|waiting|terminated.  The spec lists them newest first, as the API
+    server does after strategic merge patches."""
     p = pod()
-    p["spec"]["ephemeralContainers"] = [a for a, _ in agents]
-    states = {"running": {"running": {}}, "waiting": {"waiting": {"reason": "ContainerCreating"}},
+    p["spec"]["ephemeralContainers"] = [a for a, _ in reversed(agents)]
+    states = {"waiting": {"waiting": {"reason": "ContainerCreating"}},
               "terminated": {"terminated": {"reason": "Completed", "exitCode": 0}}}
-    p["status"]["ephemeralContainerStatuses"] = [{"name": a["name"], "state": states[s]} for a, s in agents]
+    p["status"]["ephemeralContainerStatuses"] = [
+        {"name": a["name"], "state": {"running": {"startedAt": f"2026-01-01T00:00:{i:02d}Z"}} if s == "running"
+         else states[s]} for i, (a, s) in enumerate(agents)]
     return p
 
 
@@ -256,6 +261,8 @@ def test_find_running_agent_reuses_a_running_serve_agent():
 
 def test_find_running_agent_prefers_the_newest():
     p = with_agents((agent_container("sockdebug-old000"), "running"), (agent_container("sockdebug-new000"), "running"))
+    assert find_running_agent(p, "app", IMAGE, None) == "sockdebug-new000"
+    p["spec"]["ephemeralContainers"].reverse()  # the list order says nothing: the start time does
     assert find_running_agent(p, "app", IMAGE, None) == "sockdebug-new000"
 
 
@@ -340,13 +347,13 @@ def test_wait_started_ignores_other_containers():
     assert wait_started([other_failed, running], NAME, 5, one_shot=False) is running
 
 
-@pytest.mark.parametrize("reason", sorted(inject.FATAL_WAITING))
+@pytest.mark.parametrize("reason", sorted(lifecycle.FATAL_WAITING))
 def test_wait_started_fails_fast_with_the_kubelets_reason(reason):
     failing = state({"waiting": {"reason": reason, "message": f"details of {reason} "}})
     with pytest.raises(InjectError) as err:
         wait_started(then_fail(state(CREATING), failing), NAME, 60, one_shot=False)
     assert f"({reason}: details of {reason})" in err.value.cause
-    assert err.value.cause.startswith(inject.FATAL_WAITING[reason])
+    assert err.value.cause.startswith(lifecycle.FATAL_WAITING[reason])
     assert err.value.hint and err.value.exit_code == EXIT_INJECT
 
 
@@ -389,3 +396,84 @@ def test_wait_started_timeout_before_any_status():
         wait_started([state(None)], NAME, 3, one_shot=False)
     with pytest.raises(InjectError, match="not created yet"):
         wait_started([], NAME, 3, one_shot=False)
+
+
+# --- learned ids (the target's real uid/gid, read from its /proc by an `ids` probe) -------------
+
+@pytest.mark.parametrize("name", ["baseline", "restricted"])
+def test_learned_ids_make_the_weaker_profiles_share_them(name):
+    p = pod({"runAsUser": 1000})  # no runAsGroup: the spec alone is not enough
+    assert profiles.needs_ids(name, p, "app")
+    prof = build_profile(name, p, "app", learned=(1000, 3000))
+    assert prof.security_context["runAsUser"] == 1000 and prof.security_context["runAsGroup"] == 3000
+    assert prof.cost is None
+
+
+def test_learned_root_under_restricted_still_runs_as_nobody():
+    prof = build_profile("restricted", pod(), "app", learned=(0, 0))
+    assert prof.security_context["runAsUser"] == NOBODY and "runAsGroup" not in prof.security_context
+    assert prof.cost is not None
+
+
+@pytest.mark.parametrize(("name", "p", "needed"), [
+    ("general", pod(), False), ("netadmin", pod(), False),
+    ("baseline", pod({"runAsUser": 1, "runAsGroup": 1}), False), ("baseline", pod(), True),
+    ("restricted", pod(app_ctx={"runAsGroup": 5}), True), ("restricted", pod({"runAsUser": 0, "runAsGroup": 0}), False),
+])
+def test_ids_are_learned_only_when_a_weaker_profile_lacks_them(name, p, needed):
+    assert profiles.needs_ids(name, p, "app") is needed
+
+
+def test_an_agent_started_with_learned_ids_says_so_and_is_the_one_reused():
+    prof = build_profile("restricted", pod(), "app", learned=(1000, 1000))
+    marked = container_spec(IMAGE, "IfNotPresent", "app", prof, serve_command(), serve=True, target_ids="1000:1000")
+    assert {"name": IDS_ENV, "value": "1000:1000"} in marked["env"]
+    assert inject.learned_ids(marked) == (1000, 1000)
+    marked["name"] = "sockdebug-learnt"
+    plain = agent_container("sockdebug-nobody", profile="restricted")
+    p = with_agents((marked, "running"), (plain, "running"))
+    p["spec"]["securityContext"] = {"runAsNonRoot": True}
+    # the newest (plain, as nobody) would win, but restricted without spec ids wants learned ids
+    assert inject.reusable_agent(p, "app", IMAGE, "restricted") == "sockdebug-learnt"
+    assert inject.reusable_agent(p, "app", IMAGE, "auto") == "sockdebug-nobody"
+    p["status"]["ephemeralContainerStatuses"][0]["state"] = {"terminated": {}}
+    assert inject.reusable_agent(p, "app", IMAGE, "restricted") is None  # a new probe and agent, not nobody
+
+
+# --- node pods: the same applier, one source of truth with manifests/node-agent.yaml ---------
+
+def test_node_profiles():
+    general = profiles.for_node("general")
+    assert general == profiles.for_node("auto") and general.cost is None
+    assert general.security_context["capabilities"] == {"drop": ["ALL"], "add": list(profiles.NODE_CAPABILITIES)}
+    assert profiles.for_node("netadmin").security_context["capabilities"]["add"][-2:] == ["NET_ADMIN", "NET_RAW"]
+    baseline = profiles.for_node("baseline")
+    assert "capabilities" not in baseline.security_context and baseline.cost
+    restricted = profiles.for_node("restricted").security_context
+    assert restricted["runAsUser"] == NOBODY and restricted["capabilities"] == {"drop": ["ALL"]}
+    with pytest.raises(UsageError):
+        profiles.for_node("sysadmin")
+
+
+@pytest.mark.parametrize("name", ["general", "baseline", "restricted", "netadmin"])
+def test_node_pod_is_always_in_the_nodes_namespaces_and_shaped_by_the_profile(name):
+    body = profiles.node_pod("p", "n1", IMAGE, "Never", ["sockdebug-agent", "sockets"], profiles.for_node(name),
+                             "node")
+    spec = body["spec"]
+    assert spec["hostPID"] and spec["hostNetwork"] and spec["nodeName"] == "n1"
+    assert spec["containers"][0]["securityContext"] == profiles.for_node(name).security_context
+    assert body["metadata"]["labels"]["app.kubernetes.io/component"] == "node"
+
+
+def test_the_daemonset_manifest_has_the_node_pods_shape():
+    """manifests/node-agent.yaml and the code's node pod must not drift apart."""
+    import pathlib
+
+    import yaml
+
+    path = pathlib.Path(__file__).resolve().parents[2] / "manifests" / "node-agent.yaml"
+    ds = next(d for d in yaml.safe_load_all(path.read_text()) if d and d["kind"] == "DaemonSet")
+    spec = ds["spec"]["template"]["spec"]
+    body = profiles.node_pod("p", "n1", IMAGE, "Never", [], profiles.for_node("general"), "node")["spec"]
+    assert {k: spec.get(k) for k in ("hostPID", "hostNetwork")} == {k: body[k] for k in ("hostPID", "hostNetwork")}
+    assert spec["containers"][0]["securityContext"] == body["containers"][0]["securityContext"]

@@ -12,7 +12,7 @@ from sockdebug_agent import cli
 from sockdebug_agent.errors import UsageError
 from sockdebug_agent.query import COMMANDS, FAIL_ON, SOCKET_COMMANDS, SOCKET_FLAGS, Query, SocketFlags
 from sockdebug_agent.ssfilter import Dev, HostCond, Not
-from sockdebug_plugin import commands
+from sockdebug_plugin import flags, options
 
 FLAG_FIELDS = [field for field, *_ in SOCKET_FLAGS]
 WORDS = [(), ("state", "established"), ("sport", "=", ":22", "or", "dport", "=", ":22"),
@@ -143,9 +143,9 @@ def test_check_resolves_nothing(no_lookups, words):
 def test_the_plugin_validates_without_lookups(no_lookups, words):
     """The bug of issue 12: `dev = eth1` failed on a laptop without eth1, and cluster DNS
     names were looked up on the laptop."""
-    assert commands.agent_queries(words, {"processes": True}, {"summary": False, "routes": False,
-                                                               "interfaces": False, "limits": False}) == [
-        ["sockets", "-p", *words]]
+    request = options.build(flags.parse(["pod/x", *words]))
+    request.validate()
+    assert [q.to_argv() for q in request.queries()] == [["sockets", "-p", *words]]
 
 
 def test_the_tree_keeps_names_as_text():

@@ -7,8 +7,10 @@ import io
 from typing import Optional
 
 from sockdebug_agent.schema import NetNs, Socket, Warning
-from sockdebug_plugin import sweep_run
+from sockdebug_plugin import profiles, sweep_run
 from sockdebug_plugin.errors import InjectError
+from sockdebug_plugin.options import AgentOptions
+from sockdebug_plugin.runner import Runner, as_argv
 
 NODE = "node-1"
 
@@ -67,12 +69,17 @@ def test_attribute_node_namespace_that_could_not_be_entered():
     assert got.sockets == {} and "no process left" in got.uninspected["shop", "web"]
 
 
-class FakeSession:
+class FakeRunner:
+    """What collect_ephemeral asks of the runner: run a query in a container."""
+
     def __init__(self, answers: dict, fail: Optional[dict] = None):
         self.answers, self.fail, self.asked = answers, fail or {}, []
 
-    def query(self, target, args):
-        self.asked.append((target.pod_name, target.container, tuple(args)))
+    def running_agent(self, target):
+        return None
+
+    def run(self, target, args):
+        self.asked.append((target.pod_name, target.container, tuple(as_argv(args))))
         if target.pod_name in self.fail:
             raise InjectError(self.fail[target.pod_name], "hint")
         yield from self.answers.get((target.pod_name, target.container), [])
@@ -88,12 +95,12 @@ def test_collect_ephemeral_one_agent_per_pod_and_each_container_of_host_network_
         ("hostnet", "a"): [sock(10250, 11, []), sock(24711, 12, [(40, "python3", cid(3))]), sock(24712, 13, [])],
         ("hostnet", "b"): [sock(10250, 11, []), sock(24711, 12, []), sock(24712, 13, [(41, "python3", cid(4))])],
     }
-    session = FakeSession(answers, fail={"broken": "Pod Security admission rejected the agent container"})
+    session = FakeRunner(answers, fail={"broken": "Pod Security admission rejected the agent container"})
     progress = sweep_run.Progress(0, "pods", io.StringIO(), tty=False)
     got = sweep_run.collect_ephemeral(session, [web, hostnet, broken, crashing], progress, parallel=2)
     assert sorted((p, c) for p, c, _ in session.asked) == [("broken", "app"), ("hostnet", "a"), ("hostnet", "b"),
                                                           ("web", "app")]
-    assert all(args == ("sockets", "-tul", "-p") for _, _, args in session.asked)
+    assert all(args == ("sockets", "-l", "-t", "-u", "-p") for _, _, args in session.asked)
     assert [s.local_port for s in got.sockets["shop", "web"]] == [8080, 15000]
     assert sorted((s.local_port, s.processes[0]["container"]) for s in got.sockets["shop", "hostnet"]) == [
         (24711, "a"), (24712, "b")]
@@ -123,7 +130,8 @@ def test_progress_bar_only_on_a_terminal():
 
 
 def test_node_agent_pod_spec():
-    spec = sweep_run.node_agent_pod("x", NODE, "img:1", "Never", ["sockdebug-agent", "pods", "-tul", "-p"])["spec"]
+    spec = profiles.node_pod("x", NODE, "img:1", "Never", ["sockdebug-agent", "pods", "-tul", "-p"],
+                             profiles.for_node("auto"), "sweep")["spec"]
     assert spec["hostPID"] and spec["hostNetwork"] and spec["nodeName"] == NODE and spec["restartPolicy"] == "Never"
     ctx = spec["containers"][0]["securityContext"]
     assert ctx["capabilities"] == {"drop": ["ALL"], "add": ["SYS_PTRACE", "DAC_READ_SEARCH", "SYS_ADMIN"]}
@@ -131,22 +139,23 @@ def test_node_agent_pod_spec():
 
 
 def test_agent_targets_prefer_a_running_agent_then_a_steady_default():
+    img, other = Runner(None, AgentOptions("img")), Runner(None, AgentOptions("other-image"))
     p = pod("dup", "u", {"a": 1, "b": 2})
     p["status"]["containerStatuses"][0].update(restartCount=3, lastState={"terminated": {"exitCode": 1}})
-    assert sweep_run.agent_targets(p, "img") == ["b"]  # a is flapping: it runs between crashes
+    assert sweep_run.agent_targets(p, img) == ["b"]  # a is flapping: it runs between crashes
     p["status"]["containerStatuses"][0].update(restartCount=0, lastState={})
-    assert sweep_run.agent_targets(p, "img") == ["a"]  # the default container
+    assert sweep_run.agent_targets(p, img) == ["a"]  # the default container
     p["spec"]["ephemeralContainers"] = [{"name": "sockdebug-abc", "image": "img", "targetContainerName": "b",
                                          "command": ["sockdebug-agent", "serve"]}]
     p["status"]["ephemeralContainerStatuses"] = [{"name": "sockdebug-abc", "state": {"running": {}}}]
-    assert sweep_run.agent_targets(p, "img") == ["b"]  # reuse beats the default
-    assert sweep_run.agent_targets(p, "other-image") == ["a"]
+    assert sweep_run.agent_targets(p, img) == ["b"]  # reuse beats the default
+    assert sweep_run.agent_targets(p, other) == ["a"]
     host = pod("h", "u2", {"a": 3, "b": 4}, host_network=True)
-    assert sweep_run.agent_targets(host, "img") == ["a", "b"]
+    assert sweep_run.agent_targets(host, img) == ["a", "b"]
     host["status"]["containerStatuses"][1].update(restartCount=2, lastState={"terminated": {"exitCode": 1}})
-    assert sweep_run.agent_targets(host, "img") == ["a"]  # b only runs between crashes
+    assert sweep_run.agent_targets(host, img) == ["a"]  # b only runs between crashes
     lone = pod("lone", "u3", {"a": 5})
     lone["status"]["containerStatuses"][0].update(restartCount=5, lastState={"terminated": {"exitCode": 1}})
-    assert sweep_run.agent_targets(lone, "img") == []
+    assert sweep_run.agent_targets(lone, img) == []
     assert sweep_run._why_not_running(lone) == ("no steadily running container (a: Running between restarts, "
                                                 "5 restarts)")

@@ -1,0 +1,254 @@
+"""An in-memory Kubernetes API for ``kube.Kube``'s transport seam, replaying answers that
+``tests/unit/data/api/record.py`` recorded on the real local cluster.
+
+It keeps pods (the recorded two-container pod is the template), applies
+ephemeral-container patches, plays each new container's start as the recorded watch
+events did (running, or a recorded kubelet failure), answers execs and logs with the
+recorded agent streams, and refuses as the API server did (404, exec into a missing or
+exited container, 403 RBAC and Pod Security, 401, 409, 422; 429/5xx in the same Status
+shape).  Every request is logged in ``calls``.  A double proves error paths, never a
+feature: the e2e suite does that on the real cluster.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Optional
+
+from sockdebug_plugin.kube import Kube, Refused
+
+RECORDED: dict[str, Any] = json.loads((Path(__file__).parent / "data" / "api" / "recorded.json").read_text())
+
+
+def entry(name: str) -> tuple[int, bytes]:
+    """A recorded answer as (status, body bytes)."""
+    e = RECORDED[name]
+    body = e["body"]
+    return e["status"], (json.dumps(body) if not isinstance(body, str) else body).encode()
+
+
+def recorded_status(watch: str, image_prefix: str) -> dict:
+    """The recorded status of the container whose image starts with ``image_prefix``,
+    in the last event of a recorded watch."""
+    for event in reversed(RECORDED[watch]["events"]):
+        for s in event["object"]["status"].get("ephemeralContainerStatuses") or []:
+            if s.get("image", "").startswith(image_prefix):
+                return copy.deepcopy(s)
+    raise KeyError(f"{watch}: no status for {image_prefix}")
+
+
+RUNNING = recorded_status("watch_running", "docker.io/library/sockdebug-agent")
+NEVER_PULL = recorded_status("watch_image_never_pull", "sockdebug-absent")
+PULL_FAILED = recorded_status("watch_image_pull", "localhost:1/")
+CREATING = {"name": "", "state": {"waiting": {"reason": "ContainerCreating"}}}
+TERMINATED = {"name": "", "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}
+
+
+class Response:
+    """What ``Kube`` reads from a transport's answer."""
+
+    def __init__(self, status: int, data: bytes = b"", lines: Optional[list[bytes]] = None,
+                 chunks: Optional[Iterator[bytes]] = None):
+        self.status, self.data = status, data
+        self._lines, self._chunks = lines or [], chunks
+        self.released = False
+
+    def stream(self, amt: int) -> Iterator[bytes]:
+        if self._chunks is not None:
+            yield from self._chunks
+            return
+        for i in range(0, len(self.data), 97):  # small chunks: records arrive split
+            yield self.data[i:i + 97]
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._lines)
+
+    def release_conn(self) -> None:
+        self.released = True
+
+
+class Exec:
+    """A started exec: stdout in chunks, then stderr and the exit code."""
+
+    def __init__(self, stdout: bytes, stderr: bytes = b"", returncode: Optional[int] = 0):
+        self._stdout, self.stderr, self._rc = stdout, stderr, returncode
+        self.closed = False
+
+    def chunks(self, deadline: float) -> Iterator[bytes]:
+        for i in range(0, len(self._stdout), 61):
+            yield self._stdout[i:i + 61]
+
+    @property
+    def returncode(self) -> Optional[int]:
+        return self._rc
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class ApiDouble:
+    """One namespace's worth of API server, plus scripted trouble."""
+
+    host = "https://api-double.invalid"
+
+    def __init__(self) -> None:
+        self.pods: dict[tuple[str, str], dict] = {}
+        self.plans: dict[tuple[str, str], list[dict]] = {}  #: pod -> states the watch will show, in order
+        self.calls: list[tuple[str, str]] = []
+        self.labels: dict[str, dict] = {}  #: namespace -> labels (unreadable when missing)
+        self.exec_denied = False
+        self.exited: set[str] = set()  #: agent containers that exit right after the GET
+        self.start: Callable[[dict], list[dict]] = lambda c: [CREATING, RUNNING]  #: a new container's states
+        self.reject_patch: Callable[[dict], Optional[str]] = lambda c: None  #: -> a recorded refusal
+        self.failures: list[tuple[str, str, str]] = []  #: (method, path regex, recorded entry), used once each
+        self.on_logs: Callable[[str], None] = lambda container: None
+        self.created: list[dict] = []  #: every pod body POSTed
+
+    # --- the fixture ------------------------------------------------------------------------
+
+    def add_pod(self, namespace: str = "shop", name: str = "api") -> dict:
+        pod = copy.deepcopy(RECORDED["pod"]["body"])
+        pod["metadata"].update(name=name, namespace=namespace, uid=f"uid-{name}", resourceVersion="1")
+        self.pods[(namespace, name)] = pod
+        return copy.deepcopy(pod)
+
+    def kube(self, namespace: str = "shop") -> Kube:
+        return Kube(self, namespace=namespace, context="double")
+
+    def fail(self, method: str, path: str, recorded: str) -> None:
+        """Answer the next ``method`` on a path matching ``path`` with a recorded refusal."""
+        self.failures.append((method, path, recorded))
+
+    def agents(self, namespace: str = "shop", pod: str = "api") -> list[dict]:
+        return self.pods[(namespace, pod)]["spec"].get("ephemeralContainers") or []
+
+    # --- the transport ---------------------------------------------------------------------
+
+    def request(self, method: str, path: str, *, query: list, headers: dict[str, str], body: Any,
+                timeout: float, stream: bool) -> Response:
+        self.calls.append((method, path))
+        for i, (m, pattern, recorded) in enumerate(self.failures):
+            if m == method and re.search(pattern, path):
+                del self.failures[i]
+                return Response(*entry(recorded))
+        q = dict(query)
+        if m := re.fullmatch(r"/api/v1/namespaces/([^/]+)/pods/([^/]+)", path):
+            return self._pod(method, m.group(1), m.group(2))
+        if m := re.fullmatch(r"/api/v1/namespaces/([^/]+)/pods/([^/]+)/ephemeralcontainers", path):
+            return self._patch(m.group(1), m.group(2), body["spec"]["ephemeralContainers"][0])
+        if m := re.fullmatch(r"/api/v1/namespaces/([^/]+)/pods/([^/]+)/log", path):
+            return self._logs(m.group(1), m.group(2), q["container"])
+        if m := re.fullmatch(r"/api/v1/namespaces/([^/]+)/pods", path):
+            if q.get("watch") == "true":
+                return self._watch(m.group(1), q["fieldSelector"].split("=", 1)[1])
+            if method == "POST":
+                return self._create(m.group(1), body)
+            items = [p for (ns, _), p in self.pods.items() if ns == m.group(1)]
+            return self._json(200, {"kind": "PodList", "items": items})
+        if m := re.fullmatch(r"/api/v1/namespaces/([^/]+)", path):
+            if m.group(1) not in self.labels:
+                return Response(*entry("forbidden"))
+            ns = json.loads(entry("namespace")[1])
+            ns["metadata"]["labels"] = self.labels[m.group(1)]
+            return self._json(200, ns)
+        if m := re.fullmatch(r"/api/v1/nodes/([^/]+)", path):
+            return self._json(200, {"kind": "Node", "metadata": {"name": m.group(1)}})
+        if path.endswith("/selfsubjectaccessreviews"):
+            return Response(*entry("ssar_denied" if self.exec_denied else "ssar_allowed"))
+        raise AssertionError(f"the double does not know {method} {path}")
+
+    def exec(self, path: str, query: list) -> Exec:
+        self.calls.append(("EXEC", path))
+        ns, pod = re.fullmatch(r"/api/v1/namespaces/([^/]+)/pods/([^/]+)/exec", path).groups()
+        container = dict(query)["container"]
+        if self.exec_denied:
+            raise Refused(*entry("exec_forbidden"))
+        spec = next((c for c in self.agents(ns, pod) if c["name"] == container), None)
+        if spec is None:
+            raise Refused(*entry("exec_no_such_container"))
+        if container in self.exited:
+            raise Refused(*entry("exec_exited_container"))
+        return Exec(self._output(spec, [v for k, v in query if k == "command"]).encode())
+
+    # --- behaviour ----------------------------------------------------------------------------
+
+    def _json(self, status: int, obj: Any) -> Response:
+        return Response(status, json.dumps(obj).encode())
+
+    def _pod(self, method: str, ns: str, name: str) -> Response:
+        if (ns, name) not in self.pods:
+            return Response(*entry("delete_not_found" if method == "DELETE" else "pod_not_found"))
+        if method == "DELETE":
+            return self._json(200, self.pods.pop((ns, name)))
+        return self._json(200, self.pods[(ns, name)])
+
+    def _patch(self, ns: str, name: str, container: dict) -> Response:
+        refusal = self.reject_patch(container)
+        if refusal:
+            return Response(*entry(refusal))
+        if (ns, name) not in self.pods:
+            return Response(*entry("patch_pod_not_found"))
+        pod = self.pods[(ns, name)]
+        pod["spec"].setdefault("ephemeralContainers", []).insert(0, container)  # newest first, as the API does
+        plan = self.plans.setdefault((ns, name), [])
+        for state in self.start(container):
+            plan.append(self._with_status(pod, "ephemeralContainerStatuses", container["name"], state))
+        return self._json(200, pod)
+
+    def _create(self, ns: str, body: dict) -> Response:
+        name = body["metadata"]["name"]
+        if (ns, name) in self.pods:
+            return Response(*entry("create_conflict"))
+        self.created.append(copy.deepcopy(body))
+        pod = copy.deepcopy(body)
+        pod["metadata"].update(namespace=ns, uid=f"uid-{name}", resourceVersion="1")
+        pod["status"] = {"phase": "Pending"}
+        self.pods[(ns, name)] = pod
+        for state in self.start(pod["spec"]["containers"][0]):
+            self.plans.setdefault((ns, name), []).append(
+                self._with_status(pod, "containerStatuses", "agent", TERMINATED if state is RUNNING else state))
+        return self._json(201, pod)
+
+    def _with_status(self, pod: dict, key: str, name: str, state: dict) -> dict:
+        """The pod as it will look once container ``name`` is in ``state``."""
+        nxt = copy.deepcopy(pod)
+        statuses = [s for s in nxt["status"].get(key) or [] if s["name"] != name]
+        nxt["status"][key] = [*statuses, {**copy.deepcopy(state), "name": name}]
+        nxt["metadata"]["resourceVersion"] = str(int(pod["metadata"]["resourceVersion"]) + 1)
+        return nxt
+
+    def _watch(self, ns: str, name: str) -> Response:
+        lines = []
+        for state in self.plans.pop((ns, name), []):
+            if (ns, name) in self.pods:
+                self.pods[(ns, name)] = state
+                lines.append(json.dumps({"type": "MODIFIED", "object": state}).encode())
+        if not lines:
+            time.sleep(0.02)  # a watch that times out without news
+        return Response(200, lines=lines)
+
+    def _logs(self, ns: str, name: str, container: str) -> Response:
+        self.on_logs(container)
+        pod = self.pods.get((ns, name))
+        if pod is None:
+            return Response(*entry("pod_not_found"))
+        spec = next(c for c in [*pod["spec"].get("ephemeralContainers", []), *pod["spec"]["containers"]]
+                    if c["name"] == container)
+        if "ids" in spec["command"]:
+            return Response(200, RECORDED["logs_ids"]["body"].encode())
+        if spec["name"] == "agent":  # a node pod
+            return Response(200, RECORDED["node_pod_logs"]["body"].encode())
+        return Response(200, RECORDED["logs_one_shot"]["body"].encode())
+
+    def _output(self, spec: dict, command: list[str]) -> str:
+        """The recorded stream of an exec'd agent command, in the container its agent targets."""
+        if "ids" in command:
+            return RECORDED["logs_ids"]["body"]
+        if spec.get("targetContainerName") == "sidecar":
+            return RECORDED["exec_sockets_sidecar"]["stdout"]
+        return RECORDED["exec_sockets"]["stdout"]
