@@ -23,6 +23,14 @@ from typing import Any, Optional
 from sockdebug_plugin.kube import Kube, Refused
 
 RECORDED: dict[str, Any] = json.loads((Path(__file__).parent / "data" / "api" / "recorded.json").read_text())
+_TRIAGE_TEXT = (Path(__file__).parent / "data" / "api" / "triage.json").read_text()
+#: record_triage.py's answers (redis never Ready, a liveness crash loop, a policy), in namespace "shop"
+TRIAGE: dict[str, Any] = json.loads(_TRIAGE_TEXT.replace(json.loads(_TRIAGE_TEXT)["namespace"], "shop"))
+#: list paths the double answers from ``objects`` -> the kind
+LISTS = {"services": r"/api/v1(?:/namespaces/([^/]+))?/services", "events": r"/api/v1(?:/namespaces/([^/]+))?/events",
+         "nodes": r"/api/v1/nodes", "pods": r"/api/v1/pods",
+         "endpointslices": r"/apis/discovery\.k8s\.io/v1(?:/namespaces/([^/]+))?/endpointslices",
+         "networkpolicies": r"/apis/networking\.k8s\.io/v1(?:/namespaces/([^/]+))?/networkpolicies"}
 
 
 def entry(name: str) -> tuple[int, bytes]:
@@ -108,6 +116,10 @@ class ApiDouble:
         self.failures: list[tuple[str, str, str]] = []  #: (method, path regex, recorded entry), used once each
         self.on_logs: Callable[[str], None] = lambda container: None
         self.created: list[dict] = []  #: every pod body POSTed
+        self.objects: dict[str, list[dict]] = {kind: [] for kind in LISTS if kind != "pods"}  #: what lists return
+        self.denied: set[str] = set()  #: list kinds answered with the recorded 403 (cluster-wide ones too)
+        self.denied_wide: set[str] = set()  #: list kinds answered 403 only cluster-wide
+        self.previous_logs: dict[tuple[str, str], str] = {}  #: (pod, container) -> its previous run's log
 
     # --- the fixture ------------------------------------------------------------------------
 
@@ -116,6 +128,16 @@ class ApiDouble:
         pod["metadata"].update(name=name, namespace=namespace, uid=f"uid-{name}", resourceVersion="1")
         self.pods[(namespace, name)] = pod
         return copy.deepcopy(pod)
+
+    def add_triage(self) -> None:
+        """The recorded triage scenario: pods redis (never Ready) and liveness (restarting),
+        their Service, EndpointSlice, NetworkPolicy, Events, the node, and the previous log."""
+        for p in TRIAGE["pods"]["body"]["items"]:
+            self.pods[("shop", p["metadata"]["name"])] = copy.deepcopy(p)
+        for kind in self.objects:
+            self.objects[kind] = copy.deepcopy(TRIAGE[kind]["body"]["items"])
+        log = TRIAGE["log_previous"]["body"]
+        self.previous_logs[("liveness", "app")] = log if isinstance(log, str) else json.dumps(log) + "\n"
 
     def kube(self, namespace: str = "shop") -> Kube:
         return Kube(self, namespace=namespace, context="double")
@@ -142,14 +164,16 @@ class ApiDouble:
         if m := re.fullmatch(r"/api/v1/namespaces/([^/]+)/pods/([^/]+)/ephemeralcontainers", path):
             return self._patch(m.group(1), m.group(2), body["spec"]["ephemeralContainers"][0])
         if m := re.fullmatch(r"/api/v1/namespaces/([^/]+)/pods/([^/]+)/log", path):
-            return self._logs(m.group(1), m.group(2), q["container"])
+            return self._logs(m.group(1), m.group(2), q["container"], q.get("previous") == "true")
         if m := re.fullmatch(r"/api/v1/namespaces/([^/]+)/pods", path):
             if q.get("watch") == "true":
                 return self._watch(m.group(1), q["fieldSelector"].split("=", 1)[1])
             if method == "POST":
                 return self._create(m.group(1), body)
-            items = [p for (ns, _), p in self.pods.items() if ns == m.group(1)]
-            return self._json(200, {"kind": "PodList", "items": items})
+            return self._list("pods", m.group(1), q)
+        for kind, pattern in LISTS.items():
+            if m := re.fullmatch(pattern, path):
+                return self._list(kind, m.group(1) if m.groups() else None, q)
         if m := re.fullmatch(r"/api/v1/namespaces/([^/]+)", path):
             if m.group(1) not in self.labels:
                 return Response(*entry("forbidden"))
@@ -179,6 +203,19 @@ class ApiDouble:
 
     def _json(self, status: int, obj: Any) -> Response:
         return Response(status, json.dumps(obj).encode())
+
+    def _list(self, kind: str, ns: Optional[str], query: dict) -> Response:
+        """A list of one namespace or (None) every one, filtered by the field selectors the
+        plugin sends (``a.b=value``, comma-separated), refused as recorded when denied."""
+        if kind in self.denied or (ns is None and kind in self.denied_wide):
+            refusal = TRIAGE[f"forbidden_{kind}"]
+            return Response(refusal["status"], json.dumps(refusal["body"]).encode())
+        items = list(self.pods.values()) if kind == "pods" else self.objects[kind]
+        items = [i for i in items if ns is None or kind == "nodes" or i["metadata"].get("namespace") == ns]
+        for term in filter(None, (query.get("fieldSelector") or "").split(",")):
+            field, _, value = term.partition("=")
+            items = [i for i in items if _field(i, field) == value]
+        return self._json(200, {"kind": "List", "items": copy.deepcopy(items)})
 
     def _pod(self, method: str, ns: str, name: str) -> Response:
         if (ns, name) not in self.pods:
@@ -232,11 +269,13 @@ class ApiDouble:
             time.sleep(0.02)  # a watch that times out without news
         return Response(200, lines=lines)
 
-    def _logs(self, ns: str, name: str, container: str) -> Response:
+    def _logs(self, ns: str, name: str, container: str, previous: bool = False) -> Response:
         self.on_logs(container)
         pod = self.pods.get((ns, name))
         if pod is None:
             return Response(*entry("pod_not_found"))
+        if (name, container) in self.previous_logs:
+            return Response(200, self.previous_logs[name, container].encode() if previous else b"")
         spec = next(c for c in [*pod["spec"].get("ephemeralContainers", []), *pod["spec"]["containers"]]
                     if c["name"] == container)
         if "ids" in spec["command"]:
@@ -249,6 +288,17 @@ class ApiDouble:
         """The recorded stream of an exec'd agent command, in the container its agent targets."""
         if "ids" in command:
             return RECORDED["logs_ids"]["body"]
+        if "triage" in command:
+            return TRIAGE["exec_triage"]["stdout"]
+        if command[-4:] == ["-a", "-t", "-u", "-p"]:
+            return TRIAGE["exec_sockets_all"]["stdout"]
         if spec.get("targetContainerName") == "sidecar":
             return RECORDED["exec_sockets_sidecar"]["stdout"]
         return RECORDED["exec_sockets"]["stdout"]
+
+
+def _field(obj: dict, path: str) -> str:
+    """A field selector's value in an object (``involvedObject.uid``, ``spec.nodeName``)."""
+    for part in path.split("."):
+        obj = obj.get(part) if isinstance(obj, dict) else None
+    return "" if obj is None else str(obj)
