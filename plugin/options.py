@@ -96,6 +96,7 @@ class InspectOptions(NamedTuple):
     sockets: SocketFlags = SocketFlags()
     views: Views = Views()
     watch: Optional[float] = None
+    peers: bool = True  #: name remote addresses (peers.py)
 
     def validate(self) -> None:
         flags.check_choice(flags.INSPECT_OUTPUT, self.output)
@@ -134,12 +135,20 @@ class TriageOptions(NamedTuple):
         self.agent.validate()
 
     def queries(self) -> list[Any]:
-        """A node's own namespace is triaged as a host (its daemons bind loopback)."""
-        from sockdebug_agent.query import Query
-
         from .targets import parse_target
 
-        return [Query("triage", host=parse_target(self.target).kind == "node")]
+        return triage_queries(parse_target(self.target).kind == "node")
+
+
+def triage_queries(node: bool) -> list[Any]:
+    """A pod's: the agent's ``triage`` (netns findings and figures) and every TCP/UDP
+    socket, listening or not, with owners; a node's: ``triage --host --sockets`` (its
+    daemons bind loopback; one query, so one node pod)."""
+    from sockdebug_agent.query import Query, SocketFlags
+
+    if node:
+        return [Query("triage", host=True, sockets=True)]
+    return [Query("triage"), Query("sockets", SocketFlags(all=True, tcp=True, udp=True, processes=True))]
 
 
 class SweepOptions(NamedTuple):
@@ -191,7 +200,7 @@ def build(parsed: flags.Parsed) -> Options:
         sockets = SocketFlags(*(v[f] for f in SocketFlags._fields[:-1]), families[-1] if families else None)
         return InspectOptions(
             v["target"], tuple(v["words"]), conn, agent, v["container"], v["selector"], v["all_namespaces"],
-            v["all_pods"], v["output"], sockets, Views(*(v[f] for f in Views._fields)), v["watch"])
+            v["all_pods"], v["output"], sockets, Views(*(v[f] for f in Views._fields)), v["watch"], v["peers"])
     if parsed.command == "triage":
         return TriageOptions(v["target"], conn, agent, v["container"], v["output"], v["fail_on"])
     return SweepOptions(conn, agent, v["all_namespaces"], v["selector"], v["via"], v["output"], v["fail_on"],

@@ -101,10 +101,11 @@ def forget(conn: Conn, pod: str) -> None:
 
 
 class Warm:
-    """A warm query in flight: its kubectl execs were started by ``prestart``."""
+    """A warm query in flight: its kubectl execs were started by ``prestart`` (and the
+    lists that name peers, ``lookup``, when the query may show connections)."""
 
-    def __init__(self, conn: Conn, target: Target, execer: Any):
-        self.conn, self.target, self.execer = conn, target, execer
+    def __init__(self, conn: Conn, target: Target, execer: Any, lookup: Any = None):
+        self.conn, self.target, self.execer, self.lookup = conn, target, execer, lookup
 
     def results(self, agent: AgentOptions, queries: list[Any]) -> Optional[list[Any]]:
         """The records of ``queries`` (``render.Result`` s), or None when the ordinary path
@@ -150,8 +151,22 @@ def prestart(opts: Any) -> Optional[Warm]:
     kubectl = find_kubectl()
     execer: Any = (KubectlExec(kubectl, conn.kubeconfig, conn.context) if kubectl
                    else ClientExec(conn.kubeconfig, conn.context, conn.namespace))
-    for query in opts.queries():
+    queries = opts.queries()
+    for query in queries:
         argv = query.to_argv()
         for container in target.asked_together(argv, lambda c: agent_of(c) is not None):
             execer.prestart(target.namespace, target.pod_name, agent_of(container), ["sockdebug-agent", *argv])
-    return Warm(opts.conn, target, execer)
+    return Warm(opts.conn, target, execer, lookup(opts, queries, kubectl, execer, target.namespace))
+
+
+def lookup(opts: Any, queries: list[Any], kubectl: Optional[str], execer: Any, namespace: str) -> Any:
+    """The peer lists, started next to the execs when the query may show connections."""
+    if not getattr(opts, "peers", False):
+        return None
+    from . import peers  # after the execs have started: its imports overlap with them
+
+    if not peers.wanted(queries, opts.output):
+        return None
+    if kubectl:
+        return peers.through_kubectl(kubectl, opts.conn.kubeconfig, opts.conn.context, namespace)
+    return peers.Lookup(lambda: peers.read_lists(execer.kube(), namespace))

@@ -62,7 +62,7 @@ def fake_kubectl(tmp_path, answers: dict[str, str]) -> None:
 
 @pytest.mark.parametrize(("words", "expected"), [
     (["--li"], ["--listening", "--limits"]),
-    (["pod/x", "--no"], ["--no-processes"]),
+    (["pod/x", "--no"], ["--no-peers", "--no-processes"]),
     (["pod/x", "--image"], ["--image", "--image-pull-policy"]),
     (["--all"], ["--all-namespaces", "--all-pods", "--all"]),
     (["--zzz"], []),

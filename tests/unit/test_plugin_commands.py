@@ -149,7 +149,7 @@ def test_triage_of_a_node_uses_the_node_pod_shaped_by_the_profile(api, capsys):
     (body,) = api.created
     spec = body["spec"]
     assert spec["hostNetwork"] and spec["hostPID"] and spec["nodeName"] == "node-1"
-    assert spec["containers"][0]["command"] == ["sockdebug-agent", "triage", "--host"]
+    assert spec["containers"][0]["command"] == ["sockdebug-agent", "triage", "--sockets", "--host"]
     assert spec["containers"][0]["securityContext"]["runAsUser"] == 65534
     assert "process owners are not shown" in err and json.loads(out)["items"][0]["target"]["kind"] == "node"
     assert not [n for (_, n) in api.pods if n.startswith("sockdebug-node-")]
