@@ -215,6 +215,9 @@ class ApiDouble:
         for term in filter(None, (query.get("fieldSelector") or "").split(",")):
             field, _, value = term.partition("=")
             items = [i for i in items if _field(i, field) == value]
+        for term in filter(None, (query.get("labelSelector") or "").split(",")):  # k=v terms only
+            label, _, value = term.partition("=")
+            items = [i for i in items if (i["metadata"].get("labels") or {}).get(label) == value]
         return self._json(200, {"kind": "List", "items": copy.deepcopy(items)})
 
     def _pod(self, method: str, ns: str, name: str) -> Response:
@@ -290,7 +293,10 @@ class ApiDouble:
             return RECORDED["logs_ids"]["body"]
         if "triage" in command:
             return TRIAGE["exec_triage"]["stdout"]
-        if command[-4:] == ["-a", "-t", "-u", "-p"]:
+        if spec.get("targetContainerName") is None:  # no target: the pod's namespace, where nothing runs
+            hello = TRIAGE["exec_sockets_all"]["stdout"].splitlines()[0]
+            return hello + '\n{"type":"end","records":{"hello":1},"elapsed_ms":1.0,"exit_code":0}\n'
+        if spec.get("targetContainerName") == "redis":
             return TRIAGE["exec_sockets_all"]["stdout"]
         if spec.get("targetContainerName") == "sidecar":
             return RECORDED["exec_sockets_sidecar"]["stdout"]
