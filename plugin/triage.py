@@ -28,7 +28,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, NamedTuple, Optional
 
-from . import collect, engine, findings, peers, podspec, render
+from . import collect, engine, findings, peers, podspec, render, warm
 from .errors import EXIT_OK, SockdebugError
 from .findings import Report
 from .options import TriageOptions, triage_queries
@@ -101,20 +101,23 @@ def scope_pods(kube: Any, opts: TriageOptions) -> tuple[str, list[dict]]:
     return f"{opts.target} -n {ns} ({len(live)} pod{'s' if len(live) > 1 else ''})", live
 
 
-def observe(runner: Runner, pod: dict, requested: Optional[str], early: Any, agent_opts: Any) -> Seen:
-    """The agent's answer about one running pod: ``triage`` and ``sockets -tua -p``."""
+def observe(runner: Runner, pod: dict, opts: TriageOptions, early: Any, remember: bool) -> Seen:
+    """The agent's answer about one running pod: ``triage`` and ``sockets -tua -p``; a
+    single pod's agent is remembered for the next, warm run."""
     ns = pod["metadata"]["namespace"]
     if early is not None and early.target.pod_name == pod["metadata"]["name"]:
-        got = early.results(agent_opts, [TRIAGE, SOCKETS])
+        got = early.results(opts.agent, [TRIAGE, SOCKETS])
         if got is not None:
             return Seen(got[0].target, got[0].records)
-    container = agent_container(pod, requested, lambda c: runner.running_agent(Target(ns, pod, c)) is not None)
+    container = agent_container(pod, opts.container, lambda c: runner.running_agent(Target(ns, pod, c)) is not None)
     target = Target(ns, pod, container)
     calls = [lambda: list(runner.run_pod(target, TRIAGE)), lambda: list(runner.run_pod(target, SOCKETS))]
     if runner.agent_of(target) is None:  # the first query adds the agent, the second reuses it
         answers = [call() for call in calls]
     else:
         answers = at_once(calls)
+    if remember:
+        warm.remember(opts.conn, runner, target)
     return Seen(info_of(target), [r for answer in answers for r in answer])
 
 
@@ -126,8 +129,9 @@ def pods(kube: Any, runner: Runner, pool: ThreadPoolExecutor, opts: TriageOption
     reads = pool.submit(collect.read, kube, [ns], event_selector=selector)
     logs = pool.submit(collect.failed_run_logs, kube, scope)
     running = [p for p in scope if podspec.is_running(p)]
+    single = parse_target(opts.target).kind == "pod"
     futures: dict[tuple[str, str], Future] = {
-        podspec.key(p): pool.submit(observe, runner, p, opts.container, early, opts.agent) for p in running}
+        podspec.key(p): pool.submit(observe, runner, p, opts, early, single) for p in running}
     observed: dict[tuple[str, str], PodObservation] = {}
     uninspected: dict[tuple[str, str], str] = {}
     seen: list[Seen] = []

@@ -20,13 +20,14 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import signal
 import subprocess
 import time
 from typing import Any
 
 import pytest
 import yaml
-from e2e_util import PULL, TESTAPP, apply, kubectl, plugin, require_plugin_and_cluster
+from e2e_util import IMAGE, PLUGIN, PULL, TESTAPP, apply, kubectl, plugin, require_plugin_and_cluster
 from sockdebug_plugin.rules import RULES
 
 pytestmark = pytest.mark.e2e
@@ -246,6 +247,14 @@ def test_each_connection_names_its_peer_pod_or_service(scene):
     assert peers == {(scene.server_ip, 8080): {"kind": "Pod", "namespace": ns, "name": "server"},
                      (scene.cluster_ip, 80): {"kind": "Service", "namespace": ns, "name": "server"}}
     assert all(s["peer"] is None for s in doc["items"][0]["sockets"] if s["state"] == "LISTEN")
+    # --watch: the lists are read once, the names in every round
+    watch = subprocess.Popen([PLUGIN, "pod/client", "-n", ns, "-a", "-t", "--watch", "1", "--image", IMAGE,
+                              "--image-pull-policy", PULL], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(10)
+    watch.send_signal(signal.SIGINT)
+    shown, _ = watch.communicate(timeout=60)
+    rounds = shown.split("\n# ")
+    assert len(rounds) >= 2 and all(f"svc/{ns}/server:80" in r and f"pod/{ns}/server:8080" in r for r in rounds), shown
     # triage: the connections, grouped by peer, both ways
     out = triage("pod/client", "-n", ns).stdout
     section = out[out.index(f"# pod/client -n {ns} (container app): connections"):]

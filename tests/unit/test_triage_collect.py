@@ -186,3 +186,21 @@ def test_a_peer_list_that_may_not_be_read_is_a_note_not_an_error(api, capsys):
         "pods: only namespace shop could be listed (no permission to list pods (see docs/rbac.md) cluster-wide)",
         "nodes: not listed (no permission to list nodes (see docs/rbac.md)): nodes are not named"]
     assert ("GET", "/api/v1/pods") in api.calls and ("GET", "/api/v1/namespaces/shop/pods") in api.calls
+
+
+def test_a_second_triage_of_a_pod_execs_warm_and_still_reads_the_api(api, capsys, tmp_path):
+    from test_plugin_commands import ANSWER, fake_kubectl
+
+    api.add_pod()
+    code, _, err = run(capsys, "triage", "pod/api", "-n", "shop")
+    assert code == 0, err
+    agents = {c["targetContainerName"]: c["name"] for c in api.agents()}
+    fake_kubectl(tmp_path, ANSWER)
+    (tmp_path / "bin" / "kubectl.sidecars").write_text(agents.get("sidecar", "-"))
+    patches = sum(1 for m, p in api.calls if m == "PATCH")
+    code, out, err = run(capsys, "triage", "pod/api", "-n", "shop")
+    assert code == 0, err
+    execs = (tmp_path / "bin" / "kubectl.log").read_text().splitlines()
+    assert any(e.endswith("sockdebug-agent triage") for e in execs)  # started before the client was imported
+    assert sum(1 for m, p in api.calls if m == "PATCH") == patches  # no new agent
+    assert ("GET", "/api/v1/services") in api.calls and out.startswith("# pod/api -n shop: findings")
