@@ -63,13 +63,13 @@ def collect(runner: Runner, targets: list[Any], queries: list[Any]) -> list[rend
         return list(pool.map(one, targets))
 
 
-def start_lookup(opts: InspectOptions, queries: list[Any], kube: Any) -> Any:
+def start_lookup(opts: InspectOptions, kube: Any) -> Any:
     """The peer lists (``peers.Lookup``), started now when the query may show connections."""
-    if not opts.peers:
+    if not opts.names_peers():
         return None
     from . import peers
 
-    return peers.through_client(kube, kube.namespace) if peers.wanted(queries, opts.output) else None
+    return peers.through_client(kube, kube.namespace)
 
 
 def run_full(opts: InspectOptions, queries: list[Any], sink: Optional[Callable[[dict, Any, bool], None]] = None
@@ -78,7 +78,7 @@ def run_full(opts: InspectOptions, queries: list[Any], sink: Optional[Callable[[
     With ``sink``, records go there as they arrive.  Returns the results and the peer
     lookup started next to the agents (None when the query shows no connections)."""
     kube = connect(opts.conn)
-    lookup = start_lookup(opts, queries, kube) if sink is None else None
+    lookup = start_lookup(opts, kube) if sink is None else None
     targets = resolve_targets(kube, opts.target, opts.container, opts.selector, opts.all_namespaces, opts.all_pods)
     with Runner(kube, opts.agent) as runner:
         if sink is None:
@@ -107,7 +107,7 @@ def inspect(opts: InspectOptions, early: Optional[warm.Warm] = None) -> int:
     queries = opts.queries()
     if opts.watch is not None:
         kube = connect(opts.conn)
-        lookup = start_lookup(opts, queries, kube)
+        lookup = start_lookup(opts, kube)
         targets = resolve_targets(kube, opts.target, opts.container, opts.selector, opts.all_namespaces,
                                   opts.all_pods)
         with Runner(kube, opts.agent) as runner:

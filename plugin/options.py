@@ -109,6 +109,16 @@ class InspectOptions(NamedTuple):
             query.check()  # flags and the filter's syntax: names mean something only inside the pod
         self.agent.validate()
 
+    def names_peers(self) -> bool:
+        """Whether remote addresses are to be named (``peers.py``): on, and a socket list
+        that may hold connections (not ``--listening`` only, not unix only) in an output
+        that shows them (``jsonl`` streams the agent's records as they are).  Decided
+        from the switches alone: a warm query asks before anything else is imported."""
+        s = self.sockets
+        socket_list = not any(self.views) or s.selects() or bool(self.words)  # as queries() decides
+        return (self.peers and self.output != "jsonl" and socket_list and not (s.listening and not s.all_states)
+                and not (s.unix and not (s.tcp or s.udp or s.raw)))
+
     def queries(self) -> list[Any]:
         """The agent queries (``sockdebug_agent.query.Query``) for the requested views.  Like
         ``ss -s``, a view switch alone shows just that view; socket switches or filter words

@@ -1,7 +1,7 @@
 """Naming remote addresses: ``pod/NS/NAME``, ``svc/NS/NAME``, ``node/NAME``.
 
-When: ``wanted`` says whether a run can show an address worth naming (a socket list that
-is not listening-only, in table, wide, json or yaml); then ``Lookup`` lists pods,
+When: ``InspectOptions.names_peers`` says whether a run can show an address worth naming
+(a socket list that is not listening-only, in table, wide, json or yaml); then ``Lookup`` lists pods,
 Services and nodes once, in the background from the start of the run (through the
 client, or on a warm query through ``kubectl get --raw``: no client import), and
 ``Lookup.namer`` waits for the lists only when a socket really has a remote address to
@@ -153,18 +153,6 @@ class Listed(NamedTuple):
     services: Sequence[Mapping]
     nodes: Sequence[Mapping]
     notes: list[str]  #: kinds listed in part or not at all, in words
-
-
-def wanted(queries: Iterable[Any], output: str) -> bool:
-    """A socket list that may hold connections (not ``-l`` only, not unix only), in an
-    output that shows peers (jsonl streams the agent's records as they are)."""
-    if output == "jsonl":
-        return False
-    for q in queries:
-        f = q.flags
-        if q.command == "sockets" and not f.listening and not (f.unix and not (f.tcp or f.udp or f.raw)):
-            return True
-    return False
 
 
 def nameable(s: Any) -> bool:

@@ -26,7 +26,7 @@ from . import cache
 from .errors import SockdebugError
 from .inject import NAME_PREFIX, reusable_agent
 from .kube import ClientExec, KubectlExec, find_kubectl
-from .options import AgentOptions, Conn
+from .options import AgentOptions, Conn, InspectOptions
 from .targets import DEFAULT_CONTAINER_ANNOTATION, Target, check_running, parse_target, pick_container, target_info
 
 CACHE_NAME = "agents.json"
@@ -156,17 +156,15 @@ def prestart(opts: Any) -> Optional[Warm]:
         argv = query.to_argv()
         for container in target.asked_together(argv, lambda c: agent_of(c) is not None):
             execer.prestart(target.namespace, target.pod_name, agent_of(container), ["sockdebug-agent", *argv])
-    return Warm(opts.conn, target, execer, lookup(opts, queries, kubectl, execer, target.namespace))
+    return Warm(opts.conn, target, execer, lookup(opts, kubectl, execer, target.namespace))
 
 
-def lookup(opts: Any, queries: list[Any], kubectl: Optional[str], execer: Any, namespace: str) -> Any:
+def lookup(opts: Any, kubectl: Optional[str], execer: Any, namespace: str) -> Any:
     """The peer lists, started next to the execs when the query may show connections."""
-    if not getattr(opts, "peers", False):
+    if not isinstance(opts, InspectOptions) or not opts.names_peers():
         return None
     from . import peers  # after the execs have started: its imports overlap with them
 
-    if not peers.wanted(queries, opts.output):
-        return None
     if kubectl:
         return peers.through_kubectl(kubectl, opts.conn.kubeconfig, opts.conn.context, namespace)
     return peers.Lookup(lambda: peers.read_lists(execer.kube(), namespace))

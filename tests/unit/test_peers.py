@@ -4,6 +4,7 @@ addresses; IPv4-mapped and non-canonical IPv6; unknown addresses stay unnamed.""
 
 from __future__ import annotations
 
+import pytest
 from sockdebug_plugin.peers import Peer, PeerIndex, canonical
 
 
@@ -129,14 +130,16 @@ def namer(*extra):
     return Lookup(lambda: Listed(PODS, SERVICES, NODES, list(extra))).namer(CONNS)
 
 
-def test_wanted_only_where_connections_can_be_shown():
-    from sockdebug_agent.query import Query, SocketFlags
-    from sockdebug_plugin.peers import wanted
+@pytest.mark.parametrize(("argv", "named"), [
+    (["pod/x"], True), (["pod/x", "-a", "-o", "json"], True), (["pod/x", "-t", "state", "established"], True),
+    (["pod/x", "-s", "-t"], True), (["pod/x", "--listening", "-a"], True),  # -a wins over --listening, as in ss
+    (["pod/x", "--listening"], False), (["pod/x", "-x"], False), (["pod/x", "-o", "jsonl"], False),
+    (["pod/x", "-s"], False), (["pod/x", "--routes"], False), (["pod/x", "-a", "--no-peers"], False),
+])
+def test_peers_are_named_only_where_connections_can_be_shown(argv, named):
+    from sockdebug_plugin import flags, options
 
-    assert wanted([Query("sockets")], "table") and wanted([Query("sockets", SocketFlags(all=True))], "json")
-    assert not wanted([Query("sockets", SocketFlags(listening=True))], "table")
-    assert not wanted([Query("sockets", SocketFlags(unix=True))], "wide")
-    assert not wanted([Query("sockets")], "jsonl") and not wanted([Query("summary")], "table")
+    assert options.build(flags.parse(argv)).names_peers() is named
 
 
 def test_the_lists_are_dropped_unread_when_nothing_is_to_be_named():
