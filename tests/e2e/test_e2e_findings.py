@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 import yaml
-from e2e_util import IMAGE, PLUGIN, PULL, TESTAPP, apply, kubectl, plugin, require_plugin_and_cluster
+from e2e_util import IMAGE, PLUGIN, PULL, TESTAPP, apply, kubectl, plugin, require_plugin_and_cluster, wait_for
 from sockdebug_plugin.rules import RULES
 
 pytestmark = pytest.mark.e2e
@@ -88,15 +88,6 @@ def get(ns: str, name: str) -> dict:
 
 def status(ns: str, name: str, container: str) -> dict:
     return next(s for s in get(ns, name)["status"].get("containerStatuses") or [] if s["name"] == container)
-
-
-def wait_for(what: str, check, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def down(ns: str, restarts: int = 3) -> bool:

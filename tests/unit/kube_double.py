@@ -116,6 +116,7 @@ class ApiDouble:
         self.failures: list[tuple[str, str, str]] = []  #: (method, path regex, recorded entry), used once each
         self.on_logs: Callable[[str], None] = lambda container: None
         self.created: list[dict] = []  #: every pod body POSTed
+        self.connects = 0  #: kube.connect calls (``patched``)
         self.objects: dict[str, list[dict]] = {kind: [] for kind in LISTS if kind != "pods"}  #: what lists return
         self.denied: set[str] = set()  #: list kinds answered with the recorded 403 (cluster-wide ones too)
         self.denied_wide: set[str] = set()  #: list kinds answered 403 only cluster-wide
@@ -301,6 +302,27 @@ class ApiDouble:
         if spec.get("targetContainerName") == "sidecar":
             return RECORDED["exec_sockets_sidecar"]["stdout"]
         return RECORDED["exec_sockets"]["stdout"]
+
+
+def patched(monkeypatch: Any, tmp_path: Path) -> ApiDouble:
+    """A double the plugin's ``kube.connect`` returns (``connects`` counts the calls), with
+    an empty cache folder, a kubeconfig file and no kubectl on PATH (nothing is warm unless
+    a test adds one)."""
+    from sockdebug_plugin import kube
+
+    double = ApiDouble()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
+    (tmp_path / "kubeconfig").write_text("apiVersion: v1\nkind: Config\n")
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    double.connects = 0
+
+    def connect(kubeconfig=None, context=None, namespace=None, request_timeout=30.0):
+        double.connects += 1
+        return double.kube(namespace or "default")
+
+    monkeypatch.setattr(kube, "connect", connect)
+    return double
 
 
 def _field(obj: dict, path: str) -> str:

@@ -11,27 +11,16 @@ import subprocess
 import sys
 
 import pytest
-from kube_double import CREATING, NEVER_PULL, RECORDED, ApiDouble
-from sockdebug_plugin import cli, flags, helptext, kube, warm
+from kube_double import CREATING, NEVER_PULL, RECORDED, ApiDouble, patched
+from sockdebug_plugin import cli, flags, helptext, warm
 
 IMAGE = "sockdebug-agent:core"
 
 
 @pytest.fixture
 def api(monkeypatch, tmp_path) -> ApiDouble:
-    double = ApiDouble()
+    double = patched(monkeypatch, tmp_path)
     double.add_pod()
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
-    (tmp_path / "kubeconfig").write_text("apiVersion: v1\nkind: Config\n")
-    monkeypatch.setenv("PATH", str(tmp_path / "bin"))  # no kubectl: nothing warm unless a test adds one
-    double.connects = 0
-
-    def connect(kubeconfig=None, context=None, namespace=None, request_timeout=30.0):
-        double.connects += 1
-        return double.kube(namespace or "default")
-
-    monkeypatch.setattr(kube, "connect", connect)
     return double
 
 

@@ -10,21 +10,16 @@ from __future__ import annotations
 import json
 
 import pytest
-from kube_double import TRIAGE, ApiDouble
-from sockdebug_plugin import cli, collect, engine, kube
+from kube_double import TRIAGE, ApiDouble, patched
+from sockdebug_plugin import collect, engine
 from sockdebug_plugin.view import ClusterInput
-
-IMAGE = "sockdebug-agent:core"
+from test_plugin_commands import run
 
 
 @pytest.fixture
 def api(monkeypatch, tmp_path) -> ApiDouble:
-    double = ApiDouble()
+    double = patched(monkeypatch, tmp_path)
     double.add_triage()
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
-    monkeypatch.setenv("PATH", str(tmp_path / "bin"))  # no kubectl: nothing warm
-    monkeypatch.setattr(kube, "connect", lambda *a, **k: double.kube("shop"))
     return double
 
 
@@ -40,12 +35,6 @@ def seen(monkeypatch) -> list[ClusterInput]:
 
     monkeypatch.setattr(engine, "analyse", spy)
     return got
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = cli.main([*argv, "--image", IMAGE])
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def lists(api: ApiDouble) -> list[str]:

@@ -15,20 +15,15 @@ refused (403) to a ServiceAccount without rights.  Writes triage.json next to th
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
-from record import EXEC_QUERY, body, strip  # the recorder of recorded.json, next to this file
-from sockdebug_agent import __version__
+from record import EXEC_QUERY, body, record_main, strip  # the recorder of recorded.json, next to this file
 from sockdebug_plugin import inject, kube, lifecycle, profiles
 
-HERE = Path(__file__).resolve().parent
 LISTS = {
     "services": "/api/v1/namespaces/{ns}/services",
     "endpointslices": "/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices",
@@ -145,18 +140,7 @@ class Recorder:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--image", default=os.environ.get("SOCKDEBUG_IMAGE", f"sockdebug-agent:{__version__}"))
-    ap.add_argument("--testapp", default=os.environ.get("SOCKDEBUG_TESTAPP_IMAGE",
-                                                        f"sockdebug-testapp:{__version__}"))
-    args = ap.parse_args()
-    rec = Recorder(args.image, args.testapp)
-    rec.run()
-    server = json.loads(kubectl("version", "-o", "json") or "{}").get("serverVersion", {}).get("gitVersion")
-    rec.out["_recorded"] = {"server": server, "date": time.strftime("%Y-%m-%d"), "image": args.image}
-    path = HERE / "triage.json"
-    path.write_text(json.dumps(rec.out, indent=1, sort_keys=True) + "\n")
-    print(f"wrote {path} ({path.stat().st_size} bytes, {len(rec.out)} entries)", file=sys.stderr)
+    record_main(Recorder, "triage.json")
 
 
 if __name__ == "__main__":
