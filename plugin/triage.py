@@ -33,7 +33,16 @@ from .errors import EXIT_OK, SockdebugError
 from .findings import Report
 from .options import TriageOptions, triage_queries
 from .runner import Runner, at_once
-from .targets import NodeTarget, Target, agent_container, container_ids, get_pod, parse_target, selected_pods
+from .targets import (
+    NodeTarget,
+    Target,
+    agent_container,
+    container_ids,
+    get_pod,
+    parse_target,
+    pick_container,
+    selected_pods,
+)
 from .targets import target_info as info_of
 from .view import ClusterInput, NodeObservation, PodObservation
 
@@ -90,15 +99,21 @@ def scope_pods(kube: Any, opts: TriageOptions) -> tuple[str, list[dict]]:
     ref = parse_target(opts.target)
     ns = kube.namespace
     if ref.kind == "pod":
-        return f"pod/{ref.name} -n {ns}", [get_pod(kube, ns, ref.name)]
-    what, selector, found = selected_pods(kube, ref, ns)
-    live = sorted((p for p in found if not p["metadata"].get("deletionTimestamp")), key=lambda p: p["metadata"]["name"])
-    if not live:
-        from .errors import TargetError
+        title, live = f"pod/{ref.name} -n {ns}", [get_pod(kube, ns, ref.name)]
+    else:
+        what, selector, found = selected_pods(kube, ref, ns)
+        live = sorted((p for p in found if not p["metadata"].get("deletionTimestamp")),
+                      key=lambda p: p["metadata"]["name"])
+        if not live:
+            from .errors import TargetError
 
-        raise TargetError(f"{what} has no pods (selector {selector})",
-                          f"check `kubectl get pods -n {ns} -l {selector}`")
-    return f"{opts.target} -n {ns} ({len(live)} pod{'s' if len(live) > 1 else ''})", live
+            raise TargetError(f"{what} has no pods (selector {selector})",
+                              f"check `kubectl get pods -n {ns} -l {selector}`")
+        title = f"{opts.target} -n {ns} ({len(live)} pod{'s' if len(live) > 1 else ''})"
+    if opts.container is not None:
+        for p in live:
+            pick_container(p, opts.container)  # a -c the pods do not have: said before anything runs
+    return title, live
 
 
 def observe(runner: Runner, pod: dict, opts: TriageOptions, early: Any, remember: bool) -> Seen:

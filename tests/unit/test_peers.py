@@ -192,3 +192,34 @@ def test_connections_are_grouped_by_direction_peer_and_port():
     assert text.splitlines()[0].split() == ["Direction", "Peer", "Address", "Port", "Netid", "State", "Count",
                                             "Process", "Container"]
     assert connections_table([]) == "no connections"
+
+
+def test_a_warm_query_reads_the_lists_through_kubectl_get_raw(tmp_path):
+    """Three ``kubectl get --raw`` at once; a forbidden kind falls back to the namespace
+    (pods, Services) or is left out (nodes), with a note."""
+    import json
+    import stat
+    import sys
+
+    from sockdebug_plugin.peers import through_kubectl
+
+    answers = tmp_path / "answers.json"
+    answers.write_text(json.dumps({"/api/v1/namespaces/shop/pods": {"items": PODS},
+                                   "/api/v1/services": {"items": SERVICES}}))
+    kubectl = tmp_path / "kubectl"
+    kubectl.write_text(f"#!{sys.executable}\nimport json, sys\n"
+                       f"answers = json.load(open({str(answers)!r}))\n"
+                       "path = sys.argv[sys.argv.index('--raw') + 1].split('?')[0]\n"
+                       "with open(sys.argv[0] + '.log', 'a') as log:\n    log.write(path + '\\n')\n"
+                       "if path not in answers:\n"
+                       "    sys.stderr.write(f'Error from server (Forbidden): {path} is forbidden\\n'); sys.exit(1)\n"
+                       "print(json.dumps(answers[path]))\n")
+    kubectl.chmod(kubectl.stat().st_mode | stat.S_IEXEC)
+    lookup = through_kubectl(str(kubectl), None, None, "shop")
+    name = lookup.namer(CONNS)
+    assert str(name(CONNS[1])) == "pod/shop/web" and str(name(CONNS[2])) == "svc/shop/web"
+    assert sorted((tmp_path / "kubectl.log").read_text().split()) == [
+        "/api/v1/namespaces/shop/pods", "/api/v1/nodes", "/api/v1/pods", "/api/v1/services"]
+    assert lookup.notes == [
+        "pods: only namespace shop could be listed (no permission cluster-wide): other namespaces' pods are not named",
+        "nodes: not listed (no permission): node addresses are not named"]
