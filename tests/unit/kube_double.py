@@ -172,6 +172,10 @@ class ApiDouble:
             if method == "POST":
                 return self._create(m.group(1), body)
             return self._list("pods", m.group(1), q)
+        if m := re.fullmatch(r"/api/v1/namespaces/([^/]+)/services/([^/]+)", path):
+            found = [o for o in self.objects["services"] if (o["metadata"].get("namespace"), o["metadata"]["name"])
+                     == m.groups()]
+            return self._json(200, found[0]) if found else Response(*entry("pod_not_found"))
         for kind, pattern in LISTS.items():
             if m := re.fullmatch(pattern, path):
                 return self._list(kind, m.group(1) if m.groups() else None, q)

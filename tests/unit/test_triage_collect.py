@@ -193,3 +193,16 @@ def test_a_second_triage_of_a_pod_execs_warm_and_still_reads_the_api(api, capsys
     assert any(e.endswith("sockdebug-agent triage") for e in execs)  # started before the client was imported
     assert sum(1 for m, p in api.calls if m == "PATCH") == patches  # no new agent
     assert ("GET", "/api/v1/services") in api.calls and out.startswith("# pod/api -n shop: findings")
+
+
+def test_a_service_target_is_triaged_pod_by_pod(api, capsys, seen):
+    api.pods["shop", "liveness"]["metadata"]["labels"] = {"app": "redis"}  # a second pod behind the Service
+    code, out, err = run(capsys, "triage", "svc/redis", "-n", "shop", "-o", "json")
+    assert code == 0, err
+    (data,) = seen
+    assert sorted(p["metadata"]["name"] for p in data.pods) == ["liveness", "redis"]
+    assert {e["involvedObject"]["name"] for e in data.events} == {"redis", "liveness"}  # the namespace's, once
+    doc = json.loads(out)
+    assert doc["summary"]["pods"] == doc["summary"]["inspected"] == 2
+    assert {f["id"] for f in doc["findings"]} >= {"probe-loopback-only", "container-crash-looping"}
+    assert sorted(i["target"]["name"] for i in doc["items"]) == ["liveness", "redis"]
