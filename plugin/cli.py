@@ -7,7 +7,7 @@
     kubectl sockdebug stop TARGET | -l SEL | --all    (end them)
 
 argv -> ``flags.parse`` -> ``options.build`` (complete) -> ``.validate()`` -> the
-command (``commands``, ``sweep_run``) on the runner.  Nothing heavy is imported
+command (``commands``, ``triage``, ``sweep_run``) on the runner.  Nothing heavy is imported
 before validation passes, so ``--help``, completion and every usage error stay
 fast.  Every failure is one line of cause, one of fix, and an exit code
 (errors.py); never a traceback.
@@ -70,10 +70,12 @@ def run_command(opts: options.Options) -> int:
     from . import warm
 
     early = warm.prestart(opts)  # the execs of a warm query start before the rest is imported
+    if isinstance(opts, options.TriageOptions):
+        from . import triage
+
+        return triage.run(opts, early)
     from . import commands
 
-    if isinstance(opts, options.TriageOptions):
-        return commands.triage(opts, early)
     return commands.inspect(opts, early)
 
 

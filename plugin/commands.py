@@ -1,20 +1,22 @@
-"""``inspect`` and ``triage``: validated options -> targets -> the runner -> the renderers.
+"""``inspect``: validated options -> targets -> the runner -> the renderers (``triage``
+lives in ``triage.py``, ``sweep`` in ``sweep_run.py``).
 
 A pod target whose agents already run is first tried warm (``warm.py``: no API
 read, execs through kubectl); otherwise the client connects, the target is resolved,
-and the runner reuses or adds agents.
+and the runner reuses or adds agents.  Remote addresses are named (``peers.py``) from
+lists started next to the execs, waited for only when a socket has an address to name.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Optional
 
-from . import choices, output, render, warm
-from .errors import EXIT_OK, FindingsError, TargetError
-from .options import Conn, InspectOptions, Printing, TriageOptions
+from . import output, render, warm
+from .errors import EXIT_OK, TargetError
+from .options import Conn, InspectOptions, Printing
 from .runner import Runner
 from .targets import NodeTarget, Target, parse_target, pick_container, resolve, running_pods, target_info
 
@@ -61,16 +63,26 @@ def collect(runner: Runner, targets: list[Any], queries: list[Any]) -> list[rend
         return list(pool.map(one, targets))
 
 
-def run_full(opts: Any, queries: list[Any]) -> list[render.Result]:
-    """Connect, resolve, run (``opts``: inspect's or triage's); a single pod's agents are
-    remembered for the next, warm run."""
+def start_lookup(opts: InspectOptions, kube: Any) -> Any:
+    """The peer lists (``peers.Lookup``), started now when the query may show connections."""
+    if not opts.names_peers():
+        return None
+    from . import peers
+
+    return peers.through_client(kube, kube.namespace)
+
+
+def run_full(opts: InspectOptions, queries: list[Any]) -> tuple[list[render.Result], Any]:
+    """Connect, resolve, run; a single pod's agents are remembered for the next, warm run.
+    Returns the results and the peer lookup started next to the agents (None when the
+    query shows no connections)."""
     kube = connect(opts.conn)
-    targets = resolve_targets(kube, opts.target, opts.container, getattr(opts, "selector", None),
-                              getattr(opts, "all_namespaces", False), getattr(opts, "all_pods", False))
+    lookup = start_lookup(opts, kube)
+    targets = resolve_targets(kube, opts.target, opts.container, opts.selector, opts.all_namespaces, opts.all_pods)
     with Runner(kube, opts.agent) as runner:
         results = collect(runner, targets, queries)
         remember(opts, runner, targets)
-    return results
+    return results, lookup
 
 
 def stream_lines(opts: InspectOptions, queries: list[Any]) -> Iterator[str]:
@@ -99,21 +111,39 @@ def inspect(opts: InspectOptions, early: Optional[warm.Warm] = None) -> int:
     queries = opts.queries()
     if opts.watch is not None:
         kube = connect(opts.conn)
+        lookup = start_lookup(opts, kube)
         targets = resolve_targets(kube, opts.target, opts.container, opts.selector, opts.all_namespaces,
                                   opts.all_pods)
         with Runner(kube, opts.agent) as runner:
             return watch_loop(runner, targets, [q for q in queries if q.command == "sockets"] or queries[:1],
-                              opts.watch, opts.printing)
+                              opts.watch, opts.printing, lookup)
     results = early.results(opts.agent, queries) if early else None
+    lookup = early.lookup if early else None
     if results is None and opts.printing.kind == "jsonl":
         output.emit(opts.printing, output.View(lines=lambda: stream_lines(opts, queries)))  # as records arrive
         return EXIT_OK
     if results is None:
-        results = run_full(opts, queries)
-    if opts.printing.kind != "jsonl":  # a stream carries its warnings as records
-        warn(results)
-    output.emit(opts.printing, output.report_view(results))
+        results, started = run_full(opts, queries)
+        lookup = lookup or started
+    if opts.printing.kind == "jsonl":  # a stream carries its warnings as records, and names no peers
+        output.emit(opts.printing, output.report_view(results))
+        return EXIT_OK
+    warn(results)
+    output.emit(opts.printing, output.report_view(results, peer=namer(lookup, results)))
     return EXIT_OK
+
+
+def namer(lookup: Any, results: list[render.Result], keep: bool = False) -> Optional[Callable[[Any], Any]]:
+    """socket -> ``peers.Peer`` (or None), from the run's lookup: None when nothing is to be
+    named.  What could not be listed is said once, on stderr."""
+    if lookup is None:
+        return None
+    said = list(lookup.notes)
+    name = lookup.namer((s for r in results for s in r.of("socket")), keep)
+    for note in lookup.notes:
+        if note not in said:
+            print(f"note: {render.escape(note)}", file=sys.stderr)
+    return name
 
 
 def socket_key(target: dict, s: Any) -> tuple:
@@ -121,9 +151,11 @@ def socket_key(target: dict, s: Any) -> tuple:
             s.peer_address, s.peer_port, s.inode)
 
 
-def watch_loop(runner: Runner, targets: list[Any], queries: list[Any], interval: float, printing: Printing) -> int:
+def watch_loop(runner: Runner, targets: list[Any], queries: list[Any], interval: float, printing: Printing,
+               lookup: Any = None) -> int:
     """Refresh until Ctrl-C; sockets new since the last refresh are marked +, and the
-    ones that went away are shown once more, marked -."""
+    ones that went away are shown once more, marked -.  Peers are named from lists read
+    once, when a round first has an address to name."""
     previous: Optional[set[tuple]] = None
     gone_last: dict[tuple, Any] = {}
     try:
@@ -146,25 +178,12 @@ def watch_loop(runner: Runner, targets: list[Any], queries: list[Any], interval:
                 print(f"# {time.strftime('%H:%M:%S')}  every {interval:g}s  (+ new, - closed; Ctrl-C to stop)")
             style = output.Style(printing.kind == "wide", render.use_color(sys.stdout), printing.show_headers,
                                  printing.sort)
+            _, peer_name = output.peer_forms(namer(lookup, shown, keep=True))
             print(render.sockets_table(shown, wide=style.wide, color=style.color, marker=mark,
-                                       show_headers=style.show_headers, sort=output.sorter(style)), flush=True)
+                                       show_headers=style.show_headers, sort=output.sorter(style), peer=peer_name),
+                  flush=True)
             gone_last = {socket_key(r.target, s): s for r in results for s in r.of("socket")}
             previous = current
             time.sleep(interval)
     except KeyboardInterrupt:
         return EXIT_OK
-
-
-def triage(opts: TriageOptions, early: Optional[warm.Warm] = None) -> int:
-    queries = opts.queries()
-    results = early.results(opts.agent, queries) if early else None
-    if results is None:
-        results = run_full(opts, queries)
-    warn(results)
-    output.emit(opts.printing, output.report_view(results, "finding", findings=True))
-    if opts.fail_on:
-        floor = choices.SEVERITIES.index(opts.fail_on)
-        worst = [f for r in results for f in r.of("finding") if choices.SEVERITIES.index(f.severity) >= floor]
-        if worst:
-            raise FindingsError(f"{len(worst)} finding(s) at or above {opts.fail_on}", "see the findings above")
-    return EXIT_OK

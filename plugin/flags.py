@@ -159,6 +159,8 @@ INSPECT = Command(
      *SOCKET_SWITCHES, *VIEW_SWITCHES,
      Flag("watch", ("--watch",), float, None, "refresh every SECONDS (default 2), marking new (+) and closed (-) "
           "sockets", metavar="[=SECONDS]"),
+     Flag("peers", ("--peers",), bool, True, "name remote addresses that are pods, Services or nodes (one list "
+          "of each per run); on by default", off=("--no-peers",), show_default=False),
      PROFILE, IMAGE, PULL, TIMEOUT, IDLE_TIMEOUT),
     EPILOG)
 

@@ -21,15 +21,16 @@ IDS_ENV = "SOCKDEBUG_TARGET_IDS"  #: "uid:gid" the runner learned from the targe
 IDLE_TIMEOUT_S = 900
 
 
-def container_spec(image: str, pull_policy: str, target: str, profile: Profile, command: list[str],
+def container_spec(image: str, pull_policy: str, target: Optional[str], profile: Profile, command: list[str],
                    serve: bool, target_ids: Optional[str] = None) -> dict:
-    """``target_ids``: "uid:gid" learned from the target (or "unknown" when that failed)."""
+    """``target_ids``: "uid:gid" learned from the target (or "unknown" when that failed);
+    ``target`` None: no targetContainerName (the pod's network namespace, its own PID one)."""
     env = [{"name": PROFILE_ENV, "value": profile.name}]
     if serve:
         env.append({"name": SERVE_ENV, "value": "1"})
     if target_ids is not None:
         env.append({"name": IDS_ENV, "value": target_ids})
-    return {
+    spec = {
         "name": NAME_PREFIX + random_suffix(),
         "image": image,
         "imagePullPolicy": pull_policy,
@@ -41,6 +42,9 @@ def container_spec(image: str, pull_policy: str, target: str, profile: Profile, 
         "tty": False,
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
+    if target is None:
+        del spec["targetContainerName"]
+    return spec
 
 
 def random_suffix() -> str:
@@ -76,7 +80,7 @@ def learned_ids(container: dict) -> Optional[Ids]:
     return int(uid), int(gid)
 
 
-def find_running_agent(pod: dict, target: str, image: str, profile: Optional[str], *,
+def find_running_agent(pod: dict, target: Optional[str], image: str, profile: Optional[str], *,
                        learned: bool = False) -> Optional[str]:
     """A running ``serve`` agent container for this target container (and profile, unless
     auto; with ``learned``, only one started after learning the target's ids, even if they
@@ -95,7 +99,7 @@ def find_running_agent(pod: dict, target: str, image: str, profile: Optional[str
     return max(candidates, key=lambda name: started[name], default=None)
 
 
-def reusable_agent(pod: dict, target: str, image: str, profile: str) -> Optional[str]:
+def reusable_agent(pod: dict, target: Optional[str], image: str, profile: str) -> Optional[str]:
     """The running agent a query with ``--image``/``--profile`` would reuse (None: one
     would be added).  ``auto`` takes any profile; baseline/restricted on a target whose
     ids the spec does not give only take an agent started with the learned ids."""

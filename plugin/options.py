@@ -139,6 +139,7 @@ class InspectOptions(NamedTuple):
     views: Views = Views()
     watch: Optional[float] = None
     printing: Printing = Printing()
+    peers: bool = True  #: name remote addresses (peers.py)
 
     def validate(self) -> None:
         check_printing(flags.INSPECT_OUTPUT, self.output, self.printing)
@@ -153,6 +154,16 @@ class InspectOptions(NamedTuple):
         for query in self.queries():
             query.check()  # flags and the filter's syntax: names mean something only inside the pod
         self.agent.validate()
+
+    def names_peers(self) -> bool:
+        """Whether remote addresses are to be named (``peers.py``): on, and a socket list
+        that may hold connections (not ``--listening`` only, not unix only) in an output
+        that shows them (``jsonl`` streams the agent's records as they are).  Decided
+        from the switches alone: a warm query asks before anything else is imported."""
+        s = self.sockets
+        socket_list = not any(self.views) or s.selects() or bool(self.words)  # as queries() decides
+        return (self.peers and self.output != "jsonl" and socket_list and not (s.listening and not s.all_states)
+                and not (s.unix and not (s.tcp or s.udp or s.raw)))
 
     def queries(self) -> list[Any]:
         """The agent queries (``sockdebug_agent.query.Query``) for the requested views.  Like
@@ -181,12 +192,20 @@ class TriageOptions(NamedTuple):
         self.agent.validate()
 
     def queries(self) -> list[Any]:
-        """A node's own namespace is triaged as a host (its daemons bind loopback)."""
-        from sockdebug_agent.query import Query
-
         from .targets import parse_target
 
-        return [Query("triage", host=parse_target(self.target).kind == "node")]
+        return triage_queries(parse_target(self.target).kind == "node")
+
+
+def triage_queries(node: bool) -> list[Any]:
+    """A pod's: the agent's ``triage`` (netns findings and figures) and every TCP/UDP
+    socket, listening or not, with owners; a node's: ``triage --host --sockets`` (its
+    daemons bind loopback; one query, so one node pod)."""
+    from sockdebug_agent.query import Query, SocketFlags
+
+    if node:
+        return [Query("triage", host=True, sockets=True)]
+    return [Query("triage"), Query("sockets", SocketFlags(all=True, tcp=True, udp=True, processes=True))]
 
 
 class SweepOptions(NamedTuple):
@@ -284,7 +303,8 @@ def build(parsed: flags.Parsed) -> Options:
         sockets = SocketFlags(*(v[f] for f in SocketFlags._fields[:-1]), families[-1] if families else None)
         return InspectOptions(
             v["target"], tuple(v["words"]), conn, agent, v["container"], v["selector"], v["all_namespaces"],
-            v["all_pods"], v["output"], sockets, Views(*(v[f] for f in Views._fields)), v["watch"], out)
+            v["all_pods"], v["output"], sockets, Views(*(v[f] for f in Views._fields)), v["watch"], out,
+            v["peers"])
     if parsed.command == "triage":
         return TriageOptions(v["target"], conn, agent, v["container"], v["output"], v["fail_on"], out)
     return SweepOptions(conn, agent, v["all_namespaces"], v["selector"], v["via"], v["output"], v["fail_on"],

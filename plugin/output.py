@@ -150,19 +150,41 @@ def sorter(style: Style) -> Optional[Sorter]:
     return printers.row_sorter(style.sort)
 
 
-def report_view(results: list[render.Result], kind: str = "socket", findings: bool = False) -> View:
-    """``inspect`` and ``triage``: the SocketReport document, rows of one record ``kind``
-    (``socket`` or ``finding``), the report text (with the findings first for triage)."""
+def peer_forms(peer: Optional[Callable[[Any], Any]]) -> tuple[Optional[Callable[[Any], Optional[dict]]],
+                                                              Optional[Callable[[Any], Optional[str]]]]:
+    """From ``peer`` (socket -> ``peers.Peer`` or None): the socket's ``peer`` object for
+    documents and its name for tables (both None when nothing is named)."""
+    if peer is None:
+        return None, None
+
+    def as_dict(s: Any) -> Optional[dict]:
+        p = peer(s)
+        return None if p is None else p.as_dict()
+
+    def as_name(s: Any) -> Optional[str]:
+        p = peer(s)
+        return None if p is None else str(p)
+
+    return as_dict, as_name
+
+
+def report_view(results: list[render.Result], kind: str = "socket", findings: bool = False,
+                peer: Optional[Callable[[Any], Any]] = None) -> View:
+    """``inspect``: the SocketReport document, rows of one record ``kind`` (``socket`` or
+    ``finding``), the report text; ``peer`` (socket -> ``peers.Peer`` or None) names
+    remote addresses in the document (``peer`` objects) and the tables."""
+    peer_dict, peer_name = peer_forms(peer)
+
     def table(style: Style) -> str:
         return render.report_text(results, wide=style.wide, color=style.color, show_headers=style.show_headers,
-                                  findings=findings, sort=sorter(style))
+                                  findings=findings, sort=sorter(style), peer=peer_name)
 
     def lines() -> Iterator[str]:
         for res in results:
             for rec in res.records:
                 yield render.jsonl_line(rec, res.target, len(results) > 1)
 
-    return View(lambda: render.document(results), item_rows(kind + "s"), table, lines)
+    return View(lambda: render.document(results, peer=peer_dict), item_rows(kind + "s"), table, lines)
 
 
 def findings_view(report: Any, scope: dict[str, Any], document: Callable[[Any, dict], dict],
@@ -185,7 +207,7 @@ def findings_view(report: Any, scope: dict[str, Any], document: Callable[[Any, d
 # --- what completion offers for custom-columns, --sort-by and jsonpath ------------------------
 
 #: command -> (the kind of its table rows, where those rows are in its -o json document)
-ROWS = {"inspect": ("socket", ".items[*].sockets[*]"), "triage": ("finding", ".items[*].findings[*]"),
+ROWS = {"inspect": ("socket", ".items[*].sockets[*]"), "triage": ("report-finding", ".findings[*]"),
         "sweep": ("report-finding", ".findings[*]"), "agents": ("agent", ".items[*]")}
 
 

@@ -26,7 +26,7 @@ from . import cache
 from .errors import SockdebugError
 from .inject import NAME_PREFIX, reusable_agent
 from .kube import ClientExec, KubectlExec, find_kubectl
-from .options import AgentOptions, Conn
+from .options import AgentOptions, Conn, InspectOptions
 from .targets import DEFAULT_CONTAINER_ANNOTATION, Target, check_running, parse_target, pick_container, target_info
 
 CACHE_NAME = "agents.json"
@@ -116,10 +116,11 @@ def forget_pod(namespace: str, pod: str) -> None:
 
 
 class Warm:
-    """A warm query in flight: its kubectl execs were started by ``prestart``."""
+    """A warm query in flight: its kubectl execs were started by ``prestart`` (and the
+    lists that name peers, ``lookup``, when the query may show connections)."""
 
-    def __init__(self, conn: Conn, target: Target, execer: Any):
-        self.conn, self.target, self.execer = conn, target, execer
+    def __init__(self, conn: Conn, target: Target, execer: Any, lookup: Any = None):
+        self.conn, self.target, self.execer, self.lookup = conn, target, execer, lookup
 
     def results(self, agent: AgentOptions, queries: list[Any]) -> Optional[list[Any]]:
         """The records of ``queries`` (``render.Result`` s), or None when the ordinary path
@@ -165,8 +166,20 @@ def prestart(opts: Any) -> Optional[Warm]:
     kubectl = find_kubectl()
     execer: Any = (KubectlExec(kubectl, conn.kubeconfig, conn.context) if kubectl
                    else ClientExec(conn.kubeconfig, conn.context, conn.namespace))
-    for query in opts.queries():
+    queries = opts.queries()
+    for query in queries:
         argv = query.to_argv()
         for container in target.asked_together(argv, lambda c: agent_of(c) is not None):
             execer.prestart(target.namespace, target.pod_name, agent_of(container), ["sockdebug-agent", *argv])
-    return Warm(opts.conn, target, execer)
+    return Warm(opts.conn, target, execer, lookup(opts, kubectl, execer, target.namespace))
+
+
+def lookup(opts: Any, kubectl: Optional[str], execer: Any, namespace: str) -> Any:
+    """The peer lists, started next to the execs when the query may show connections."""
+    if not isinstance(opts, InspectOptions) or not opts.names_peers():
+        return None
+    from . import peers  # after the execs have started: its imports overlap with them
+
+    if kubectl:
+        return peers.through_kubectl(kubectl, opts.conn.kubeconfig, opts.conn.context, namespace)
+    return peers.Lookup(lambda: peers.read_lists(execer.kube(), namespace))

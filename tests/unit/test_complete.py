@@ -62,7 +62,7 @@ def fake_kubectl(tmp_path, answers: dict[str, str]) -> None:
 
 @pytest.mark.parametrize(("words", "expected"), [
     (["--li"], ["--listening", "--limits"]),
-    (["pod/x", "--no"], ["--no-processes", "--no-headers"]),
+    (["pod/x", "--no"], ["--no-peers", "--no-processes", "--no-headers"]),
     (["agents", "--no"], ["--no-headers"]),
     (["stop", "--a"], ["--all-namespaces", "--all"]),
     (["pod/x", "--image"], ["--image", "--image-pull-policy"]),

@@ -13,13 +13,11 @@ import sys
 
 import pytest
 import yaml
-from sockdebug_plugin import agents, cli, complete, flags, kube, options, output
+from sockdebug_plugin import agents, cli, complete, findings, flags, kube, options, output, triage
 from sockdebug_plugin.errors import EXIT_USAGE, UsageError
 from sockdebug_plugin.findings import Finding, Report, finding_dict
 from sockdebug_plugin.options import Printing
-from sockdebug_plugin.sweep import document as sweep_document
-from sockdebug_plugin.sweep import text as sweep_text
-from test_render import API, API2, FINDINGS, SOCKETS, SUMMARY, result
+from test_render import API, API2, SOCKETS, result
 
 FORMATS = ("table", "wide", "json", "yaml", "jsonl", "jsonpath", "custom-columns")
 
@@ -40,10 +38,6 @@ def inspect_view() -> output.View:
     return output.report_view([result(SOCKETS[:6]), result(SOCKETS[6:], API2)])
 
 
-def triage_view() -> output.View:
-    return output.report_view([result([*FINDINGS, SUMMARY])], "finding", findings=True)
-
-
 REPORT = Report(
     [Finding("service-port-not-listening", "critical", "Service api port 80 reaches nothing",
              [{"kind": "Service", "namespace": "shop", "name": "api", "role": "service"},
@@ -56,7 +50,11 @@ SCOPE = {"namespaces": ["shop"], "selector": None, "via": "ephemeral", "services
 
 
 def sweep_view() -> output.View:
-    return output.findings_view(REPORT, SCOPE, sweep_document, sweep_text)
+    return output.findings_view(REPORT, SCOPE, lambda r, s: findings.document(r, s, "SweepReport"), findings.text)
+
+
+def triage_view() -> output.View:
+    return triage.view(triage.Outcome("pod/api -n shop", REPORT, SCOPE, [], None, None))
 
 
 def agents_view() -> output.View:
@@ -319,22 +317,14 @@ def test_new_commands_are_completed():
     assert complete.candidates(["stop", "--al"]) == ["--all-namespaces", "--all"]
 
 
-def test_whatever_the_document_adds_is_a_column_and_a_sort_key(monkeypatch):
-    """Rows are found in the document: a field a command adds to its -o json (triage's
+def test_whatever_the_document_adds_is_a_column_and_a_sort_key():
+    """Rows are found in the document: a field a command adds to its -o json (inspect's
     `peer`, say) is at once a custom-columns path and a --sort-by key."""
-    from sockdebug_plugin import render
+    from sockdebug_plugin.peers import Peer
 
-    plain = render.document
-
-    def with_peers(results):
-        doc = plain(results)
-        for item in doc["items"]:
-            for s in item.get("sockets", []):
-                s["peer"] = {"kind": "pod", "name": f"peer-{s['peer_port']}"}
-        return doc
-
-    monkeypatch.setattr(render, "document", with_peers)
+    view = output.report_view([result(SOCKETS[:6]), result(SOCKETS[6:], API2)],
+                              peer=lambda s: Peer("pod", "shop", f"peer-{s.peer_port}"))
     text = emit(printing("inspect", "-o", "custom-columns=PORT:.local_port,PEER:.peer.name", "--sort-by",
-                         ".peer.name", "--no-headers"), inspect_view())
+                         ".peer.name", "--no-headers"), view)
     peers = [line.split()[1] for line in text.splitlines()]
     assert peers == sorted(peers, key=natural) and "peer-51234" in peers and "peer-40000" in peers

@@ -213,7 +213,12 @@ def seen_options(monkeypatch, command: str = "inspect") -> dict:
         seen["opts"] = o
         return 0
 
-    monkeypatch.setattr(commands, command, run)
+    if command == "triage":
+        from sockdebug_plugin import triage
+
+        monkeypatch.setattr(triage, "run", run)
+    else:
+        monkeypatch.setattr(commands, command, run)
     return seen
 
 
