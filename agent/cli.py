@@ -212,7 +212,62 @@ class _UsageExit(UsageError):
     reported = True
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's own, with the width shutil.get_terminal_size would give (COLUMNS, else the
+    terminal of stdout, else 80) found without importing shutil, which with its
+    compression modules costs about 3 ms of every run: argparse makes a formatter for each
+    argument it adds, to check its metavar, though only --help and usage errors print."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: Optional[int] = None) -> None:
+        if width is None:
+            width = _columns() - 2
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+
+def _columns() -> int:
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns > 0:
+        return columns
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80
+    except (AttributeError, ValueError, OSError):
+        return 80
+
+
 class _ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser with the agent's output rules, whose arguments may be added on
+    first use (``later``): a run needs those of one command, and adding every command's
+    cost about 5 ms of each run's start-up."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+        self._later: list[Callable[[argparse.ArgumentParser], None]] = []
+
+    def later(self, fill: Callable[[argparse.ArgumentParser], None]) -> None:
+        """Run ``fill(self)`` (add arguments) before this parser first parses or prints."""
+        self._later.append(fill)
+
+    def _filled(self) -> None:
+        while self._later:
+            self._later.pop(0)(self)
+
+    def parse_known_args(self, args=None, namespace=None):  # the subparsers action calls this
+        self._filled()
+        return super().parse_known_args(args, namespace)
+
+    def format_usage(self) -> str:
+        self._filled()
+        return super().format_usage()
+
+    def format_help(self) -> str:
+        self._filled()
+        return super().format_help()
+
     def _print_message(self, message: str, file=None) -> None:  # --help, --version: argparse swallows failures
         if not message:
             return
@@ -277,17 +332,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--psutil", action="store_true",
                         help="read sockets and limits through psutil, as off Linux (for testing that path)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    add_commands(sub)  # sockets, summary, routes, ...: declared once, with the plugin's Query
+    # Each command's arguments are added when its parser is first used (_ArgumentParser.later).
+    add_commands(sub, defer=_ArgumentParser.later)  # sockets, summary, ...: declared once, with the plugin's Query
     serve = sub.add_parser("serve", help="stay alive for queries exec'd next to it (the plugin's ephemeral "
                            "container); exit after --idle-timeout seconds without one")
-    serve.add_argument("--idle-timeout", type=_seconds, default=900, metavar="SECONDS")
+    serve.later(lambda p: p.add_argument("--idle-timeout", type=_seconds, default=900, metavar="SECONDS"))
     sub.add_parser("stop", help="end the serve process of this container (exec'd next to it, as the plugin's "
                    "`stop` does); the container then ends")
     parser.add_argument("-o", "--output", choices=OUTPUTS, help="table (the default on a terminal: the plugin's "
                         "tables) or jsonl (the default otherwise: one JSON record a line); after COMMAND, --output")
     for p in sub.choices.values():  # after `sockets`, -o is ss's timers flag
-        p.add_argument("--output", choices=OUTPUTS, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        p.later(_add_output_after_command)
     return parser
+
+
+def _add_output_after_command(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--output", choices=OUTPUTS, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
 
 OUTPUTS = ("table", "jsonl")

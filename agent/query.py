@@ -15,7 +15,7 @@ argparse imported only when a parser is built.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Optional
 
 from .errors import UsageError
@@ -293,10 +293,14 @@ def _short(word: str, limit: int = 80) -> str:
 
 # --- the agent's command line ------------------------------------------------------------
 
-def add_commands(sub: Any, help: bool = True) -> None:
+def add_commands(sub: Any, help: bool = True, defer: Optional[Callable[[Any, Callable[[Any], None]], None]] = None
+                 ) -> None:
     """Add every query command, its flags and options, to an argparse subparsers object
-    (the agent's parser, and ``from_argv``'s)."""
+    (the agent's parser, and ``from_argv``'s).  With ``defer``, each command's arguments
+    are added by ``defer(parser, fill)``: the agent's parser calls ``fill(parser)`` only
+    when that command's parser is used."""
     import argparse
+    from functools import partial
 
     class Flag(argparse.Action):
         """store_true that also sets other attributes: -x/-4/-6 record themselves as the
@@ -315,26 +319,35 @@ def add_commands(sub: Any, help: bool = True) -> None:
             **{field: {"preferred_family": family} for field, family in FAMILY_FLAGS}}
     for command in COMMANDS:
         p = sub.add_parser(command, help=COMMAND_HELP[command], add_help=help)
-        if command in SOCKET_COMMANDS:
-            _add_flags(p, [field for field, *_ in SOCKET_FLAGS], Flag, also)
-            p.add_argument("-n", "--numeric", action="store_true",
-                           help="accepted for ss habits; output is always numeric")
-            p.add_argument("-H", "--no-header", action="store_true",
-                           help="no column headers (tables; JSON Lines have none)")
-            p.add_argument("filter", nargs="*", metavar="[state S | exclude S] ... FILTER",
-                           help="ss state words and filter expression, e.g. state established '( dport = :443 )'")
-        elif command == "limits":
-            p.add_argument("--all-processes", action="store_true",
-                           help="every visible process, not only those in the inspected network namespace")
-        elif command == "events":
-            _add_events_arguments(p, Flag, also)
-        elif command == "triage":
-            p.add_argument("--fail-on", choices=FAIL_ON, default="never",
-                           help="exit 1 when a finding is at least this severe (default: never)")
-            p.add_argument("--sockets", action="store_true", help="also emit every socket record")
-            p.add_argument("--host", action="store_true",
-                           help="this is a node's own network namespace: loopback-only listeners are its "
-                                "daemons' normal choice (kubelet, etcd), not a finding")
+        fill = partial(_add_arguments, command, Flag, also)
+        if defer is None:
+            fill(p)
+        else:
+            defer(p, fill)
+
+
+def _add_arguments(command: str, flag_action: Any, also: dict, p: Any) -> None:
+    """The flags, options and positional arguments of one command."""
+    if command in SOCKET_COMMANDS:
+        _add_flags(p, [field for field, *_ in SOCKET_FLAGS], flag_action, also)
+        p.add_argument("-n", "--numeric", action="store_true",
+                       help="accepted for ss habits; output is always numeric")
+        p.add_argument("-H", "--no-header", action="store_true",
+                       help="no column headers (tables; JSON Lines have none)")
+        p.add_argument("filter", nargs="*", metavar="[state S | exclude S] ... FILTER",
+                       help="ss state words and filter expression, e.g. state established '( dport = :443 )'")
+    elif command == "limits":
+        p.add_argument("--all-processes", action="store_true",
+                       help="every visible process, not only those in the inspected network namespace")
+    elif command == "events":
+        _add_events_arguments(p, flag_action, also)
+    elif command == "triage":
+        p.add_argument("--fail-on", choices=FAIL_ON, default="never",
+                       help="exit 1 when a finding is at least this severe (default: never)")
+        p.add_argument("--sockets", action="store_true", help="also emit every socket record")
+        p.add_argument("--host", action="store_true",
+                       help="this is a node's own network namespace: loopback-only listeners are its "
+                            "daemons' normal choice (kubelet, etcd), not a finding")
 
 
 def _add_flags(p: Any, fields: Sequence[str], flag_action: Any, also: dict) -> None:
