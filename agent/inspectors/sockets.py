@@ -11,7 +11,6 @@ from typing import NamedTuple, Optional
 from ..filter import CLOSE, NEW_SYN_RECV, SYN_RECV, Selection, Unlocked
 from ..netlink import NETLINK_SOCK_DIAG, DumpInterrupted, Netlink, NetlinkError
 from ..schema import Socket, Warning, text
-from . import procnet
 from .processes import CAP_SYS_PTRACE, Owners, has_capability, scan_owners
 from .sockdiag import (
     AUTOBOUND_BYTECODE,
@@ -84,6 +83,8 @@ def _kernel_states(states: int, table: str) -> int:
 def _proc_fallback(table: str, families: list[tuple[str, int, str]], details: Details, owners: MaybeOwners,
                    why: str,
                    warn: Warn) -> list[Socket]:
+    from . import procnet  # only without a diag module: compiling its row patterns costs every run 1-2 ms
+
     if table == "unix":
         warn(Warning("proc-fallback", f"{why or 'the kernel has no unix_diag'}: unix sockets are read from "
                      "/proc/net/unix (no peers, queues or uids), as ss does"))
