@@ -270,8 +270,6 @@ class _Helper:
         self.sock, self.slots = sock, slots
         self.free: SimpleQueue = SimpleQueue()
         self.full: SimpleQueue = SimpleQueue()
-        for index in range(1, len(slots)):
-            self.free.put(index)
         self.failure: Optional[BaseException] = None
         self.held = 0  # the slot the caller is parsing, handed back when it asks for the next
         self.thread: Any = None
@@ -282,8 +280,12 @@ class _Helper:
         self.thread = threading.Thread(target=self._receive, name="netlink-prefetch", daemon=True)
         try:
             self.thread.start()
-        except RuntimeError:
+        except RuntimeError:  # no thread, or (out of memory) one whose start could not be awaited
             return False
+        # Slots only now: a thread started by a start() that then failed waits for one
+        # forever, and never takes a datagram from the reader, who receives the rest itself.
+        for index in range(1, len(self.slots)):
+            self.free.put(index)
         return True
 
     def _receive(self) -> None:

@@ -105,6 +105,33 @@ def test_what_stops_the_helper_is_raised_in_the_reader(monkeypatch, many_sockets
     assert not _prefetch_threads() and not hooked
 
 
+def test_a_thread_started_by_a_failing_start_never_reads(monkeypatch, many_sockets):
+    """Under RLIMIT_AS, Thread.start can raise RuntimeError ("can't allocate lock", from the
+    wait for the new thread) after the thread was started.  The reader then receives the rest
+    itself; the helper must not read too, or it takes datagrams (the reply's end among them)
+    and the reader waits for them forever."""
+    real = threading.Thread.start
+    started = []
+
+    def start_then_fail(self):
+        real(self)
+        if self.name != "netlink-prefetch":
+            return
+        started.append(self)
+        raise RuntimeError("can't allocate lock")
+
+    monkeypatch.setattr(threading.Thread, "start", start_then_fail)
+    done = []
+    reader = threading.Thread(target=lambda: done.append(_dump(prefetch=True)), daemon=True)
+    reader.start()
+    reader.join(timeout=20)
+    assert done, "the reader hangs: the helper took part of the reply"
+    monkeypatch.undo()
+    fetched, _ = done[0]
+    assert len([s for s in fetched if many_sockets in (s.local_port, s.peer_port)]) == 601
+    assert started and all(t.daemon for t in started)  # left waiting for a slot; the process may exit
+
+
 def test_a_datagram_larger_than_the_buffer_is_an_error():
     sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, netlink.NETLINK_SOCK_DIAG)
     with sock:
