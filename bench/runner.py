@@ -103,9 +103,16 @@ def load() -> str:
 def agent_venv(venv: Path, reinstall: bool) -> Path:
     """A plain (non-editable) install of this checkout in ``venv``, as users run it."""
     if reinstall or not (venv / "bin" / "sockdebug-agent").exists():
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+        _new_venv(venv)
         subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(HERE.parent), "psutil"], check=True)
     return venv / "bin" / "sockdebug-agent"
+
+
+def _new_venv(venv: Path) -> None:
+    """An empty venv whose pip writes console scripts as the image's does: pip before 25
+    wrote one that imports ``re`` (a few ms of every run the image does not pay)."""
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--upgrade", "pip"], check=True)
 
 
 def baseline_venv(rev: str, reinstall: bool = False) -> Path:
@@ -117,7 +124,7 @@ def baseline_venv(rev: str, reinstall: bool = False) -> Path:
             archive = subprocess.run(["git", "-C", str(HERE.parent), "archive", rev], check=True,
                                      capture_output=True).stdout
             subprocess.run(["tar", "-x", "-C", src], input=archive, check=True)
-            subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+            _new_venv(venv)
             subprocess.run([str(venv / "bin" / "pip"), "install", "-q", src, "psutil"], check=True)
     return venv / "bin" / "sockdebug-agent"
 
