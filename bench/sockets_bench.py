@@ -93,7 +93,39 @@ def report(args: argparse.Namespace, results: dict[int, tuple[dict[str, Runs], s
         per = (plain.median_ms - base) * 1000 / (size - sizes[0]) if size != sizes[0] else float("nan")
         out.append(f"| {size:,} | {plain.median_ms:.1f} | {per:.2f} | {plain.median_rss_mib:.1f} | "
                    f"{owners.median_ms:.1f} | {owners.median_rss_mib:.1f} |")
+    if len(sizes) > 1:
+        out += fixed_and_per_socket(results, sizes)
     return "\n".join(out) + "\n"
+
+
+def line(points: list[tuple[int, float]]) -> tuple[float, float]:
+    """(intercept ms, slope ms per socket) of the least-squares line through ``points``."""
+    n = len(points)
+    mx, my = sum(x for x, _ in points) / n, sum(y for _, y in points) / n
+    slope = sum((x - mx) * (y - my) for x, y in points) / sum((x - mx) ** 2 for x, _ in points)
+    return my - slope * mx, slope
+
+
+def fixed_and_per_socket(results: dict[int, tuple[dict[str, Runs], str]], sizes: list[int]) -> list[str]:
+    """Each command's median times as a fixed cost plus a cost per socket, and what that
+    means for the ratio to ss -tan."""
+    out = ["", "## Fixed cost and cost per socket (least-squares line through the medians above)", "",
+           "| command | fixed ms (at 0 sockets) | µs per socket |", "|---|---|---|"]
+    fits = {}
+    for name in results[sizes[0]][0]:
+        if all(name in results[size][0] for size in sizes):
+            fits[name] = line([(size, results[size][0][name].median_ms) for size in sizes])
+            out.append(f"| `{name}` | {fits[name][0]:.1f} | {fits[name][1] * 1000:.2f} |")
+    (agent_fixed, agent_per), (ss_fixed, ss_per) = fits["agent -t -a"], fits["ss -tan"]
+    out += ["", f"By these lines `agent -t -a` / `ss -tan` tends to {agent_per / ss_per:.2f} as sockets grow. "
+            "The fixed cost that would make it 1.2 at each size, with the per-socket cost as it is:", "",
+            "| sockets | ss -tan ms (line) | agent per-socket part ms | agent fixed cost allowed for 1.2 ms | "
+            "agent fixed cost now ms |", "|---|---|---|---|---|"]
+    for size in sizes:
+        ss = ss_fixed + ss_per * size
+        out.append(f"| {size:,} | {ss:.1f} | {agent_per * size:.1f} | {1.2 * ss - agent_per * size:.1f} | "
+                   f"{agent_fixed:.1f} |")
+    return out
 
 
 def main() -> None:
