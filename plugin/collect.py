@@ -31,12 +31,14 @@ from sockdebug_agent.query import Query, SocketFlags
 
 from . import podspec, profiles
 from .errors import SockdebugError
+from .lifecycle import SharedWatch
 from .options import SweepOptions
 from .podspec import is_running
 from .runner import Runner
 from .targets import AgentPod, NodeTarget, Target, container_ids, pick_container
 
 PARALLEL = 8
+MAX_THREADS = 256  #: pods handled at once by --via ephemeral (most of them only wait)
 # what sweep reads: listening TCP and UDP sockets with owners, per pod / per node
 AGENT_QUERY = Query("sockets", SocketFlags(listening=True, tcp=True, udp=True, processes=True))
 NODE_QUERY = Query("pods", SocketFlags(listening=True, tcp=True, udp=True, processes=True))
@@ -155,6 +157,12 @@ def agent_targets(pod: dict, runner: Optional[Runner] = None) -> list[str]:
 
 
 def collect_ephemeral(runner: Runner, pods: list[dict], progress: Progress, parallel: int = PARALLEL) -> Collected:
+    """Every pod at once, each in three steps: add its agent (``Runner.prepare``: the
+    PATCH, ``parallel`` at a time), wait until it runs (``Runner.ready``: the runner's
+    watch, which a sweep shares between all pods of a namespace, so waiting costs no
+    request and holds no slot), then query it (``parallel`` execs at a time).  So all
+    patches go out first, the kubelet starts the agents together, and each pod's exec
+    starts as soon as its agent runs."""
     got = Collected()
     jobs: list[tuple[dict, list[str]]] = []
     for pod in pods:
@@ -167,6 +175,7 @@ def collect_ephemeral(runner: Runner, pods: list[dict], progress: Progress, para
         jobs.append((pod, names))
     progress.total = len(jobs)
     lock = threading.Lock()
+    writes, execs = threading.BoundedSemaphore(parallel), threading.BoundedSemaphore(parallel)
 
     def one(job: tuple[dict, list[str]]) -> None:
         pod, names = job
@@ -174,18 +183,25 @@ def collect_ephemeral(runner: Runner, pods: list[dict], progress: Progress, para
         ids = container_ids(pod)
         node = pod.get("spec", {}).get("nodeName") or ""
         host_network = bool(pod.get("spec", {}).get("hostNetwork"))
+        targets = [Target(k[0], pod, name) for name in names]
         try:
+            with writes:
+                for t in targets:
+                    runner.prepare(t)
+            for t in targets:
+                runner.ready(t)
             seen: dict[int, Any] = {}
-            for name in names:
-                for rec in runner.run(Target(k[0], pod, name), AGENT_QUERY):
-                    if rec.type == "socket":
-                        ident = rec.inode or id(rec)
-                        prev = seen.get(ident)
-                        if prev is None or (rec.processes and not prev.processes):
-                            seen[ident] = rec
-                    elif rec.type == "warning" and rec.code not in ("process-attribution-denied",):
-                        with lock:
-                            got.warnings.append(f"pod/{k[1]} -n {k[0]}: {rec.message}")
+            with execs:
+                records = [rec for t in targets for rec in runner.run(t, AGENT_QUERY)]
+            for rec in records:
+                if rec.type == "socket":
+                    ident = rec.inode or id(rec)
+                    prev = seen.get(ident)
+                    if prev is None or (rec.processes and not prev.processes):
+                        seen[ident] = rec
+                elif rec.type == "warning" and rec.code not in ("process-attribution-denied",):
+                    with lock:
+                        got.warnings.append(f"pod/{k[1]} -n {k[0]}: {rec.message}")
             socks = tag_containers(list(seen.values()), ids)
             with lock:
                 if host_network:
@@ -204,7 +220,7 @@ def collect_ephemeral(runner: Runner, pods: list[dict], progress: Progress, para
             progress.tick()
 
     if jobs:
-        with ThreadPoolExecutor(max_workers=min(parallel, len(jobs))) as pool:
+        with ThreadPoolExecutor(max_workers=min(MAX_THREADS, len(jobs))) as pool:
             list(pool.map(one, jobs))
     return got
 
@@ -343,18 +359,26 @@ def collect_node(runner: Runner, pods: list[dict], all_pods: list[dict], progres
 
 def collect(kube: Any, opts: SweepOptions, pods: list[dict], context: list[dict], progress: Progress) -> Collected:
     """The listening sockets of every running pod of ``pods`` (``context``: every other pod
-    known, for attributing a node's sockets), read ``--via`` ephemeral agents or node agents."""
+    known, for attributing a node's sockets), read ``--via`` ephemeral agents or node agents.
+    Ephemeral agents are waited for through one watch per namespace (``SharedWatch``)."""
     running = [p for p in pods if is_running(p)]
-    with Runner(kube, opts.agent, note=quiet_note(progress), node_fallback=NODE_FALLBACK) as runner:
-        if opts.via == "ephemeral":
+    if opts.via == "node":
+        with Runner(kube, opts.agent, note=quiet_note(progress), node_fallback=NODE_FALLBACK) as runner:
+            return collect_node(runner, pods, context, progress, opts.parallel)
+    watch = SharedWatch(kube, opts.selector)
+    try:
+        with Runner(kube, opts.agent, note=quiet_note(progress), watch=watch) as runner:
             fresh = [p for p in running if not has_agent(p, runner)]
             if fresh:
                 reuse = (f" (the other {len(running) - len(fresh)} have a running agent, which is reused)"
                          if len(fresh) < len(running) else "")
                 progress.note(f"sweep --via ephemeral: each of {len(fresh)} pod(s){reuse} gains an ephemeral "
                               "agent container, which stays in the pod spec; --via node adds nothing to the pods.")
+                for namespace in sorted({podspec.key(p)[0] for p in fresh}):
+                    watch.start(namespace)  # its first answer (every pod) arrives while the patches go out
             return collect_ephemeral(runner, pods, progress, opts.parallel)
-        return collect_node(runner, pods, context, progress, opts.parallel)
+    finally:
+        watch.close()
 
 
 def has_agent(pod: dict, runner: Runner) -> bool:

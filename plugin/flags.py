@@ -150,7 +150,9 @@ SWEEP = Command(
      _switch("all_namespaces", ("-A", "--all-namespaces"), "every namespace"),
      SELECTOR._replace(help="only pods with these labels"),
      VIA, CONTEXT, KUBECONFIG, SWEEP_OUTPUT, FAIL_ON,
-     Flag("parallel", ("--parallel",), int, 8, "pods (or nodes) inspected at once"),
+     Flag("parallel", ("--parallel",), int, 8, "agents added and queried at once (pods wait for their agents "
+          "together), or nodes inspected at once"),
+     _switch("verbose", ("-v", "--verbose"), "each API retry as it happens, and the requests made by kind"),
      PROFILE, IMAGE, PULL, TIMEOUT))
 
 TRIAGE = Command(

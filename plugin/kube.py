@@ -7,19 +7,26 @@ completion's names; see the end of the module).
 *transport* (``request`` and ``exec``): ``kubeclient.ClientTransport`` in real runs
 (the official client's ``ApiClient``: kubeconfig, auth, TLS, exec credential plugins),
 an in-memory double built from recorded answers in unit tests.  Everything above
-``Kube`` (runner, targets, commands) never sees HTTP.  Retries and request counting
-belong here too, when they come.
+``Kube`` (runner, targets, commands) never sees HTTP.
+
+Every request is counted (``Kube.requests``, a ``retry.Requests``) and retried under
+pressure as ``retry.py`` describes: 429 for any verb, transient 5xx and broken
+connections for idempotent calls; a write that may have landed is checked first
+(``add_ephemeral_container``: is our container in the pod's spec?  ``create_pod``: does
+the pod exist?) and sent again only when it did not land.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Optional, Protocol
 
+from . import retry
 from .errors import AccessError, AgentError, InjectError, SockdebugError, TargetError
 
 # (resource path segment, API prefix) per workload kind accepted in TARGET.
@@ -33,20 +40,27 @@ SMP = "application/strategic-merge-patch+json"
 # --- the transport boundary ------------------------------------------------------------
 
 class Unreachable(Exception):
-    """The API server could not be reached at all (DNS, TCP, TLS)."""
+    """The API server could not be reached (DNS, TCP, TLS), or the connection broke.
+    ``transient``: it broke after it was made (a reset, closed before the answer, a read
+    timeout), so another attempt may work; the request may have reached the server."""
+
+    def __init__(self, message: str, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
 
 
 class Refused(Exception):
     """An exec upgrade the API server answered with an HTTP error instead."""
 
-    def __init__(self, status: int, body: bytes):
+    def __init__(self, status: int, body: bytes, headers: Optional[Mapping[str, str]] = None):
         super().__init__(f"{status}: {body[:200]!r}")
-        self.status, self.body = status, body
+        self.status, self.body, self.headers = status, body, headers or {}
 
 
 class Response(Protocol):
     status: int
     data: bytes  #: the whole body (reading it consumes the stream)
+    headers: Mapping[str, str]
 
     def stream(self, amt: int) -> Iterator[bytes]: ...
     def __iter__(self) -> Iterator[bytes]: ...  # lines, as a watch sends them
@@ -152,34 +166,66 @@ class Kube:
     """The API of one cluster, as seen through one kubeconfig context."""
 
     def __init__(self, transport: Transport, namespace: str = "default", context: str = "",
-                 request_timeout: float = 30.0):
+                 request_timeout: float = 30.0, policy: retry.Retry = retry.DEFAULT):
         self.transport = transport
         self.namespace, self.context = namespace, context
         self.host = transport.host
         self._timeout = request_timeout
+        self.policy = policy
+        self.requests = retry.Requests()  #: every request of this run, and its retries
+        self.trace: Optional[Callable[[str], None]] = None  #: told about each retry (``-v``)
+        self.sleep: Callable[[float], None] = time.sleep
+        self.rng = random.Random()
 
     def _request(self, method: str, path: str, *, query: Optional[list] = None, body: Any = None,
                  content_type: Optional[str] = None, stream: bool = False, timeout: Optional[float] = None,
-                 what: tuple[str, str, Optional[str]] = ("get", "", None)) -> Any:
-        """One API call: the decoded JSON, or the open response with ``stream``."""
+                 what: tuple[str, str, Optional[str]] = ("get", "", None),
+                 landed: Optional[Callable[[], Any]] = None) -> Any:
+        """One API call: the decoded JSON, or the open response with ``stream``; retried as
+        ``retry.py`` says.  ``landed`` makes a write retriable after a 5xx or a broken
+        connection: it returns what the call would have (the object) when the write took
+        effect, else None, and only then is the write sent again."""
         headers = {"Accept": "application/json"}
         if content_type:
             headers["Content-Type"] = content_type
-        try:
-            resp = self.transport.request(method, path, query=query or [], headers=headers, body=body,
-                                          timeout=self._timeout if timeout is None else timeout, stream=stream)
-        except Unreachable as exc:
-            raise AccessError(f"the API server at {self.host} is unreachable ({str(exc)[:200]})",
-                              "check the cluster is up and the kubeconfig's server address "
-                              "(`kubectl cluster-info`)") from None
-        if not 200 <= resp.status <= 299:
+        idempotent = method in ("GET", "DELETE") or path.endswith("accessreviews")
+        kind = retry.kind(method, path, query or [])
+        attempt = retry.Attempts(self, kind, what, api_error)
+        while True:
+            self.requests.sent(kind)
             try:
-                raise api_error(resp.status, resp.data, what) from None
-            finally:
-                resp.release_conn()
-        if stream:
-            return resp
-        return json.loads(resp.data)
+                resp = self.transport.request(method, path, query=query or [], headers=headers, body=body,
+                                              timeout=self._timeout if timeout is None else timeout, stream=stream)
+            except Unreachable as exc:
+                if not exc.transient:
+                    raise self.unreachable(exc) from None
+                failure: tuple[str, Any] = ("reset", exc)
+                wait = None
+            else:
+                if 200 <= resp.status <= 299:
+                    return resp if stream else json.loads(resp.data)
+                try:
+                    data = resp.data
+                finally:
+                    resp.release_conn()
+                reason = retry.why_retry(resp.status, resp.headers, data)
+                if reason is None:
+                    raise api_error(resp.status, data, what) from None
+                failure, wait = (reason, (resp.status, data)), retry.retry_after(resp.headers, data)
+            if failure[0] != "429" and not idempotent:  # it may have run: check, never resend blindly
+                if landed is None:
+                    raise attempt.error(failure) from None
+                got = landed()
+                if got is not None:
+                    self.requests.found_landed()
+                    if self.trace is not None:
+                        self.trace(f"api: {kind} ({what[1]}) failed but had taken effect: not sent again")
+                    return got
+            attempt.wait(failure, wait)
+
+    def unreachable(self, exc: Unreachable) -> AccessError:
+        return AccessError(f"the API server at {self.host} is unreachable ({str(exc)[:200]})",
+                           "check the cluster is up and the kubeconfig's server address (`kubectl cluster-info`)")
 
     # --- reads ---------------------------------------------------------------------------
 
@@ -240,11 +286,18 @@ class Kube:
 
     def add_ephemeral_container(self, namespace: str, pod: str, container: dict) -> dict:
         """Strategic merge patch on pods/ephemeralcontainers (as kubectl debug does):
-        ``ephemeralContainers`` merges by name, so this only adds ours."""
+        ``ephemeralContainers`` merges by name, so this only adds ours.  After a 5xx or a
+        broken connection the patch may have landed: the pod is read, and the patch is sent
+        again only when our container is not in its spec (a second one would stay forever)."""
+        def landed() -> Optional[dict]:
+            current = self.get_pod(namespace, pod)
+            names = {c.get("name") for c in current.get("spec", {}).get("ephemeralContainers") or []}
+            return current if container["name"] in names else None
+
         try:
             return self._request("PATCH", f"/api/v1/namespaces/{namespace}/pods/{pod}/ephemeralcontainers",
                                  body={"spec": {"ephemeralContainers": [container]}}, content_type=SMP,
-                                 what=("patch", "pods/ephemeralcontainers", namespace))
+                                 what=("patch", "pods/ephemeralcontainers", namespace), landed=landed)
         except NotFound as exc:
             if exc.details.get("name") == pod:  # the pod itself went away
                 raise TargetError(f"pod {pod} not found in namespace {namespace} (it went away)",
@@ -255,8 +308,18 @@ class Kube:
                               ">= 1.23 with the feature enabled") from None
 
     def create_pod(self, namespace: str, body: dict) -> dict:
+        """After a 5xx or a broken connection the pod may exist already (its name is ours
+        alone: a random suffix): it is read, and created again only when it does not."""
+        name = body["metadata"]["name"]
+
+        def landed() -> Optional[dict]:
+            try:
+                return self.get_pod(namespace, name)
+            except NotFound:
+                return None
+
         return self._request("POST", f"/api/v1/namespaces/{namespace}/pods", body=body,
-                             content_type="application/json", what=("create", "pods", namespace))
+                             content_type="application/json", what=("create", "pods", namespace), landed=landed)
 
     def delete_pod(self, namespace: str, name: str) -> None:
         try:
@@ -274,12 +337,7 @@ class Kube:
         version = pod["metadata"]["resourceVersion"]
         while time.monotonic() < deadline:
             remaining = max(1, int(deadline - time.monotonic()) + 1)
-            resp = self._request(
-                "GET", f"/api/v1/namespaces/{namespace}/pods",
-                query=[("watch", "true"), ("fieldSelector", f"metadata.name={name}"),
-                       ("resourceVersion", version), ("timeoutSeconds", str(remaining)),
-                       ("allowWatchBookmarks", "false")],
-                stream=True, timeout=remaining + 5, what=("watch", "pods", namespace))
+            resp = self.watch_pods(namespace, version, remaining, field_selector=f"metadata.name={name}")
             try:
                 for line in resp:
                     event = json.loads(line)
@@ -293,24 +351,53 @@ class Kube:
                     yield pod
                     if time.monotonic() >= deadline:
                         return
+            except Unreachable:  # the stream broke: resume from the last version seen
+                self.requests.retried("reset")
             finally:
                 resp.release_conn()
 
+    def watch_pods(self, namespace: str, version: Optional[str], seconds: int, selector: Optional[str] = None,
+                   field_selector: Optional[str] = None) -> Response:
+        """One watch of the pods of ``namespace`` (open, one JSON event per line) from
+        ``version``, or, without one, starting with every pod as ADDED; the server ends
+        it after ``seconds``."""
+        query = [("watch", "true"), ("timeoutSeconds", str(seconds)), ("allowWatchBookmarks", "false")]
+        if version:
+            query.append(("resourceVersion", version))
+        if selector:
+            query.append(("labelSelector", selector))
+        if field_selector:
+            query.append(("fieldSelector", field_selector))
+        return self._request("GET", f"/api/v1/namespaces/{namespace}/pods", query=query, stream=True,
+                             timeout=seconds + 5, what=("watch", "pods", namespace))
+
     def exec(self, namespace: str, pod: str, container: str, command: list[str]) -> ExecChannel:
+        """Start an exec.  Retried like a GET (429, transient 5xx, a broken handshake): the
+        agent's queries only read, so running one again is harmless."""
         query = [("command", c) for c in command] + [
             ("container", container), ("stdout", "true"), ("stderr", "true"), ("stdin", "false"),
             ("tty", "false")]
-        try:
-            return self.transport.exec(f"/api/v1/namespaces/{namespace}/pods/{pod}/exec", query)
-        except Refused as exc:
-            if _gone(exc.status, _message(exc.body)):
-                raise NotFound(f"pod {pod} or its agent container {container} is gone ({_message(exc.body)})",
-                               "run again: a new agent container will be added") from None
-            raise api_error(exc.status, exc.body, ("create", "pods/exec", namespace)) from None
-        except Unreachable as exc:
-            raise AccessError(f"exec into {pod} failed: {str(exc)[:300]}",
-                              "check that the API server can reach the node's kubelet (`kubectl logs` works?)"
-                              ) from None
+        attempt = retry.Attempts(self, "create pods/exec", ("create", "pods/exec", namespace), api_error)
+        while True:
+            self.requests.sent("create pods/exec")
+            try:
+                return self.transport.exec(f"/api/v1/namespaces/{namespace}/pods/{pod}/exec", query)
+            except Refused as exc:
+                if _gone(exc.status, _message(exc.body)):
+                    raise NotFound(f"pod {pod} or its agent container {container} is gone ({_message(exc.body)})",
+                                   "run again: a new agent container will be added") from None
+                reason = retry.why_retry(exc.status, exc.headers, exc.body)
+                if reason is None:
+                    raise api_error(exc.status, exc.body, ("create", "pods/exec", namespace)) from None
+                failure: tuple[str, Any] = (reason, (exc.status, exc.body))
+                wait = retry.retry_after(exc.headers, exc.body)
+            except Unreachable as exc:
+                if not exc.transient:
+                    raise AccessError(f"exec into {pod} failed: {str(exc)[:300]}",
+                                      "check that the API server can reach the node's kubelet (`kubectl logs` "
+                                      "works?)") from None
+                failure, wait = ("reset", exc), None
+            attempt.wait(failure, wait)
 
     def logs(self, namespace: str, pod: str, container: str, *, follow: bool, timeout: float) -> Iterator[bytes]:
         resp = self._request(
@@ -357,6 +444,8 @@ def connect(kubeconfig: Optional[str] = None, context: Optional[str] = None, nam
 
     k8s = load()
     cfg = k8s.Configuration()
+    cfg.retries = False  # Kube._request retries, counts and reports; urllib3 would do it silently
+    cfg.connection_pool_maxsize = 64  # a sweep's threads share it; a full pool reconnects (TLS) each time
     default_ns = "default"
     try:
         if kubeconfig or context or _kubeconfig_present():

@@ -151,6 +151,7 @@ class SweepOptions(NamedTuple):
     output: str = "table"
     fail_on: Optional[str] = None
     parallel: int = 8
+    verbose: bool = False
 
     def validate(self) -> None:
         flags.check_choice(flags.VIA, self.via)
@@ -195,4 +196,4 @@ def build(parsed: flags.Parsed) -> Options:
     if parsed.command == "triage":
         return TriageOptions(v["target"], conn, agent, v["container"], v["output"], v["fail_on"])
     return SweepOptions(conn, agent, v["all_namespaces"], v["selector"], v["via"], v["output"], v["fail_on"],
-                        v["parallel"])
+                        v["parallel"], v["verbose"])

@@ -68,6 +68,8 @@ class Runner:
         self._pods: dict[tuple[str, str], dict] = {}  #: the latest state of each pod an agent was added to
         self._can_exec: dict[str, bool] = {}
         self._learned: dict[tuple[str, str, str], Optional[Ids]] = {}
+        self._pending: dict[tuple[str, str, str], str] = {}  #: agents added (prepare) but not waited for yet
+        self._labels: dict[str, Optional[dict]] = {}  #: namespace -> its labels (profile auto), read once
         self._lock = threading.Lock()
 
     def __enter__(self) -> Runner:
@@ -101,12 +103,32 @@ class Runner:
                               f"node agent {target.pod} on {target.node}")
         return self._run_container(target, argv)
 
+    def prepare(self, target: Target) -> None:
+        """Add the agent a later ``run(target, ...)`` will use, without waiting for it to
+        start: a sweep adds every pod's agent first, then waits for them all through one
+        watch.  Nothing to do when an agent runs there already, or when queries will be
+        one-shot agents (no ``pods/exec``: their command is the query)."""
+        key = (target.namespace, target.pod_name, target.container)
+        if (self.kube is None or key in self._agents or key in self._pending or self.running_agent(target)
+                or not self._exec_allowed(target.namespace)):
+            return
+        self._pending[key] = self._inject(target, inject.serve_command(), serve=True, wait=False)
+
+    def ready(self, target: Target) -> None:
+        """Wait until the agent ``prepare`` added for ``target`` runs (nothing if none)."""
+        key = (target.namespace, target.pod_name, target.container)
+        name = self._pending.pop(key, None)
+        if name is not None:
+            self._wait(target, name, one_shot=False)
+            self._agents[key] = name
+
     def running_agent(self, target: Target) -> Optional[str]:
         """A running agent a query to ``target`` would reuse (None: one would be added)."""
         return inject.reusable_agent(self.pod(target), target.container, self.opts.image, self.opts.profile)
 
     def _run_container(self, target: Target, argv: list[str]) -> Iterator[Any]:
         key = (target.namespace, target.pod_name, target.container)
+        self.ready(target)
         name = self._agents.get(key) or self.running_agent(target)
         source = f"agent {{}} in pod/{target.pod_name}"
         if name is not None:
@@ -154,9 +176,9 @@ class Runner:
                               "(each one stays in the pod spec)")
             return self._can_exec[namespace]
 
-    def _inject(self, target: Target, command: list[str], serve: bool) -> str:
-        opts, kube = self.opts, self.kube
-        name = profiles.choose(opts.profile, kube.namespace_labels(target.namespace)
+    def _inject(self, target: Target, command: list[str], serve: bool, wait: bool = True) -> str:
+        opts = self.opts
+        name = profiles.choose(opts.profile, self._namespace_labels(target.namespace)
                                if opts.profile == "auto" else None)
         while True:
             try:
@@ -179,8 +201,14 @@ class Runner:
         if profile.cost and profile.cost not in self.notes:
             self.notes.append(profile.cost)
             self.note("note: " + profile.cost)
-        self._wait(target, spec["name"], one_shot=not serve)
+        if wait:
+            self._wait(target, spec["name"], one_shot=not serve)
         return spec["name"]
+
+    def _namespace_labels(self, namespace: str) -> Optional[dict]:
+        if namespace not in self._labels:
+            self._labels[namespace] = self.kube.namespace_labels(namespace)  # two threads may both ask: harmless
+        return self._labels[namespace]
 
     def _add(self, target: Target, spec: dict, profile: profiles.Profile) -> None:
         self.note(f"adding ephemeral container {spec['name']} (profile {profile.name}) to pod/"

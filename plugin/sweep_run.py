@@ -61,12 +61,16 @@ def run(opts: SweepOptions, out=None, err=None) -> int:
     err = err or sys.stderr
     started = time.monotonic()
     kube = connect(opts.conn.kubeconfig, opts.conn.context, opts.conn.namespace)
+    if opts.verbose:
+        kube.trace = lambda text: print(escape(text), file=err)
     scope_ns = None if opts.all_namespaces else kube.namespace
     pods = [p for p in kube.list_pods(scope_ns, opts.selector) if not p["metadata"].get("deletionTimestamp")]
     scoped_wide = opts.all_namespaces and not opts.selector
     context = [] if scoped_wide else _list_or(lambda: kube.list_pods(None), list)
     running = [p for p in pods if podspec.is_running(p)]
     progress = Progress(len(running), "pods" if opts.via == "ephemeral" else "nodes", err)
+    if opts.verbose:
+        kube.trace = progress.note  # without tearing the bar
     services_checked = True
     try:
         services = kube.list_services(scope_ns) if scoped_wide else _list_or(
@@ -86,7 +90,9 @@ def run(opts: SweepOptions, out=None, err=None) -> int:
     report = analysis.analyse(data)
     scope = {"namespaces": None if opts.all_namespaces else [kube.namespace], "selector": opts.selector,
              "via": opts.via, "services_checked": services_checked,
-             "elapsed_s": round(time.monotonic() - started, 2)}
+             "elapsed_s": round(time.monotonic() - started, 2), "requests": kube.requests.as_dict()}
+    if opts.verbose:
+        print(f"api: {kube.requests.line()}", *kube.requests.table(), sep="\n", file=err)
     if opts.output == "table":
         out.write(analysis.text(report, scope, use_color(out)) + "\n")
     else:

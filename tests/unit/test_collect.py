@@ -78,6 +78,12 @@ class FakeRunner:
     def running_agent(self, target):
         return None
 
+    def prepare(self, target):
+        pass
+
+    def ready(self, target):
+        pass
+
     def run(self, target, args):
         self.asked.append((target.pod_name, target.container, tuple(as_argv(args))))
         if target.pod_name in self.fail:
