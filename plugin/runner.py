@@ -71,6 +71,7 @@ class Runner:
         self._pending: dict[tuple[str, str, str], str] = {}  #: agents added (prepare) but not waited for yet
         self._labels: dict[str, Optional[dict]] = {}  #: namespace -> its labels (profile auto), read once
         self._lock = threading.Lock()
+        self._once = threading.Lock()  #: per-namespace reads (access reviews, labels): once, however many ask
 
     def __enter__(self) -> Runner:
         return self
@@ -166,7 +167,7 @@ class Runner:
             channel.close()
 
     def _exec_allowed(self, namespace: str) -> bool:
-        with self._lock:
+        with self._once:
             if namespace not in self._can_exec:
                 # A WebSocket exec is a GET upgrade: both verbs are checked (see manifests/rbac.yaml).
                 self._can_exec[namespace] = all(self.kube.can_i(verb, "pods", "exec", namespace)
@@ -206,9 +207,10 @@ class Runner:
         return spec["name"]
 
     def _namespace_labels(self, namespace: str) -> Optional[dict]:
-        if namespace not in self._labels:
-            self._labels[namespace] = self.kube.namespace_labels(namespace)  # two threads may both ask: harmless
-        return self._labels[namespace]
+        with self._once:
+            if namespace not in self._labels:
+                self._labels[namespace] = self.kube.namespace_labels(namespace)
+            return self._labels[namespace]
 
     def _add(self, target: Target, spec: dict, profile: profiles.Profile) -> None:
         self.note(f"adding ephemeral container {spec['name']} (profile {profile.name}) to pod/"
