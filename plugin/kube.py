@@ -65,6 +65,7 @@ class Response(Protocol):
     def stream(self, amt: int) -> Iterator[bytes]: ...
     def __iter__(self) -> Iterator[bytes]: ...  # lines, as a watch sends them
     def release_conn(self) -> None: ...
+    def shutdown(self) -> None: ...  # streams only: ends a blocked read from another thread
 
 
 class ExecChannel(Protocol):

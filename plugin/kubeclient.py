@@ -112,7 +112,7 @@ class ClientTransport:
             if not stream:
                 resp.data  # noqa: B018 - read it here, where a connection that breaks mid-body is recognised
                 return resp
-            return _Stream(resp)
+            return Streamed(resp)
         except self._k8s.ApiException as exc:
             if not exc.status:  # the client's wrapping of a TLS failure
                 raise Unreachable(_reason(exc)) from None
@@ -139,7 +139,7 @@ class ClientTransport:
         return WebSocketExec(ws)
 
 
-class _Stream:
+class Streamed:
     """A streamed answer (a watch, logs) whose broken connection mid-stream is an
     ``Unreachable`` (transient), not a urllib3 exception."""
 
@@ -159,6 +159,11 @@ class _Stream:
 
     def release_conn(self) -> None:
         self._resp.release_conn()
+
+    def shutdown(self) -> None:
+        """End the stream from another thread: a blocked read returns (urllib3 >= 2.3
+        shuts the socket down; before that, closing is the best there is)."""
+        getattr(self._resp, "shutdown", self._resp.close)()
 
     def _guarded(self, it: Iterator[bytes]) -> Iterator[bytes]:
         while True:

@@ -205,7 +205,7 @@ class NamespaceWatch:
         self._stop.set()
         resp = self._resp
         if resp is not None:  # interrupt the blocked read of the stream
-            getattr(resp, "shutdown", resp.release_conn)()
+            resp.shutdown()
         with self._lock:
             for cond in self._waiting.values():
                 cond.notify_all()

@@ -7,6 +7,7 @@ The double never sleeps: each ``Kube`` it makes records its waits in ``api.slept
 from __future__ import annotations
 
 import random
+import threading
 import time
 
 import pytest
@@ -231,6 +232,37 @@ def test_one_namespace_watch_feeds_every_waiter(api):
     finally:
         watch.close()
     assert counted(k)["by_kind"] == {"patch pods/ephemeralcontainers": 5, "watch pods": 1}
+    assert not [t for t in threading.enumerate() if t.name == "watch-shop"], "close() must end the watch's thread"
+
+
+def test_a_streamed_answer_can_be_ended_from_another_thread():
+    """The real transport's stream: shutdown() interrupts a blocked read (urllib3 >= 2.3),
+    else closes; a broken connection mid-stream is a transient Unreachable."""
+    from sockdebug_plugin.kubeclient import Streamed
+    from urllib3.exceptions import ProtocolError
+
+    class Resp:
+        status, headers, ended = 200, {}, ""
+
+        def __iter__(self):
+            yield b'{"type": "ADDED"}\n'
+            raise ProtocolError("Connection broken: IncompleteRead(0 bytes read)")
+
+        def shutdown(self):
+            self.ended = "shutdown"
+
+        def close(self):
+            self.ended = "close"
+
+    resp = Resp()
+    stream = Streamed(resp)
+    lines = iter(stream)
+    assert next(lines) == b'{"type": "ADDED"}\n'
+    with pytest.raises(kube.Unreachable) as err:
+        next(lines)
+    assert err.value.transient
+    stream.shutdown()
+    assert resp.ended == "shutdown"
 
 
 def test_a_broken_watch_resumes_from_its_last_version(api):
