@@ -252,6 +252,8 @@ def main() -> int:
                 ns = f"sdbench-sweep-{n}-{secrets.token_hex(2)}"
                 t0 = time.perf_counter()
                 try:
+                    if not wait_for_room(n):
+                        raise RuntimeError(f"no room for {n} pods on the node for 15 minutes")
                     seed(ns, n)
                     print(f"{n} pods in {ns}, ready in {time.perf_counter() - t0:.0f}s (load {load():.1f})",
                           file=sys.stderr)
