@@ -220,8 +220,11 @@ def collect_ephemeral(runner: Runner, pods: list[dict], progress: Progress, para
             progress.tick()
 
     if jobs:
-        with ThreadPoolExecutor(max_workers=min(MAX_THREADS, len(jobs))) as pool:
+        pool = ThreadPoolExecutor(max_workers=min(MAX_THREADS, len(jobs)))
+        try:
             list(pool.map(one, jobs))
+        finally:  # on Ctrl-C, not waiting for pods that wait for their agents: the caller closes the watch
+            pool.shutdown(wait=False, cancel_futures=True)
     return got
 
 

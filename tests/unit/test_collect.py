@@ -165,3 +165,28 @@ def test_agent_targets_prefer_a_running_agent_then_a_steady_default():
     assert collect.agent_targets(lone, img) == []
     assert collect.why_not_running(lone) == ("no steadily running container (a: Running between restarts, "
                                                 "5 restarts)")
+
+
+def test_ctrl_c_does_not_wait_for_pods_still_waiting_for_their_agents():
+    import os
+    import signal
+    import threading
+    import time
+
+    import pytest
+
+    release = threading.Event()
+
+    class Waiting(FakeRunner):
+        def ready(self, target):
+            release.wait(30)
+
+    pods = [pod(f"p{i}", f"u{i}", {"app": i}) for i in range(5)]
+    threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()  # Ctrl-C while they all wait
+    started = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            collect.collect_ephemeral(Waiting({}), pods, collect.Progress(0, "pods", io.StringIO(), tty=False))
+        assert time.monotonic() - started < 5
+    finally:
+        release.set()
