@@ -24,6 +24,7 @@ Usage: bench/sweep_costs.py [--pods 50] [--out FILE]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import resource
 import secrets
@@ -31,8 +32,10 @@ import statistics
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from sockdebug_plugin import collect, inject
 from sockdebug_plugin import runner as runner_module
@@ -124,6 +127,19 @@ def timeline(kube, ns: str, pods: list[dict]) -> dict[str, list[float]]:
     return ends
 
 
+@contextlib.contextmanager
+def fresh(n: int) -> Iterator[tuple[Any, str]]:
+    """A new namespace of N ready pods and a Kube for it; deleted afterwards."""
+    ns = f"sdbench-costs-{secrets.token_hex(2)}"
+    try:
+        if not wait_for_room(n):
+            sys.exit("no room on the node")
+        seed(ns, n)
+        yield connect(namespace=ns), ns
+    finally:
+        drop(ns)
+
+
 def row(name: str, pods: int, wall: float, cpu: dict[str, float]) -> str:
     parts = ", ".join(f"{k} {v:.0f}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1]) if v >= 0.5)
     return f"| {name} | {pods} | {wall:.2f} | {sum(cpu.values()):.0f} | {parts} |"
@@ -136,12 +152,7 @@ def main() -> int:
     args = ap.parse_args()
     n = args.pods
     rows, loads = [], []
-    ns = f"sdbench-costs-{secrets.token_hex(2)}"
-    try:
-        if not wait_for_room(n):
-            sys.exit("no room on the node")
-        seed(ns, n)
-        kube = connect(namespace=ns)
+    with fresh(n) as (kube, ns):
         pods = kube.list_pods(ns)
         loads.append(load())
         rows.append(row("start: add an agent, wait until it runs (no exec)", n,
@@ -151,18 +162,9 @@ def main() -> int:
                               ("exec: `python3 -I -S -c pass`", ["/usr/bin/python3", "-I", "-S", "-c", "pass"])):
             loads.append(load())
             rows.append(row(name, n, *measured(n, lambda command=command: exec_all(kube, ns, command))))
-    finally:
-        drop(ns)
-    ns = f"sdbench-costs-{secrets.token_hex(2)}"
-    try:
-        if not wait_for_room(n):
-            sys.exit("no room on the node")
-        seed(ns, n)
-        kube = connect(namespace=ns)
+    with fresh(n) as (kube, ns):
         loads.append(load())
         ends = timeline(kube, ns, kube.list_pods(ns))
-    finally:
-        drop(ns)
 
     def spread(step: str) -> str:
         xs = sorted(ends[step])

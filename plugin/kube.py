@@ -114,16 +114,8 @@ class NotFound(TargetError):
     details: dict[str, Any] = {}  #: the Status body's ``details`` (kind, name), empty for an unknown path
 
 
-def _status(body: bytes) -> dict[str, Any]:
-    try:
-        status = json.loads(body)
-    except ValueError:
-        return {}
-    return status if isinstance(status, dict) else {}
-
-
 def _message(body: bytes) -> str:
-    return _status(body).get("message", "") or body.decode("utf-8", "replace")[:300]
+    return retry.status_body(body).get("message", "") or body.decode("utf-8", "replace")[:300]
 
 
 def api_error(status: int, body: bytes, what: tuple[str, str, Optional[str]]) -> SockdebugError:
@@ -143,7 +135,7 @@ def api_error(status: int, body: bytes, what: tuple[str, str, Optional[str]]) ->
     if status == 404:
         where = f" in namespace {namespace}" if namespace else ""
         missing = NotFound(f"{resource} not found{where}", "check the name and the namespace (-n NAMESPACE)")
-        missing.details = _status(body).get("details") or {}
+        missing.details = retry.status_body(body).get("details") or {}
         return missing
     if status == 409:
         return AccessError(f"conflict on {verb} {resource}: {message}",
