@@ -41,6 +41,7 @@ import time
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Optional
 
 import yaml
 from plugin_bench import ROOT, WORK, baseline_source, install
@@ -139,9 +140,23 @@ def wait_for_room(n: int, minutes: float = 15) -> bool:
     return True
 
 
-def daemon_cpu() -> dict[int, tuple[str, float]]:
+CRICTL = ["crictl", "--config", "/var/lib/sockdebug-cluster/config/crictl.yaml"]
+
+
+def sandboxes(ns: str) -> Optional[set[str]]:
+    """The pod sandbox ids of namespace NS on this machine (crictl), so that only the shims of
+    its pods count; None when crictl cannot tell (then every shim counts)."""
+    try:
+        proc = subprocess.run([*CRICTL, "pods", "--namespace", ns, "-q"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return set(proc.stdout.split()) if proc.returncode == 0 and proc.stdout.strip() else None
+
+
+def daemon_cpu(shims: Optional[set[str]] = None) -> dict[int, tuple[str, float]]:
     """pid -> (daemon, CPU seconds of it and its reaped children) for the cluster's
-    processes on this machine; empty when the cluster runs elsewhere."""
+    processes on this machine (of the containerd shims only those of the ``shims`` sandbox
+    ids, when given: other tests' pods run execs too); empty when the cluster runs elsewhere."""
     tick, out = os.sysconf("SC_CLK_TCK"), {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -153,6 +168,11 @@ def daemon_cpu() -> dict[int, tuple[str, float]]:
         name = next((v for k, v in DAEMONS.items() if comm.startswith(k[:15])), None)
         if name == "containerd" and b"sockdebug-cluster" not in cmdline:
             continue  # Docker's own containerd
+        if name == "shims" and shims is not None:
+            args = cmdline.split(b"\0")
+            sandbox = args[args.index(b"-id") + 1].decode() if b"-id" in args[:-1] else ""
+            if sandbox not in shims:
+                continue
         if name:
             out[int(pid)] = (name, sum(int(x) for x in fields[11:15]) / tick)
     return out
@@ -197,13 +217,14 @@ def sweep(cmd: Path, ns: str, via: str, pods: int) -> Run:
 def sweep_once(cmd: Path, ns: str, via: str) -> Run:
     log = WORK / f"requests-{secrets.token_hex(4)}.json"
     env = {**os.environ, "SWEEP_BENCH_LOG": str(log)}
-    before, started_load = daemon_cpu(), load()
+    shims = sandboxes(ns)
+    before, started_load = daemon_cpu(shims), load()
     t0 = time.perf_counter()
     proc = subprocess.run([str(cmd), "sweep", "-n", ns, "--via", via, "-o", "json", "--image", IMAGE,
                            "--image-pull-policy", "IfNotPresent", "--timeout", "300"],
                           text=True, capture_output=True, timeout=1800, env=env)
     wall = time.perf_counter() - t0
-    after = daemon_cpu()
+    after = daemon_cpu(shims)
     if proc.returncode != 0:
         raise RuntimeError(f"{cmd} sweep --via {via} failed ({proc.returncode}): {proc.stderr[-800:]}")
     sent = json.loads(log.read_text())
@@ -320,7 +341,9 @@ def write(args: argparse.Namespace, rows: dict, skipped: list[str], started: dat
         "fresh namespace each, the versions alternate which goes first; warm runs alternate on the agents of "
         "the cold run before. Requests: every request the client's transport sent, by verb (list, watch, get, "
         "patch, exec). Cluster CPU: ms per pod spent by the cluster's processes on this machine (API server, "
-        "etcd, kubelet, containerd, containerd-shim and its children: runc and the agents), median.",
+        "etcd, kubelet, containerd, and the containerd-shims of the namespace's pods with their children: runc and "
+        "the agents), median; the daemons also served other tests meanwhile, and a node pod's shim is gone before "
+        "it is counted, so `--via node` misses its agent's CPU.",
         "",
         "| pods | mode | version | runs | seconds | per pod (ms) | requests | cluster CPU ms/pod |",
         "|---:|---|---|---:|---:|---:|---|---|",
