@@ -38,7 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from sockdebug_plugin import collect, inject
+from sockdebug_plugin import gather, inject
 from sockdebug_plugin import runner as runner_module
 from sockdebug_plugin.kube import connect
 from sockdebug_plugin.lifecycle import SharedWatch
@@ -121,7 +121,7 @@ def timeline(kube, ns: str, pods: list[dict]) -> dict[str, list[float]]:
         setattr(runner_module.Runner, step, timed(step))
     try:
         opts = SweepOptions(Conn(ns), AgentOptions(IMAGE, "IfNotPresent", "auto", 300.0), parallel=PARALLEL)
-        got = collect.collect(kube, opts, pods, [], collect.Progress(0, "pods", io.StringIO(), tty=False))
+        got = gather.sockets(kube, opts, pods, [], gather.Progress(0, "pods", io.StringIO(), tty=False))
         assert len(got.sockets) == len(pods), got.uninspected
     finally:
         for step, fn in real.items():

@@ -150,7 +150,7 @@ class Runner:
         if self.kube is None:
             raise Stale(f"no running agent next to {target.container}")
         if self._exec_allowed(target.namespace):
-            name = self._inject(target, inject.serve_command(), serve=True)
+            name = self._inject(target, inject.serve_command(self.opts.idle_timeout), serve=True)
             self._agents[key] = name
             yield from self._exec(target.namespace, target.pod_name, name, argv, source.format(name))
         else:
