@@ -25,7 +25,8 @@ from typing import Any, Optional
 from . import cache
 from .errors import SockdebugError
 from .inject import NAME_PREFIX, reusable_agent
-from .kube import ClientExec, KubectlExec, find_kubectl
+from .kube import ClientExec
+from .kubectl import KubectlExec, find_kubectl
 from .options import AgentOptions, Conn, InspectOptions
 from .targets import DEFAULT_CONTAINER_ANNOTATION, Target, check_running, parse_target, pick_container, target_info
 
