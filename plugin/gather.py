@@ -131,6 +131,16 @@ def why_not_running(pod: dict) -> str:
     return "no steadily running container" + (f" ({', '.join(states)})" if states else "")
 
 
+def each(fn: Callable[[Any], None], items: list, workers: int) -> None:
+    """``fn`` of every item, ``workers`` at a time.  On the way out (Ctrl-C too) nothing
+    waits: items not started are dropped, and the threads still running are left to end."""
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
+        list(pool.map(fn, items))
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
 # --- --via ephemeral -------------------------------------------------------------------------
 
 def agent_targets(pod: dict, runner: Optional[Runner] = None) -> list[str]:
@@ -219,12 +229,8 @@ def collect_ephemeral(runner: Runner, pods: list[dict], progress: Progress, para
         finally:
             progress.tick()
 
-    if jobs:
-        pool = ThreadPoolExecutor(max_workers=min(MAX_THREADS, len(jobs)))
-        try:
-            list(pool.map(one, jobs))
-        finally:  # on Ctrl-C, not waiting for pods that wait for their agents: the caller closes the watch
-            pool.shutdown(wait=False, cancel_futures=True)
+    if jobs:  # on Ctrl-C, pods still waiting for their agents are not waited for: the caller closes the watch
+        each(one, jobs, min(MAX_THREADS, len(jobs)))
     return got
 
 
@@ -345,12 +351,8 @@ def collect_node(runner: Runner, pods: list[dict], all_pods: list[dict], progres
         finally:
             progress.tick()
 
-    if nodes:
-        pool = ThreadPoolExecutor(max_workers=min(parallel, len(nodes)))
-        try:
-            list(pool.map(one, nodes))
-        finally:  # Ctrl-C: no node waits its turn; the runner deletes the pods in flight
-            pool.shutdown(wait=False, cancel_futures=True)
+    if nodes:  # on Ctrl-C, the runner deletes the node pods in flight
+        each(one, nodes, min(parallel, len(nodes)))
     for p in running:
         k = podspec.key(p)
         if k not in got.sockets and k not in got.uninspected:

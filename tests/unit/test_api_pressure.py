@@ -119,24 +119,20 @@ def test_503_after_the_patch_landed_is_checked_and_not_sent_again(api):
     assert counted(k)["landed_after_failure"] == 1 and api.slept == []
 
 
-def test_503_before_the_patch_landed_is_checked_then_sent_again(api):
-    api.fail("PATCH", PATCH, "status_503")
+@pytest.mark.parametrize("reason", ["5xx", "reset"])
+def test_a_503_or_a_reset_before_the_patch_landed_is_checked_then_sent_again(api, reason):
+    if reason == "5xx":
+        api.fail("PATCH", PATCH, "status_503")
+    else:  # a broken connection
+        api.reset("PATCH", PATCH)
     k = api.kube()
     k.add_ephemeral_container("shop", "api", spec(api))
     assert len(api.agents()) == 1
     assert counted(k)["by_kind"] == {"patch pods/ephemeralcontainers": 2, "get pods": 1}
-    assert counted(k)["retries"]["5xx"] == 1
+    assert counted(k)["retries"][reason] == 1
 
 
 # --- broken connections -------------------------------------------------------------------------------
-
-def test_a_reset_before_the_patch_landed_resends_it_once(api):
-    api.reset("PATCH", PATCH)
-    k = api.kube()
-    k.add_ephemeral_container("shop", "api", spec(api))
-    assert len(api.agents()) == 1
-    assert counted(k)["by_kind"] == {"patch pods/ephemeralcontainers": 2, "get pods": 1}
-    assert counted(k)["retries"]["reset"] == 1
 
 
 def test_a_reset_after_the_patch_landed_never_adds_a_second_agent(api):
