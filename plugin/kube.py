@@ -61,6 +61,9 @@ class ExecChannel(Protocol):
     def chunks(self, deadline: float) -> Iterator[bytes]: ...
     @property
     def returncode(self) -> Optional[int]: ...
+    def stop(self) -> None:
+        """Write a byte to the process's stdin (an exec started with ``stdin``): how a
+        follow stream (``events --stdin-stop``) is asked to end, as an exec has no signals."""
     def close(self) -> None: ...
 
 
@@ -258,10 +261,12 @@ class Kube:
         return self._request("POST", f"/api/v1/namespaces/{namespace}/pods", body=body,
                              content_type="application/json", what=("create", "pods", namespace))
 
-    def delete_pod(self, namespace: str, name: str) -> None:
+    def delete_pod(self, namespace: str, name: str, grace: int = 0) -> None:
+        """``grace`` > 0: the kubelet sends SIGTERM and waits that long (a node pod's agent
+        then ends its stream itself)."""
         try:
             self._request("DELETE", f"/api/v1/namespaces/{namespace}/pods/{name}",
-                          query=[("gracePeriodSeconds", "0")], what=("delete", f"pod {name}", namespace))
+                          query=[("gracePeriodSeconds", str(grace))], what=("delete", f"pod {name}", namespace))
         except NotFound:
             pass  # already gone
 
@@ -296,10 +301,12 @@ class Kube:
             finally:
                 resp.release_conn()
 
-    def exec(self, namespace: str, pod: str, container: str, command: list[str]) -> ExecChannel:
+    def exec(self, namespace: str, pod: str, container: str, command: list[str], stdin: bool = False
+             ) -> ExecChannel:
+        """``stdin``: keep the process's stdin open (``ExecChannel.stop`` writes to it)."""
         query = [("command", c) for c in command] + [
-            ("container", container), ("stdout", "true"), ("stderr", "true"), ("stdin", "false"),
-            ("tty", "false")]
+            ("container", container), ("stdout", "true"), ("stderr", "true"),
+            ("stdin", "true" if stdin else "false"), ("tty", "false")]
         try:
             return self.transport.exec(f"/api/v1/namespaces/{namespace}/pods/{pod}/exec", query)
         except Refused as exc:
@@ -455,11 +462,12 @@ class ClientExec:
     def prestart(self, namespace: str, pod: str, container: str, command: list[str]) -> None:
         pass
 
-    def exec(self, namespace: str, pod: str, container: str, command: list[str]) -> ExecChannel:
+    def exec(self, namespace: str, pod: str, container: str, command: list[str], stdin: bool = False
+             ) -> ExecChannel:
         with self._lock:
             if self._kube is None:
                 self._kube = connect(*self.conn)
-        return self._kube.exec(namespace, pod, container, command)
+        return self._kube.exec(namespace, pod, container, command, stdin)
 
     def close(self) -> None:
         pass
@@ -474,17 +482,24 @@ class KubectlExec:
         self._started: dict[tuple[str, ...], KubectlChannel] = {}
         self._lock = threading.Lock()
 
-    def _spawn(self, namespace: str, pod: str, container: str, command: list[str]) -> KubectlChannel:
+    def _spawn(self, namespace: str, pod: str, container: str, command: list[str],
+               stdin: bool = False) -> KubectlChannel:
         import subprocess
 
+        # With stdin, kubectl gets a session of its own: the terminal's Ctrl-C is for the
+        # plugin, which stops the agent through stdin and reads on to its end.
         return KubectlChannel(subprocess.Popen(
-            [*self.base, "-n", namespace, "exec", pod, "-c", container, "--", *command],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+            [*self.base, "-n", namespace, "exec", *(["-i"] if stdin else []), pod, "-c", container, "--", *command],
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            start_new_session=stdin))
 
     def prestart(self, namespace: str, pod: str, container: str, command: list[str]) -> None:
         self._started[(namespace, pod, container, *command)] = self._spawn(namespace, pod, container, command)
 
-    def exec(self, namespace: str, pod: str, container: str, command: list[str]) -> KubectlChannel:
+    def exec(self, namespace: str, pod: str, container: str, command: list[str], stdin: bool = False
+             ) -> KubectlChannel:
+        if stdin:  # never prestarted
+            return self._spawn(namespace, pod, container, command, stdin)
         with self._lock:
             started = self._started.pop((namespace, pod, container, *command), None)
         return started or self._spawn(namespace, pod, container, command)
@@ -536,10 +551,21 @@ class KubectlChannel:
     def returncode(self) -> Optional[int]:
         return self.proc.returncode
 
+    def stop(self) -> None:
+        try:
+            if self.proc.stdin is not None:
+                self.proc.stdin.write(b"\n")
+                self.proc.stdin.close()
+        except OSError:  # kubectl has ended: so has the stream
+            pass
+
     def close(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
-        for pipe in (self.proc.stdout, self.proc.stderr):
+        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             if pipe is not None:
-                pipe.close()
+                try:
+                    pipe.close()
+                except OSError:  # stdin's last byte could not be flushed: kubectl is gone
+                    pass
