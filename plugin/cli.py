@@ -54,6 +54,10 @@ def run_command(opts: options.Options) -> int:
         from . import sweep_run
 
         return sweep_run.run(opts)
+    if isinstance(opts, options.InspectOptions) and opts.events:
+        from . import events_run
+
+        return events_run.run(opts)
     from . import warm
 
     early = warm.prestart(opts)  # the execs of a warm query start before the rest is imported

@@ -81,6 +81,7 @@ TIMEOUT = Flag("timeout", ("--timeout",), float, 60.0, "seconds to wait for the 
 FAIL_ON = Flag("fail_on", ("--fail-on",), str, None, "exit 1 on findings of this severity or worse "
                f"({_pipe(choices.SEVERITIES)})", choices=choices.SEVERITIES)
 SELECTOR = Flag("selector", ("-l", "--selector"), str, None, "pods with these labels")
+EVENTS_FOR = "30s"  #: how long --events follows without --for
 
 
 def _switch(dest: str, names: tuple[str, ...], help: str) -> Flag:
@@ -139,6 +140,11 @@ INSPECT = Command(
      *SOCKET_SWITCHES, *VIEW_SWITCHES,
      Flag("watch", ("--watch",), float, None, "refresh every SECONDS (default 2), marking new (+) and closed (-) "
           "sockets", metavar="[=SECONDS]"),
+     _switch("events", ("--events",), "follow connections as they close (ss -E): a row each, with its peer, "
+             "then totals per peer; in every pod of a workload, selector or Service"),
+     Flag("duration", ("--for",), str, None, f"with --events: how long to follow (default {EVENTS_FOR}; 2m, 500ms, "
+          "seconds)", metavar="DURATION"),
+     Flag("count", ("--count",), int, None, "with --events: stop after N connections in all", metavar="N"),
      PROFILE, IMAGE, PULL, TIMEOUT),
     EPILOG)
 
@@ -157,7 +163,10 @@ TRIAGE = Command(
     "triage",
     "On-call triage of one pod or node: findings first (most severe first), then the numbers behind them.",
     (Arg("target", "pod/NAME, NAME, a workload, or node/NAME", required=True),),
-    (NAMESPACE, CONTEXT, KUBECONFIG, CONTAINER, TRIAGE_OUTPUT, FAIL_ON, PROFILE, IMAGE, PULL, TIMEOUT))
+    (NAMESPACE, CONTEXT, KUBECONFIG, CONTAINER, TRIAGE_OUTPUT, FAIL_ON,
+     Flag("events", ("--events",), str, None, "also follow closed connections for DURATION (10s, 1m) and judge "
+          "them: resets, failed connects, churn, per peer", metavar="DURATION"),
+     PROFILE, IMAGE, PULL, TIMEOUT))
 
 VERSION = Command("version", "Print the plugin's version.", (), ())
 

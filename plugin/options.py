@@ -96,11 +96,19 @@ class InspectOptions(NamedTuple):
     sockets: SocketFlags = SocketFlags()
     views: Views = Views()
     watch: Optional[float] = None
+    events: bool = False  #: --events: follow closed connections (events_run.py)
+    duration: Optional[str] = None  #: --for, with --events
+    count: Optional[int] = None  #: --count, with --events
 
     def validate(self) -> None:
         flags.check_choice(flags.INSPECT_OUTPUT, self.output)
         if self.watch is not None and self.watch <= 0:
             raise UsageError("--watch needs a positive interval", "e.g. --watch=2")
+        if not self.events and (self.duration is not None or self.count is not None):
+            raise UsageError("--for and --count go with --events", "e.g. --events --for 30s")
+        if self.events and (self.watch is not None or any(self.views)):
+            raise UsageError("--events follows connections as they close: it takes no --watch, -s, --routes, "
+                             "--interfaces or --limits", "run those views on their own")
         if self.target is None and not self.selector:
             raise UsageError("no target given", "usage: kubectl sockdebug pod/NAME [options]  "
                              "(or -l SELECTOR [-A] for every matching pod)")
@@ -114,6 +122,9 @@ class InspectOptions(NamedTuple):
         add the socket list."""
         from sockdebug_agent.query import Query
 
+        if self.events:
+            return [Query("events", self.sockets.query_flags(), self.words, duration=self.duration or flags.EVENTS_FOR,
+                          count=self.count)]
         queries = [Query(name) for name, on in zip(self.views._fields, self.views) if on]
         if not queries or self.sockets.selects() or self.words:
             queries.insert(0, Query("sockets", self.sockets.query_flags(self.output == "wide"), self.words))
@@ -127,10 +138,18 @@ class TriageOptions(NamedTuple):
     container: Optional[str] = None
     output: str = "table"
     fail_on: Optional[str] = None
+    events: Optional[str] = None  #: --events DURATION: a capture of closed connections beside the snapshot
 
     def validate(self) -> None:
         flags.check_choice(flags.TRIAGE_OUTPUT, self.output)
         flags.check_choice(flags.FAIL_ON, self.fail_on)
+        if self.events is not None:
+            from sockdebug_agent.query import Query
+
+            try:
+                Query("events", duration=self.events).check()
+            except UsageError as exc:
+                raise UsageError(exc.cause.replace("--for", "--events"), "e.g. --events 10s") from None
         self.agent.validate()
 
     def queries(self) -> list[Any]:
@@ -191,8 +210,9 @@ def build(parsed: flags.Parsed) -> Options:
         sockets = SocketFlags(*(v[f] for f in SocketFlags._fields[:-1]), families[-1] if families else None)
         return InspectOptions(
             v["target"], tuple(v["words"]), conn, agent, v["container"], v["selector"], v["all_namespaces"],
-            v["all_pods"], v["output"], sockets, Views(*(v[f] for f in Views._fields)), v["watch"])
+            v["all_pods"], v["output"], sockets, Views(*(v[f] for f in Views._fields)), v["watch"], v["events"],
+            v["duration"], v["count"])
     if parsed.command == "triage":
-        return TriageOptions(v["target"], conn, agent, v["container"], v["output"], v["fail_on"])
+        return TriageOptions(v["target"], conn, agent, v["container"], v["output"], v["fail_on"], v["events"])
     return SweepOptions(conn, agent, v["all_namespaces"], v["selector"], v["via"], v["output"], v["fail_on"],
                         v["parallel"])

@@ -127,7 +127,8 @@ def prestart(opts: Any) -> Optional[Warm]:
     """For a query of one pod whose agents were remembered: start every exec it needs
     now (before the rest of the plugin is even imported).  None: not a warm case."""
     target_word = opts.target
-    if target_word is None or getattr(opts, "watch", None) is not None or getattr(opts, "selector", None):
+    if (target_word is None or getattr(opts, "watch", None) is not None or getattr(opts, "selector", None)
+            or getattr(opts, "events", None)):  # a capture streams, and stops through stdin: the ordinary path
         return None
     ref = parse_target(target_word)
     entry = (cache.read(CACHE_NAME) or {}).get(key(opts.conn, ref.name)) if ref.kind == "pod" else None
