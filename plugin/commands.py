@@ -160,7 +160,12 @@ def watch_loop(runner: Runner, targets: list[Any], queries: list[Any], interval:
 
 def triage(opts: TriageOptions, early: Optional[warm.Warm] = None) -> int:
     queries = opts.queries()
-    results = early.results(opts.agent, queries) if early else None
+    if opts.events:
+        from .events_run import triage_results  # a capture of closed connections beside the snapshot
+
+        results = triage_results(opts, queries)
+    else:
+        results = early.results(opts.agent, queries) if early else None
     if results is None:
         results = run_full(opts, queries)
     warn(results)
