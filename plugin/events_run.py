@@ -97,8 +97,7 @@ class Out:
         self.out = out or sys.stdout
         self.rows: Optional[Rows] = None
         if output in ("table", "wide"):
-            self.rows = Rows([i.target for i in items], lookup, wide=output == "wide",
-                             color=render.use_color(self.out), listening={id(i.target): i.listening for i in items})
+            self.rows = Rows([i.target for i in items], lookup, wide=output == "wide", color=render.use_color(self.out))
         self.headed = False
 
     def write(self, text: str) -> None:
@@ -118,7 +117,7 @@ class Out:
             if not self.headed:
                 self.write(self.rows.header())
                 self.headed = True
-            self.write(self.rows.line(item.target, rec))
+            self.write(self.rows.line(item.target, rec, item.listening))
 
     def finish(self, interrupted: bool) -> None:
         if self.output in ("json", "yaml"):

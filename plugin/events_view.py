@@ -47,12 +47,12 @@ def _num(v: Any) -> str:
 
 
 class Rows:
-    """The streaming table: ``header()`` once, then ``line(target, event)`` per event."""
+    """The streaming table: ``header()`` once, then ``line(target, event, listening)`` per
+    event (``listening``: the target's listening ports, ``events.direction``'s rule 3)."""
 
     def __init__(self, targets: Sequence[dict], lookup: Optional[Namer], *, wide: bool = False,
-                 color: bool = False, listening: Optional[dict[int, frozenset[int]]] = None):
+                 color: bool = False):
         self.lookup, self.wide, self.color = lookup, wide, color
-        self.listening = listening or {}  #: id(target) -> its listening ports
         self.multi = len(targets) > 1
         self.containers = any(t.get("kind") == "pod" for t in targets)
         self.columns = ["Time"]
@@ -82,8 +82,8 @@ class Rows:
     def header(self) -> str:
         return self._join(self.columns)
 
-    def cells(self, target: dict, e: Any) -> list[str]:
-        key = peer_key(e, self.listening.get(id(target), frozenset()))
+    def cells(self, target: dict, e: Any, listening: frozenset[int] = frozenset()) -> list[str]:
+        key = peer_key(e, listening)
         cells = [time_text(e.time)]
         if self.multi:
             cells += [escape(target.get("namespace") or ""), escape(target.get("name") or "")]
@@ -101,8 +101,8 @@ class Rows:
             cells.append(containers or "-")
         return cells
 
-    def line(self, target: dict, e: Any) -> str:
-        text = self._join(self.cells(target, e))
+    def line(self, target: dict, e: Any, listening: frozenset[int] = frozenset()) -> str:
+        text = self._join(self.cells(target, e, listening))
         color = _CLOSE_COLORS.get(e.close or "") if self.color else None
         return f"\x1b[{color}m{text}\x1b[0m" if color else text
 
