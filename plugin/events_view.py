@@ -149,25 +149,27 @@ def target_cells(t: dict, multi: bool) -> list[str]:
 
 
 def peers_table(items: Sequence[Item], lookup: Optional[Namer]) -> str:
-    """Per-peer totals, most connections first (per target when there are several)."""
+    """Per-peer totals, most connections first (per target when there are several).  Port is
+    the listening side's: the peer's for ``out``, this side's for ``in``."""
     multi = len(items) > 1
     rows: list[tuple[int, list[str]]] = []
     for item in items:
         for key, tot in item.capture().peers().items():
-            peer = peer_of(key, lookup)
+            peer = peer_text(key, peer_of(key, lookup)) if key.direction == NONE else host_text(
+                key.address, peer_of(key, lookup))
             figures = [tot.connections, *(tot.count(c) for c in CLOSES[:4]), tot.udp]
             rows.append((tot.connections, [
-                *target_cells(item.target, multi), escape(peer_text(key, peer)), key.direction or "-",
+                *target_cells(item.target, multi), escape(peer), key.direction or "-", str(key.port or "-"),
                 *map(str, figures), duration_text(tot.mean_duration_ms),
                 *map(str, (tot.bytes_sent, tot.bytes_received, tot.retrans))]))
     if not rows:
         return "no connections closed"
     rows.sort(key=lambda r: -r[0])
     headers = (["Namespace", "Pod"] if multi else []) + [
-        "Peer", "Dir", "Conns", "Closed", "Reset", "Failed", "Timeout", "UDP", "Mean duration", "Sent",
+        "Peer", "Dir", "Port", "Conns", "Closed", "Reset", "Failed", "Timeout", "UDP", "Mean duration", "Sent",
         "Received", "Retrans"]
     first = 2 if multi else 0
-    return format_table(headers, [r for _, r in rows], right=frozenset(range(first + 2, first + 12)))
+    return format_table(headers, [r for _, r in rows], right=frozenset(range(first + 2, first + 13)))
 
 
 def run_table(items: Sequence[Item], interrupted: bool) -> str:
@@ -197,7 +199,7 @@ def run_table(items: Sequence[Item], interrupted: bool) -> str:
 
 
 def summary_text(items: Sequence[Item], lookup: Optional[Namer], interrupted: bool) -> str:
-    return (f"# totals per peer (Dir: out = this side connected, in = it accepted)\n"
+    return (f"# totals per peer (Dir: out = this side connected, in = it accepted; Port: the listening side's)\n"
             f"{peers_table(items, lookup)}\n\n# run totals (the agents' final ticks)\n"
             f"{run_table(items, interrupted)}")
 

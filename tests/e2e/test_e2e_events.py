@@ -106,10 +106,10 @@ def world():
         kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
-def peers_table(text: str) -> dict[tuple[str, str], list[str]]:
-    """(Peer, Dir) -> the rest of its row, from the per-peer totals (one target)."""
+def peers_table(text: str) -> dict[tuple[str, str, str], list[str]]:
+    """(Peer, Dir, Port) -> the rest of its row, from the per-peer totals (one target)."""
     block = text.split("# totals per peer", 1)[1].split("\n\n", 1)[0].splitlines()[2:]
-    return {(row.split()[0], row.split()[1]): row.split()[2:] for row in block}
+    return {tuple(row.split()[:3]): row.split()[3:] for row in block}
 
 
 def run_totals(text: str) -> list[str]:
@@ -134,8 +134,8 @@ def test_client_events_name_the_server_pod_and_the_service(world):
     peers = peers_table(out)
     seconds = float(run_totals(out)[0])
     assert 9.5 <= seconds <= 12.5 and run_totals(out)[-1] == "for"
-    direct = peers[(f"pod/{ns}/{world['server']}:9090", "out")]
-    via_service = peers[(f"svc/{ns}/server:80", "out")]
+    direct = peers[(f"pod/{ns}/{world['server']}", "out", "9090")]
+    via_service = peers[(f"svc/{ns}/server", "out", "80")]
     for figures in (direct, via_service):
         conns, closed, reset, failed, timeout = map(int, figures[:5])
         assert within_the_loop_rate(conns, seconds), (conns, seconds)

@@ -152,9 +152,12 @@ def item(events: list[Event], ticks: list[Tick], name: str = "client") -> Item:
 def test_summary_has_per_peer_and_run_totals():
     text = summary_text([item([e for _, e in EVENTS], [tick(len(EVENTS))])], LOOKUP, interrupted=False)
     peers, _, run = text.partition("# run totals")
-    assert "pod/shop/server:7000" in peers and "svc/shop/web:80" in peers and "(no peer)" in peers
-    first = next(line for line in peers.splitlines() if line and not line.startswith(("#", "Peer")))
-    assert first.startswith("(no peer)")  # most connections first: the listeners and unbound ones
+    rows = [line.split() for line in peers.splitlines() if line and not line.startswith(("#", "Peer"))]
+    assert rows[0][:3] == ["(no", "peer)", "-"]  # most connections first: the listeners and unbound ones
+    by_peer = {tuple(r[:3]): r[3:] for r in rows[1:]}
+    assert by_peer[("pod/shop/server", "out", "7000")][:2] == ["1", "1"]  # the clean client: 1 conn, closed
+    assert by_peer[("pod/shop/server", "in", "7000")][:2] == ["1", "1"]  # its server side: the port is ours
+    assert by_peer[("svc/shop/web", "out", "80")][4] == "1"  # one timeout
     last = run.splitlines()[-1].split()
     assert last[1] == str(len(EVENTS)) and last[-1] == "for" and last[8] == "2"  # events, ended by, lost
 
