@@ -22,6 +22,7 @@ from .errors import EXIT_OK, AgentError, SockdebugError
 from .events import capture_of, declared_ports
 from .events_view import Item, Rows, document, jsonl_record, summary_text
 from .follow import Follow, Job
+from .kube import Forbidden
 from .options import InspectOptions, TriageOptions
 from .runner import Runner
 from .targets import Target, target_info
@@ -47,13 +48,18 @@ class Peers:
         from .peers import PeerIndex
 
         ns = kube.namespace
+        missing: list[str] = []
         try:
-            self.pods = _listed(lambda: kube.list_pods(None), lambda: kube.list_pods(ns))
-            self.services = _listed(lambda: kube.list_services(None), lambda: kube.list_services(ns))
-            self.nodes = _listed(kube.list_nodes)
+            self.pods = _listed(missing, "pods", lambda: kube.list_pods(None), lambda: kube.list_pods(ns))
+            self.services = _listed(missing, "services", lambda: kube.list_services(None),
+                                    lambda: kube.list_services(ns))
+            self.nodes = _listed(missing, "nodes", kube.list_nodes)
             self._index = PeerIndex(self.pods, self.services, self.nodes)
         except Exception as exc:  # names are a courtesy: never a traceback from this thread
-            _say(f"note: peers are shown as addresses: {render.escape(str(exc))[:200]}")
+            missing.append(f"peers ({type(exc).__name__}: {str(exc)[:120]})")
+        if missing:
+            _say(f"note: could not list {', '.join(render.escape(m) for m in missing)}: "
+                 "their addresses are shown instead of names (docs/rbac.md)")
 
     def wait(self) -> Peers:
         self._thread.join()
@@ -64,13 +70,16 @@ class Peers:
         return index.lookup(address, port) if index is not None else None
 
 
-def _listed(*tries: Any) -> list:
-    """The first list that may be read (cluster-wide, else the namespace); [] when none."""
+def _listed(missing: list[str], kind: str, *tries: Any) -> list:
+    """The first list that may be read (cluster-wide, else the namespace); [] when none,
+    and why in ``missing``."""
+    why = ""
     for attempt in tries:
         try:
             return attempt()
-        except SockdebugError:  # Forbidden, unreachable: peers stay unnamed, the run goes on
-            continue
+        except SockdebugError as exc:  # Forbidden, unreachable: peers stay unnamed, the run goes on
+            why = "forbidden" if isinstance(exc, Forbidden) else exc.cause[:120]
+    missing.append(f"{kind} ({why})")
     return []
 
 

@@ -21,6 +21,7 @@ from sockdebug_agent.netlink import parse_datagram
 from sockdebug_agent.schema import SCHEMA_VERSION, End, Hello, Tick, to_json
 from sockdebug_plugin import events_run, follow
 from sockdebug_plugin.errors import AgentError, TargetError
+from sockdebug_plugin.kube import Forbidden
 from sockdebug_plugin.lifecycle import read_stream
 from sockdebug_plugin.targets import Target
 
@@ -199,3 +200,28 @@ def test_a_stream_cut_after_the_stop_is_a_warning_not_a_failure(capsys):
     sigint_after(0.3)
     code, _ = follow_out(runner)
     assert code == 0 and "pod/b -n shop: after the stop: broke off" in capsys.readouterr().err
+
+
+class Lists:
+    """What a namespace-bound user may list: its namespace's pods, no Services, no nodes."""
+
+    namespace = "shop"
+
+    def list_pods(self, namespace):
+        if namespace is None:
+            raise Forbidden("list", "pods", None, "cluster scope")
+        return [{"metadata": {"name": "server", "namespace": "shop"}, "spec": {"nodeName": "n1"},
+                 "status": {"phase": "Running", "podIP": "127.0.0.1"}}]
+
+    def list_services(self, namespace):
+        raise Forbidden("list", "services", namespace, "no")
+
+    def list_nodes(self):
+        raise TargetError("the API server failed", "retry")
+
+
+def test_peers_fall_back_to_the_namespace_and_say_what_they_could_not_list(capsys):
+    peers = events_run.Peers(Lists())
+    assert str(peers.lookup("127.0.0.1")) == "pod/shop/server" and peers.lookup("10.0.0.1") is None
+    note = capsys.readouterr().err
+    assert "could not list services (forbidden), nodes (the API server failed)" in note and "pods" not in note
