@@ -177,16 +177,16 @@ def follow(runner: Any, targets: list[Any], query: Any, output: str, lookup: Any
     return EXIT_OK
 
 
-def _settle(follow: Follow, items: list[Item]) -> list[BaseException]:
+def _settle(streams: Follow, items: list[Item]) -> list[BaseException]:
     """Mark each item's end (cut, failed) and say so on stderr; the failures, in order."""
-    for i in follow.cut():
+    for i in streams.cut():
         items[i].cut = True
         _say(f"warning: {_title(items[i].target)}: the agent did not end within the grace period after the stop; "
              "its totals are those of its last tick")
     failed = []
-    for i, exc in sorted(follow.failures.items()):
+    for i, exc in sorted(streams.failures.items()):
         cause = exc.cause if isinstance(exc, SockdebugError) else f"{type(exc).__name__}: {exc}"
-        if follow.stopped and isinstance(exc, AgentError):  # stopped before its end (a node pod not started yet)
+        if cut_by_stop(streams, exc):
             items[i].cut = True
             _say(f"warning: {_title(items[i].target)}: after the stop: {render.escape(cause)}")
             continue
@@ -195,6 +195,12 @@ def _settle(follow: Follow, items: list[Item]) -> list[BaseException]:
             _say(f"error: {_title(items[i].target)}: {render.escape(cause)}")
         failed.append(exc)
     return failed
+
+
+def cut_by_stop(streams: Follow, exc: BaseException) -> bool:
+    """A stream that broke off after the user's stop (a node pod deleted before its agent
+    started): the stop's doing, not a failure of the run."""
+    return streams.stopped and isinstance(exc, AgentError)
 
 
 # --- triage --events ------------------------------------------------------------------------------
@@ -213,13 +219,17 @@ def triage_results(opts: TriageOptions, queries: list[Any]) -> list[render.Resul
     jobs = [Job(t, q) for t in targets for q in (*queries, capture)]
     records: list[list[Any]] = [[] for _ in jobs]
     _say(f"capturing closed connections for {opts.events} beside the snapshot; Ctrl-C ends it early")
-    with Runner(kube, opts.agent) as runner:
-        follow = Follow(runner, jobs, _say)
-        for i, rec in follow.records():
-            records[i].append(rec)
-    for exc in follow.failures.values():
-        raise exc
     per = len(queries) + 1
+    with Runner(kube, opts.agent) as runner:
+        streams = Follow(runner, jobs, _say)
+        for i, rec in streams.records():
+            records[i].append(rec)
+    for i, exc in sorted(streams.failures.items()):
+        if i % per == per - 1 and cut_by_stop(streams, exc):  # the capture, stopped: judge what it saw
+            _say(f"warning: {_title(target_info(jobs[i].target))}: the capture ended early: "
+                 f"{render.escape(getattr(exc, 'cause', exc))}")
+            continue
+        raise exc
     results = []
     for n, t in enumerate(targets):
         snapshot = [r for recs in records[n * per:n * per + per - 1] for r in recs]

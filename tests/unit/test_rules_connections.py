@@ -165,3 +165,26 @@ def test_every_rule_is_registered_and_every_threshold_documented_with_its_value(
         row = re.search(rf"^\| `{re.escape(name)}` \| ([^|]+) \|", text, re.M)
         assert row, name
         assert float(row.group(1).strip()) == value, name
+
+
+def test_triage_gets_them_as_agent_findings_most_severe_first():
+    """What ``triage --events`` adds to a pod's records (events_run): the engine's findings
+    as agent ``finding`` records, merged with the agent's own by severity."""
+    from sockdebug_agent.schema import Finding as Record
+    from sockdebug_plugin.events_run import connection_findings, merge_findings
+    from sockdebug_plugin.targets import Target
+
+    class Lists:
+        pods, services, nodes = [CLIENT], [SVC], []
+
+        def wait(self):
+            return self
+
+    found = connection_findings(Target("shop", POD, "app"), Capture([TIMEOUT] * 3, [tick()]), Lists())
+    assert [(f.type, f.id, f.severity) for f in found] == [("finding", "connection-failures", "critical")]
+    assert found[0].next_step.startswith("Check that svc/shop/web:80 has ready endpoints")
+    agent = [Record("close-wait-leak", "warning", "t", {}, "e", "n"), Record("no-default-route", "info", "t", {},
+                                                                              "e", "n")]
+    merged = merge_findings([*agent, tick()], found)
+    assert [r.id if r.type == "finding" else r.type for r in merged] == [
+        "connection-failures", "close-wait-leak", "no-default-route", "tick"]
