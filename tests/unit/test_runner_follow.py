@@ -128,3 +128,26 @@ def test_stop_deletes_node_pods_gracefully_so_their_agents_end_their_streams():
     assert graces == [lifecycle.NodePods.STOP_GRACE, 0]  # and deleted for good once its stream ended
     command = api.created[0]["spec"]["containers"][0]["command"]
     assert "--stdin-stop" not in command  # a pod's stdin is empty: the flag would end it at once
+
+
+def test_kubectl_exec_keeps_stdin_for_a_follow_and_stop_reaches_it(tmp_path):
+    """The warm door (kubectl exec) can follow too: ``-i``, stdin a pipe, a session of its
+    own (the terminal's Ctrl-C is the plugin's), and ``stop`` writes the byte."""
+    import sys
+
+    from sockdebug_plugin.kube import KubectlExec
+
+    fake = tmp_path / "kubectl"
+    fake.write_text(f"#!{sys.executable}\n"
+                    "import os, sys\n"
+                    "print(' '.join(sys.argv[1:]), os.getsid(0) == os.getpid(), flush=True)\n"
+                    "sys.stdin.readline()\n"
+                    "print('stopped', flush=True)\n")
+    fake.chmod(0o755)
+    channel = KubectlExec(str(fake)).exec("shop", "api", "agent", ["sockdebug-agent", "events"], stdin=True)
+    chunks = channel.chunks(time.monotonic() + 10)
+    first = next(chunks).decode()
+    assert first.startswith("-n shop exec -i api -c agent -- sockdebug-agent events True")
+    channel.stop()
+    assert b"stopped" in b"".join(chunks) and channel.returncode == 0
+    channel.close()
