@@ -146,8 +146,10 @@ def test_kubectl_exec_keeps_stdin_for_a_follow_and_stop_reaches_it(tmp_path):
     fake.chmod(0o755)
     channel = KubectlExec(str(fake)).exec("shop", "api", "agent", ["sockdebug-agent", "events"], stdin=True)
     chunks = channel.chunks(time.monotonic() + 10)
-    first = next(chunks).decode()
-    assert first.startswith("-n shop exec -i api -c agent -- sockdebug-agent events True")
+    first = b""
+    while not first.endswith(b"\n"):
+        first += next(chunks)
+    assert first.decode() == "-n shop exec -i api -c agent -- sockdebug-agent events True\n", channel.stderr
     channel.stop()
     assert b"stopped" in b"".join(chunks) and channel.returncode == 0
     channel.close()
