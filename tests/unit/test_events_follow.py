@@ -132,7 +132,7 @@ def test_first_ctrl_c_stops_every_stream_and_prints_the_totals_without_half_line
     sigint_after(0.5)
     started = time.monotonic()
     code, text = follow_out(runner)
-    assert code == 0 and runner.stops == 1 and time.monotonic() - started < 5
+    assert code == 0 and runner.stops == 1 and time.monotonic() - started < 20  # not the 30 s wait
     assert text.endswith("\n") and "\x00" not in text
     body = text.splitlines()
     assert len([r for r in body if r[:2].isdigit()]) == 6  # every event row, whole
