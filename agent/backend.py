@@ -22,8 +22,9 @@ Warn = Callable[[Warning], None]
 LINUX = sys.platform.startswith("linux")
 
 # Every command, and the ones only the Linux back-end serves (rtnetlink, /proc, setns).
-ALL_COMMANDS = ("sockets", "summary", "routes", "interfaces", "limits", "triage", "pods", "events", "serve", "ids")
-LINUX_ONLY = ("routes", "interfaces", "triage", "pods", "events", "ids")
+ALL_COMMANDS = ("sockets", "summary", "routes", "interfaces", "limits", "triage", "pods", "events", "serve", "ids",
+                "stop")
+LINUX_ONLY = ("routes", "interfaces", "triage", "pods", "events", "ids", "stop")
 
 
 class Backend:
@@ -35,8 +36,9 @@ class Backend:
     def unsupported(self, command: str) -> UsageError:
         return UsageError(f"`{command}` is not available on the {self.name} path", "")
 
-    def sockets(self, sel: Selection, details, warn: Warn) -> Iterator[list[Socket]]:
-        """Batches of the selected sockets, as they become ready."""
+    def sockets(self, sel: Selection, details, warn: Warn, lines: bool = False) -> Iterator[list]:
+        """Batches of the selected sockets, as they become ready; with ``lines`` a back-end
+        may give a batch as the records' JSON lines (str) instead (a writer that takes them)."""
         raise NotImplementedError
 
     def warn_no_proc(self, warn: Warn, consequence: str) -> bool:
@@ -58,12 +60,12 @@ class Linux(Backend):
 
     name = "netlink"
 
-    def sockets(self, sel: Selection, details, warn: Warn) -> Iterator[list[Socket]]:
+    def sockets(self, sel: Selection, details, warn: Warn, lines: bool = False) -> Iterator[list]:
         from .inspectors.sockets import collect
 
         if details.processes:
             self.warn_hidden(warn, "sockets they hold show no owner")
-        return collect(sel, details, warn)
+        return collect(sel, details, warn, lines)
 
     def warn_no_proc(self, warn: Warn, consequence: str) -> bool:
         from .inspectors import procfs
@@ -165,7 +167,7 @@ class Psutil(Backend):
         return UsageError(f"`{command}` reads rtnetlink and /proc, which the psutil path does not have ({why})",
                           "on this path only `sockets` and `limits` work")
 
-    def sockets(self, sel: Selection, details, warn: Warn) -> Iterator[list[Socket]]:
+    def sockets(self, sel: Selection, details, warn: Warn, lines: bool = False) -> Iterator[list]:
         from .inspectors import portable
 
         found = portable.collect_sockets(sel, details.processes, warn)

@@ -9,11 +9,12 @@ NLM_F_DUMP_INTR (the table changed during the dump) are handled here.
 from __future__ import annotations
 
 import errno
+import mmap
 import os
 import socket
 import struct
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, Optional, TypeVar
 
 NETLINK_ROUTE = 0
 NETLINK_SOCK_DIAG = 4
@@ -33,13 +34,29 @@ NLMSGHDR = struct.Struct("=IHHII")
 RTATTR = struct.Struct("=HH")
 _INT = struct.Struct("=i")
 
-# The kernel sizes each dump batch by the reader's buffer, up to 32 KiB; a larger
-# buffer costs nothing and leaves room if that cap is raised.
+# The kernel caps a dump datagram at 32 KiB, and sizes it by the reader's buffer up to
+# that; rtnetlink replies with a large min_dump_alloc can be bigger.  One anonymous
+# mapping per socket: pages the kernel never writes to are never resident, where a
+# bytearray of the same size would be zeroed (and counted) in full.
 _RECV_BUF = 1 << 20
 _DUMP_RETRIES = 5
-_PREFETCH_BUF = 64 * 1024  # the kernel caps a dump datagram at 32 KiB
+# The prefetch ring: slots of the same mapping, each larger than any sock_diag datagram.
+_SLOT = 64 * 1024
+_SLOTS = 4
+# The kernel fills the first datagram of a dump (inside send(), at most a page) and then
+# up to 32 KiB each; one that is not nearly full is the last data before NLMSG_DONE.
+_PREFETCH_FROM = 16 * 1024
+_HELPER_CHECK = 1.0  # seconds between checks that a silent prefetch helper is still alive
+# CPython 3.11 loops forever when it unwinds an exception into a try block while memory is
+# exhausted (RLIMIT_AS) and the instruction's offset is above 256: the handler needs that
+# offset as an int, its allocation fails, and the failure is unwound into the same handler.
+# Generators that a MemoryError closes (those of a dump) therefore keep try blocks at the
+# start of a short function; tests/unit/test_netlink_stream.py checks the offsets.
+_SHORT_TRY = 256
 _HEADER_START = struct.Struct("=IH")  # length and type of an nlmsghdr
 T = TypeVar("T")
+# A datagram splitter: (buffer, size, sequence number) -> (items, done, interrupted).
+Split = Callable[[Any, int, int], "tuple[list[T], bool, bool]"]
 
 
 class NetlinkError(OSError):
@@ -73,11 +90,12 @@ def parse_attrs(buf: memoryview | bytes, start: int, end: int) -> dict[int, memo
     return attrs
 
 
-def parse_datagram(buf: memoryview | bytes, size: int, seq: int, parse: Callable[[Any, int, int], T]
-                   ) -> tuple[list[T], bool, bool]:
-    """Split one received datagram: ``(items, done, interrupted)`` where ``items`` are
-    ``parse(buf, start, end)`` of its data messages (None results dropped), ``done``
-    says the reply is complete and ``interrupted`` that the kernel flagged the dump.
+def parse_datagram(buf: memoryview | bytes, size: int, seq: int, parse: Callable[[Any, int, int], T],
+                   start: int = 0) -> tuple[list[T], bool, bool]:
+    """Split one received datagram from offset ``start``: ``(items, done, interrupted)``
+    where ``items`` are ``parse(buf, start, end)`` of its data messages (None results
+    dropped), ``done`` says the reply is complete and ``interrupted`` that the kernel
+    flagged the dump.
 
     Pure (no I/O).  Raises ``NetlinkError`` for an error reply and ``ProtocolError``
     for lengths that do not fit; messages of another sequence number are skipped.
@@ -86,7 +104,7 @@ def parse_datagram(buf: memoryview | bytes, size: int, seq: int, parse: Callable
     items: list[T] = []
     done = interrupted = False
     unpack_header = NLMSGHDR.unpack_from
-    off = 0
+    off = start
     while off + 16 <= size:
         length, kind, flags, msg_seq, _pid = unpack_header(buf, off)
         end = off + length
@@ -101,7 +119,7 @@ def parse_datagram(buf: memoryview | bytes, size: int, seq: int, parse: Callable
                 if item is not None:
                     items.append(item)
             else:
-                done = _control(buf, off + 16, end, kind) or done
+                done = control(buf, off + 16, end, kind) or done
             if flags & NLM_F_DUMP_INTR:
                 interrupted = True
         off = (end + 3) & ~3
@@ -117,7 +135,7 @@ class Netlink:
         self.protocol = protocol
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, protocol)
         self.sock.bind((0, 0))
-        self._buf = bytearray(_RECV_BUF)
+        self._buf = mmap.mmap(-1, _RECV_BUF)
         self._seq = 0
 
     def close(self) -> None:
@@ -131,11 +149,19 @@ class Netlink:
 
     def stream(self, msg_type: int, payload: bytes, parse: Callable[[memoryview, int, int], T],
                flags: int = NLM_F_REQUEST | NLM_F_DUMP, prefetch: bool = False) -> Iterator[list[T]]:
-        """Send one request and yield, for every datagram of the reply, the list of
-        ``parse(buffer, start, end)`` over its data messages (results that are None are
-        dropped).  Parsing happens before the buffer is reused, so callers get records,
-        never views.  If the kernel flagged the dump as interrupted (the table changed
-        under it), ``DumpInterrupted`` is raised after the last batch.
+        """``dump`` with each data message parsed on its own: ``parse(buffer, start, end)``
+        (results that are None are dropped)."""
+        return self.dump(msg_type, payload, lambda buf, size, seq: parse_datagram(buf, size, seq, parse),
+                         flags, prefetch)
+
+    def dump(self, msg_type: int, payload: bytes, split: Split, flags: int = NLM_F_REQUEST | NLM_F_DUMP,
+             prefetch: bool = False) -> Iterator[list[T]]:
+        """Send one request and yield, for every datagram of the reply, the items
+        ``split(buffer, size, seq)`` makes of it (``parse_datagram``'s contract, for
+        parsers that walk a whole datagram themselves).  Splitting happens before the
+        buffer is reused, so callers get records, never views.  If the kernel flagged the
+        dump as interrupted (the table changed under it), ``DumpInterrupted`` is raised
+        after the last batch.
 
         ``prefetch`` receives in a helper thread while this one parses (see
         ``_prefetched``): worth it for big dumps on a machine with a second core.
@@ -147,7 +173,7 @@ class Netlink:
         for view, size in self._prefetched(request) if prefetch else self._received(request):
             if size == 0:
                 raise ProtocolError("netlink socket closed during a dump")
-            batch, done, flagged = parse_datagram(view, size, seq, parse)
+            batch, done, flagged = split(view, size, seq)
             interrupted = interrupted or flagged
             if batch:
                 yield batch
@@ -157,62 +183,151 @@ class Netlink:
                 return
         raise ProtocolError("the netlink reply ended without NLMSG_DONE")
 
-    def _received(self, request: bytes, sock: socket.socket | None = None) -> Iterator[tuple[memoryview, int]]:
-        """Send ``request`` (unless already sent) and yield the reply's datagrams, received
-        into the one reusable buffer, one at a time."""
-        if sock is None:
-            sock = self.sock
+    def _received(self, request: Optional[bytes], sock: Optional[socket.socket] = None
+                  ) -> Iterator[tuple[memoryview, int]]:
+        """Send ``request`` (unless None: already sent) and yield the reply's datagrams,
+        received into the one reusable buffer, one at a time."""
+        sock = sock or self.sock
+        if request is not None:
             sock.send(request)
-        buf, recv_into = self._buf, sock.recv_into
-        view = memoryview(buf)
+        view = memoryview(self._buf)
         while True:
-            yield view, recv_into(buf)
+            yield view, _receive(sock, view)
 
     def _prefetched(self, request: bytes) -> Iterator[tuple[memoryview, int]]:
         """Datagrams received by a helper thread while the caller parses the previous ones.
 
         The kernel builds each batch of a dump inside recv(), with the GIL released, so
-        on two cores its work overlaps the parsing (a third of a 40k-socket dump).  The
-        helper stops after a datagram that ends the reply; if it ever stopped early, the
+        on two cores its work overlaps the parsing (a third of a 40k-socket dump).
+        Datagrams are received here until one is nearly full (``_PREFETCH_FROM``): a small
+        reply (its data, then NLMSG_DONE on its own) never starts a thread, which on a
+        node with hundreds of namespaces costs more than such a dump.  The helper then
+        fills a ring of ``_SLOTS`` buffers, so memory
+        stays flat however far ahead of the parser the kernel gets; it stops after a
+        datagram that ends the reply.  If it stops early, or no thread can be started, the
         rest is read here, one datagram at a time.  The exchange runs on a socket of its
         own, so a helper that somehow outlived its reply could never take another's.
         """
-        import threading
-        from _queue import SimpleQueue
-
+        # _ring's imports happen here, before the socket: importing opens a file, and with the
+        # fewest fds Python runs with (RLIMIT_NOFILE 5) this socket takes the last one.
+        import _queue  # noqa: F401
+        import threading  # noqa: F401
         sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, self.protocol)
-        sock.bind((0, 0))
-        sock.send(request)
-        queue: SimpleQueue = SimpleQueue()
-        recv_into = sock.recv_into
-
-        def receive() -> None:
-            try:
-                while True:
-                    buf = bytearray(_PREFETCH_BUF)
-                    size = recv_into(buf)
-                    queue.put((memoryview(buf), size))
-                    if size == 0 or _ends_reply(buf, size):
-                        break
-            except (OSError, MemoryError) as exc:  # handed over: the reader raises it (RLIMIT_AS, ...)
-                queue.put(exc)
-            queue.put(None)
-
-        try:
-            threading.Thread(target=receive, name="netlink-prefetch", daemon=True).start()
-        except RuntimeError:  # no thread left (RLIMIT_NPROC, memory): receive here, one datagram at a time
-            queue.put(None)
-        try:
-            while True:
-                item = queue.get()
-                if item is None:
-                    break
-                if isinstance(item, (OSError, MemoryError)):
-                    raise item
-                yield item
-            yield from self._received(request, sock)
+        try:  # kept at the start of a short generator: see _SHORT_TRY
+            yield from self._exchange(sock, request)
         finally:
             sock.close()
+
+    def _exchange(self, sock: socket.socket, request: bytes) -> Iterator[tuple[memoryview, int]]:
+        sock.bind((0, 0))
+        sock.send(request)
+        mapping = memoryview(self._buf)
+        slots = [mapping[i * _SLOT:(i + 1) * _SLOT] for i in range(_SLOTS)]
+        while True:
+            size = _receive(sock, slots[0])
+            yield slots[0], size
+            if size == 0 or _ends_reply(slots[0], size):
+                return
+            if size >= _PREFETCH_FROM:  # a full datagram: more are coming
+                break
+        yield from _ring(sock, slots)
+        yield from self._received(None, sock)
+
+
+def _receive(sock: socket.socket, view: memoryview) -> int:
+    """One datagram into ``view``; one that did not fit is an error, never silently cut."""
+    size = sock.recv_into(view, 0, socket.MSG_TRUNC)  # MSG_TRUNC: the real length, even if cut
+    if size > len(view):
+        raise ProtocolError(f"a {size}-byte netlink datagram does not fit the {len(view)}-byte buffer")
+    return size
+
+
+def _ring(sock: socket.socket, slots: list[memoryview]) -> Iterator[tuple[memoryview, int]]:
+    """The datagrams ``_Helper`` receives, in order; the helper is told to stop however
+    the reader stops."""
+    helper = _Helper(sock, slots)
+    if not helper.start():  # no thread left (RLIMIT_NPROC, memory): the caller receives itself
+        return
+    try:  # kept at the start of a short generator: see _SHORT_TRY
+        yield from helper
+    finally:
+        helper.stop()
+
+
+class _Helper:
+    """The helper thread of ``Netlink._prefetched``, and an iterator over what it receives.
+
+    Slots go back to it once the caller asks for the next datagram (it has parsed the
+    previous one by then); slot 0 holds the datagram the caller is parsing.  Whatever
+    stops the thread (an ``OSError``, ``MemoryError`` under ``RLIMIT_AS``, ...) is kept
+    and raised by ``__next__``, in the reader; the thread never prints a traceback, and
+    one that died without a last word (no memory even for that) is noticed within
+    ``_HELPER_CHECK`` seconds instead of being waited for forever."""
+
+    def __init__(self, sock: socket.socket, slots: list[memoryview]) -> None:
+        from _queue import SimpleQueue
+
+        self.sock, self.slots = sock, slots
+        self.free: SimpleQueue = SimpleQueue()
+        self.full: SimpleQueue = SimpleQueue()
+        for index in range(1, len(slots)):
+            self.free.put(index)
+        self.failure: Optional[BaseException] = None
+        self.held = 0  # the slot the caller is parsing, handed back when it asks for the next
+        self.thread: Any = None
+
+    def start(self) -> bool:
+        import threading
+
+        self.thread = threading.Thread(target=self._receive, name="netlink-prefetch", daemon=True)
+        try:
+            self.thread.start()
+        except RuntimeError:
+            return False
+        return True
+
+    def _receive(self) -> None:
+        free, full, sock, slots = self.free, self.full, self.sock, self.slots
+        try:
+            while True:
+                index = free.get()
+                if index is None:  # the caller stopped early
+                    break
+                size = _receive(sock, slots[index])
+                full.put((index, size))
+                if size == 0 or _ends_reply(slots[index], size):
+                    break
+        except BaseException as exc:  # handed to the reader, whatever it is
+            self.failure = exc
+        try:
+            full.put(None)
+        except BaseException:  # no memory left even for that: the reader sees the thread gone
+            pass
+
+    def __iter__(self) -> _Helper:
+        return self
+
+    def __next__(self) -> tuple[memoryview, int]:
+        from _queue import Empty
+
+        while True:
+            try:
+                item = self.full.get(timeout=_HELPER_CHECK)
+                break
+            except Empty:
+                if not self.thread.is_alive():
+                    item = None
+                    break
+        self.free.put(self.held)
+        if item is None:
+            if self.failure is not None:
+                raise self.failure
+            raise StopIteration
+        self.held, size = item
+        return self.slots[self.held], size
+
+    def stop(self) -> None:
+        self.free.put(None)
 
 
 def _ends_reply(buf: bytearray, size: int) -> bool:
@@ -222,7 +337,7 @@ def _ends_reply(buf: bytearray, size: int) -> bool:
     return size >= 16 and _HEADER_START.unpack_from(buf, 0)[1] == NLMSG_ERROR
 
 
-def _control(buf: memoryview | bytes, start: int, end: int, kind: int) -> bool:
+def control(buf: memoryview | bytes, start: int, end: int, kind: int) -> bool:
     """Handle a control message; True when it ends the exchange (DONE, or an ACK)."""
     if kind == NLMSG_DONE:
         if end - start >= 4:

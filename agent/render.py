@@ -183,31 +183,42 @@ def value_text(v: Any) -> str:
 
 def sockets_table(results: Sequence[Result], *, wide: bool, color: bool,
                   marker: Optional[Callable[[dict, Any], str]] = None, show_headers: bool = True,
-                  sort: Optional[Sorter] = None) -> str:
+                  sort: Optional[Sorter] = None, peer: Optional[Callable[[Any], Optional[str]]] = None) -> str:
     """ss's columns plus the owning container (when any owner has one); ``marker`` adds a
-    leading mark column (--watch: + new, - closed); ``sort`` reorders the rows."""
+    leading mark column (--watch: + new, - closed); ``sort`` reorders the rows; ``peer``
+    names a remote address (``pod/NS/NAME``, ``svc/NS/NAME``, ``node/NAME``; None when
+    unknown): in the table the name stands for the address (``svc/shop/web:80``, column
+    Peer), wide keeps Peer Address:Port and adds a Peer column."""
     pairs = [(res.target, s) for res in results for s in res.of("socket")]
     if not pairs:
         return "no sockets matched"
     if sort is not None:
         pairs = sort(pairs)
+    names = [peer(s) for _, s in pairs] if peer is not None else []
+    named = any(names)
     multi = len(results) > 1
     containers = any(p.get("container") for _, s in pairs for p in s.processes or ())
     group = ["Netns", "Pods"] if results[0].target.get("kind") == "netns" else ["Namespace", "Pod"]
     headers = ([""] if marker else []) + (group if multi else []) + [
-        "Netid", "State", "Recv-Q", "Send-Q", "Local Address:Port", "Peer Address:Port", "Process"] + (
-        ["Container"] if containers else [])
+        "Netid", "State", "Recv-Q", "Send-Q", "Local Address:Port",
+        "Peer" if named and not wide else "Peer Address:Port"] + (["Peer"] if named and wide else []) + [
+        "Process"] + (["Container"] if containers else [])
     if wide:
         headers += ["Timer", "Uid", "Inode", "Info"]
     rows, colors = [], []
-    for target, s in pairs:
+    for i, (target, s) in enumerate(pairs):
         row = [marker(target, s)] if marker else []
         if multi:
             row += [str(target.get("namespace", "")), str(target.get("name", ""))]
         procs, owners = process_text(s.processes)
+        name = names[i] if named else None
+        remote = address(s.peer_address, s.peer_port, s.family, s.v6only, None, False)
         row += [str(s.netid), str(s.state), str(s.recv_q), str(s.send_q),
                 address(s.local_address, s.local_port, s.family, s.v6only, s.interface, True),
-                address(s.peer_address, s.peer_port, s.family, s.v6only, None, False), procs]
+                f"{escape(name)}:{s.peer_port}" if name and not wide else remote]
+        if named and wide:
+            row.append(escape(name) if name else "")
+        row.append(procs)
         if containers:
             row.append(owners)
         if wide:
@@ -314,7 +325,8 @@ def target_title(res: Result) -> str:
         return f"netns {escape(t.get('namespace'))} ({escape(t.get('name'))})"
     if not t:
         return ""
-    return f"pod/{escape(t.get('name'))} -n {escape(t.get('namespace'))} (container {escape(t.get('container'))})"
+    where = f"container {escape(t['container'])}" if t.get("container") else "no container: its network namespace"
+    return f"pod/{escape(t.get('name'))} -n {escape(t.get('namespace'))} ({where})"
 
 
 def notable_warnings(res: Result) -> list[Any]:
@@ -332,13 +344,14 @@ _SECTIONS: list[tuple[str, Callable[..., str]]] = [
 
 
 def report_text(results: Sequence[Result], *, wide: bool = False, color: bool = False, show_headers: bool = True,
-                sockets: Optional[bool] = None, findings: bool = False, sort: Optional[Sorter] = None) -> str:
+                sockets: Optional[bool] = None, findings: bool = False, sort: Optional[Sorter] = None,
+                peer: Optional[Callable[[Any], Optional[str]]] = None) -> str:
     """Everything the targets answered, as the table views: findings (``findings``),
     the sockets table (``sockets``; by default when there are sockets, or no records at
     all), then a section per target for each of summary, routes, interfaces and
     limits.  Sections are titled ``# TARGET: KIND`` where a target or several
     sections need telling apart; ``show_headers=False`` (--no-headers, ss -H) drops
-    titles and column headers."""
+    titles and column headers; ``peer`` names remote addresses (``sockets_table``)."""
     parts: list[tuple[Optional[Result], str, str]] = []
     if findings:
         parts += [(res, "findings", findings_text(res, color, sort)) for res in results]
@@ -346,7 +359,7 @@ def report_text(results: Sequence[Result], *, wide: bool = False, color: bool = 
         sockets = any(r.of("socket") for r in results) or not any(r.records for r in results)
     if sockets:
         parts.append((None, "socket", sockets_table(results, wide=wide, color=color, show_headers=show_headers,
-                                                    sort=sort)))
+                                                    sort=sort, peer=peer)))
     for kind, fn in _SECTIONS:
         for res in results:
             if res.of(kind) or (kind == "limits" and res.of("process_limits")):

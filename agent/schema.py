@@ -397,12 +397,21 @@ _SOCKET_HEAD = (
 _JSON_BOOL = {None: "null", True: "true", False: "false"}
 
 
-def _opt_str(value: Optional[str]) -> str:
+def json_string(value: Optional[str]) -> str:
+    """A str (or None) as JSON text, escaped as ``json.dumps`` escapes it."""
     return "null" if value is None else _quote(value)
 
 
 def _opt_int(value: Optional[int]) -> str:
     return "null" if value is None else str(value)
+
+
+def process_json_parts(pid: int, comm: str, container_id: Optional[str]) -> tuple[str, str]:
+    """The compact JSON of ``Process(pid, comm, fd[, container_id])`` around its fd:
+    ``head + str(fd) + tail``, so an owner scan can render each process once and every
+    socket it holds with one format."""
+    head = f'{{"pid":{pid},"comm":{_quote(comm)},"fd":'
+    return head, "}" if container_id is None else f',"container_id":{_quote(container_id)}}}'
 
 
 def socket_to_json(s: Socket) -> str:
@@ -420,8 +429,8 @@ def socket_to_json(s: Socket) -> str:
         if processes is None and timer is None and extended is None and skmem is None and tcp_info is None:
             return text + "}"
     else:
-        text = _SOCKET_HEAD % (family, netid, state, rq, wq, _opt_str(local), lport, _opt_str(peer), pport,
-                               _opt_str(ifname), inode, _opt_int(uid), _opt_int(cookie), _JSON_BOOL[v6only])
+        text = _SOCKET_HEAD % (family, netid, state, rq, wq, json_string(local), lport, json_string(peer), pport,
+                               json_string(ifname), inode, _opt_int(uid), _opt_int(cookie), _JSON_BOOL[v6only])
     for name, value in zip(_SOCKET_EXTRAS, (processes, timer, extended, skmem, tcp_info)):
         if value is not None:
             text += ',"%s":%s' % (name, json.dumps(value, separators=(",", ":")))
@@ -436,7 +445,7 @@ def event_to_json(e: Event) -> str:
      sent, received, acked, retrans, lost, rtt, segs_in, segs_out, seen, processes, tcp_info) = e
     text = (f'{{"type":"event","time":{when},"family":"{family}","netid":"{netid}","state":"{state}",'
             f'"recv_q":{rq},"send_q":{wq},"local_address":"{local}","local_port":{lport},'
-            f'"peer_address":"{peer}","peer_port":{pport},"interface":{_opt_str(ifname)},"cookie":{cookie},'
+            f'"peer_address":"{peer}","peer_port":{pport},"interface":{json_string(ifname)},"cookie":{cookie},'
             f'"close":{"null" if close is None else _quote(close)},'
             f'"duration_ms":{"null" if duration is None else duration}')
     if sent is None and rtt is None:  # UDP, or a kernel without tcp_info

@@ -4,7 +4,10 @@ Ephemeral containers can never be removed from a pod, so the plugin starts one
 ``serve`` process per target container and execs each query next to it.  Each
 query (exec'd with SOCKDEBUG_SERVE=1 in the container's environment) sends the
 serve process SIGUSR1; after ``idle_timeout`` seconds without one, it exits and the
-container ends.  No files are written and no socket is opened.
+container ends.  ``sockdebug-agent stop``, exec'd the same way (the plugin's ``stop``),
+ends it sooner: SIGTERM to the serve process of its own container, sent after its
+stream is complete (the container ends with it).  No files are written and no socket
+is opened.
 """
 
 from __future__ import annotations
@@ -52,18 +55,68 @@ def _catches_sigusr1(status_path: str) -> bool:
     return False
 
 
-def keep_alive(proc: str = "/proc") -> None:
-    """Tell the serve process(es) of this container that a query ran (best effort)."""
-    me = os.getpid()
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _serve_pids(proc: str) -> list[int]:
+    """Every serve process visible in ``proc`` (the target container's PID namespace:
+    other containers' agents too), this process excepted."""
+    me, found = os.getpid(), []
     for entry in os.listdir(proc):
         if not entry.isdigit() or int(entry) == me:
             continue
         try:
-            with open(f"{proc}/{entry}/cmdline", "rb") as f:
-                cmdline = f.read()
-            with open(f"{proc}/{entry}/comm", "rb") as f:
-                comm = f.read()
-            if _is_serve(cmdline, comm) and _catches_sigusr1(f"{proc}/{entry}/status"):
-                os.kill(int(entry), signal.SIGUSR1)
+            if _is_serve(_read(f"{proc}/{entry}/cmdline"), _read(f"{proc}/{entry}/comm")):
+                found.append(int(entry))
+        except OSError:  # gone meanwhile
+            continue
+    return found
+
+
+def keep_alive(proc: str = "/proc") -> None:
+    """Tell the serve process(es) of this container that a query ran (best effort)."""
+    for pid in _serve_pids(proc):
+        try:
+            if _catches_sigusr1(f"{proc}/{pid}/status"):
+                os.kill(pid, signal.SIGUSR1)
         except OSError:  # gone, or not ours to signal
+            continue
+
+
+def own_serve(proc: str = "/proc") -> list[int]:
+    """The serve process(es) of this container only: the same cgroup as this process
+    (an exec joins its container's cgroup; another agent container targeting the same
+    container shares the PID namespace but not the cgroup).  Nothing when this
+    process's cgroup cannot be read: never a guess."""
+    try:
+        mine = _read(f"{proc}/self/cgroup")
+    except OSError:
+        return []
+    own = []
+    for pid in _serve_pids(proc):
+        try:
+            if _read(f"{proc}/{pid}/cgroup") == mine:
+                own.append(pid)
+        except OSError:
+            continue
+    return own
+
+
+_pending: list[int] = []
+
+
+def stop_after_end(pids: list[int]) -> None:
+    """Remember the serve processes ``stop`` ends once its stream is complete: ending
+    the container's main process ends the container, and this exec with it."""
+    _pending.extend(pids)
+
+
+def send_pending() -> None:
+    """SIGTERM to the serve processes ``stop`` found (serve exits 0 at once)."""
+    while _pending:
+        try:
+            os.kill(_pending.pop(), signal.SIGTERM)
+        except OSError:  # gone already
             continue

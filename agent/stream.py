@@ -85,10 +85,20 @@ class Writer:
             record = record._replace(message=text(record.message))
         self._write((to_json(record) + "\n").encode(), record.type, 1)
 
+    @property
+    def takes_lines(self) -> bool:
+        """Whether ``emit_batch`` takes socket records already serialised (``sockdiag.inet_lines``):
+        this class's does; a writer that keeps records (``render.TableWriter``) has its own."""
+        return type(self).emit_batch is Writer.emit_batch
+
     def emit_batch(self, records: list) -> None:
         """Write records that became ready together (one kernel batch) in one write:
-        each is still a whole line, and none waits for later work."""
+        each is still a whole line, and none waits for later work.  A batch of str is
+        socket records already serialised."""
         first = records[0]
+        if type(first) is str:  # socket records already written as JSON (sockdiag.inet_lines)
+            self._write(("\n".join(records) + "\n").encode(), Socket.type, len(records))  # type: ignore[attr-defined]
+            return
         encode = socket_to_json if type(first) is Socket else to_json
         self._write(("\n".join(map(encode, records)) + "\n").encode(), first.type, len(records))
 

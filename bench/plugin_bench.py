@@ -19,6 +19,12 @@ query, each measured in the same rounds:
   and both execs run through it at once);
 - kubectl: this plugin as it runs (the pod remembered: no API read, both execs through
   `kubectl exec` at once, started right after validation).
+
+Peers named (issue 11): a one-container pod ``talker`` holds a connection to the api pod's
+IP and one through a Service's ClusterIP; its warm ``-t -a`` query is measured with the
+peers named (the lists of pods, Services and nodes read through three ``kubectl get --raw``
+at the same time as the exec), with ``--no-peers``, and with the plugin of ``--before``
+(the revision before peers were named), beside the raw exec and the three lists alone.
 """
 
 from __future__ import annotations
@@ -119,13 +125,21 @@ def pod(name: str, sidecar: bool = True) -> dict:
     return body
 
 
+def talker(api_ip: str, service_ip: str) -> dict:
+    body = pod("talker", sidecar=False)
+    body["spec"]["containers"][0]["args"] = ["--connect", f"{api_ip}:9090", "--connect", f"{service_ip}:9090"]
+    return body
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=9)
     ap.add_argument("--baseline", default="ba8f5e5", help="the revision to compare with (default: before issue 12)")
+    ap.add_argument("--before", default="ec9adba", help="the revision before peers were named (issue 11)")
     ap.add_argument("--out", default=str(HERE / "results" / "plugin.md"))
     args = ap.parse_args()
     new_bin, old_bin = install("new", ROOT), install("baseline", baseline_source(args.baseline))
+    before_bin = install("before", baseline_source(args.before))
     cache = WORK / "cache"
     shutil.rmtree(cache, ignore_errors=True)
     env = {**os.environ, "XDG_CACHE_HOME": str(cache)}
@@ -147,6 +161,16 @@ def main() -> None:
         docs = "\n".join([*(json.dumps(pod(n)) for n in ["api", *cold]), json.dumps(pod("solo", sidecar=False))])
         subprocess.run([KUBECTL, "-n", ns, "apply", "-f", "-"], input=docs, text=True, check=True, capture_output=True)
         kubectl("-n", ns, "wait", "--for=condition=Ready", "pods", "--all", "--timeout=300s")
+        service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "api"},
+                   "spec": {"selector": {"app": "api"}, "ports": [{"port": 9090}]}}
+        kubectl("-n", ns, "label", "pod", "api", "app=api")
+        subprocess.run([KUBECTL, "-n", ns, "apply", "-f", "-"], input=json.dumps(service), text=True, check=True,
+                       capture_output=True)
+        api_ip = kubectl("-n", ns, "get", "pod", "api", "-o", "jsonpath={.status.podIP}").stdout
+        service_ip = kubectl("-n", ns, "get", "svc", "api", "-o", "jsonpath={.spec.clusterIP}").stdout
+        subprocess.run([KUBECTL, "-n", ns, "apply", "-f", "-"], input=json.dumps(talker(api_ip, service_ip)),
+                       text=True, check=True, capture_output=True)
+        kubectl("-n", ns, "wait", "--for=condition=Ready", "pod/talker", "--timeout=300s")
         common = ["--image", IMAGE, "--image-pull-policy", "IfNotPresent", "-n", ns]
         plugin, old = str(new_bin / "kubectl-sockdebug"), str(old_bin / "kubectl-sockdebug")
         complete = str(new_bin / "kubectl_complete-sockdebug")
@@ -155,11 +179,20 @@ def main() -> None:
         timed([plugin, *query], env)  # agents for both containers, remembered for the warm runs
         solo = ["pod/solo", "--listening", *common]
         timed([plugin, *solo], env)
+        talk = ["pod/talker", "-t", "-a", *common]
+        named = timed([plugin, *talk], env)[1].stdout
+        if f"svc/{ns}/api:9090" not in named or f"pod/{ns}/api:9090" not in named:
+            sys.exit(f"the talker's peers are not named:\n{named}")
+        before = str(before_bin / "kubectl-sockdebug")
         for helper in (plugin, old):
             timed([helper, "--help"], env)  # the help cache (and .pyc files) exist before timing
         spec = json.loads(kubectl("-n", ns, "get", "pod", "api", "-o", "json").stdout)["spec"]
         agents = {c["targetContainerName"]: c["name"] for c in spec["ephemeralContainers"]}
         agent = agents["app"]
+        talker_agent = json.loads(kubectl("-n", ns, "get", "pod", "talker", "-o", "json").stdout)["spec"][
+            "ephemeralContainers"][0]["name"]
+        lists = [[KUBECTL, "get", "--raw", f"{path}?resourceVersion=0"]
+                 for path in ("/api/v1/pods", "/api/v1/services", "/api/v1/nodes")]
         both = [[KUBECTL, "-n", ns, "exec", "api", "-c", agents[c], "--", "sockdebug-agent", "sockets", "-l", "-p"]
                 for c in ("app", "sidecar")]
         editable = shutil.which("kubectl-sockdebug")
@@ -187,6 +220,17 @@ def main() -> None:
             if editable:
                 measure("warm: new, kubectl (editable venv)", [editable, *query])
             measure(SOLO, [plugin, *solo])
+            measure(TALK_EXEC, [KUBECTL, "-n", ns, "exec", "talker", "-c", talker_agent, "--", "sockdebug-agent",
+                                "sockets", "-a", "-t", "-p"])
+            cpu0, t0 = children_cpu(), time.perf_counter()  # what naming peers reads, alone
+            for proc in [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for cmd in lists]:
+                proc.wait()
+            rows.setdefault(LISTS, []).append(time.perf_counter() - t0)
+            CPU.setdefault(LISTS, []).append(children_cpu() - cpu0)
+            measure(TALK_BEFORE, [before, *talk])
+            measure(TALK_NAMED, [plugin, *talk])
+            measure(TALK_OFF, [plugin, *talk, "--no-peers"])
+            measure(WARM_BEFORE, [before, *query])
             measure("cold: baseline", [old, f"pod/b{i}", "--listening", *common])
             measure("cold: new", [plugin, f"pod/n{i}", "--listening", *common])
             t, proc = timed([KUBECTL, "debug", f"pod/d{i}", "-n", ns, f"--image={IMAGE}",
@@ -202,6 +246,12 @@ def main() -> None:
 
 
 WARM, EXEC = "warm: new, kubectl", "raw kubectl exec of the agent"
+WARM_BEFORE = "warm: before peers, kubectl (--listening: no lists)"
+TALK_EXEC = "raw kubectl exec of talker's agent (sockets -a -t -p)"
+LISTS = "the peer lists alone: three kubectl get --raw at once (pods, services, nodes)"
+TALK_BEFORE = "warm -t -a of talker: before peers"
+TALK_NAMED = "warm -t -a of talker: peers named (lists next to the exec)"
+TALK_OFF = "warm -t -a of talker: --no-peers"
 TWO = "two raw kubectl execs at once (app's and sidecar's agents)"
 SOLO = "warm: new, kubectl, a one-container pod (one exec)"
 VERSION, GET = "kubectl version --client", "kubectl get pods -o name"
@@ -263,6 +313,12 @@ def write(args: argparse.Namespace, rows: dict[str, list[float]], version: str) 
         "with kubectl's own",
         f"- cold query, new / baseline: **{ratio('cold: new', 'cold: baseline')}** [≤ 1.0]; "
         f"new / `kubectl debug`: {ratio('cold: new', 'kubectl debug (one container, new each time)')}",
+        f"- peers named (issue 11, against {args.before}): a warm `--listening` query reads no list: "
+        f"{ratio(WARM, WARM_BEFORE)}x before; a warm `-t -a` query of a pod with connections, peers named / "
+        f"before: **{ratio(TALK_NAMED, TALK_BEFORE)}** (+{ms(TALK_NAMED, TALK_BEFORE)} ms, "
+        f"+{cpu(TALK_NAMED, TALK_BEFORE)} ms CPU), `--no-peers` / before: {ratio(TALK_OFF, TALK_BEFORE)}; the "
+        f"lists alone take {ms(LISTS)} ms ({cpu(LISTS)} ms CPU) and the exec alone {ms(TALK_EXEC)} ms: run at "
+        "the same time, the named query costs about max(exec, lists) plus the plugin's share",
         "",
     ])
     Path(args.out).write_text(text)

@@ -1,115 +1,126 @@
-"""Speed of `sockdebug-agent sockets` against `ss` and psutil on 20,000 loopback
-connections (40,000 TCP sockets held by several processes) in a private network
-namespace.  Whole processes, stdout to a pipe, median of interleaved runs.
+"""Speed and peak memory of `sockdebug-agent sockets` against `ss` on 10k, 40k and 100k
+TCP sockets (established loopback connections, both ends, held by several processes)
+in a private network namespace.  Whole processes, stdout to a pipe this process
+drains, each reaped with wait4 for its own peak RSS; medians of interleaved runs.
 
-    sudo python3 bench/sockets_bench.py [--connections 20000] [--holders 5] [--runs 9]
+    sudo python3 bench/sockets_bench.py [--sizes 10000,40000,100000] [--runs 9] [--reinstall] [--baseline REV]
 
-Writes bench/results/sockets.md (and prints it).  Needs root (ip netns).
+Writes bench/results/sockets.md (and prints it).  Needs root (ip netns).  Every
+namespace and process it makes is removed at the end, also on Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes
-import os
-import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from holder import loopback_connections  # noqa: E402 - a sibling file, not a package
-
-CLONE_NEWNET = 0x40000000
-
-
-def sh(*cmd: str) -> None:
-    subprocess.run(cmd, check=True)
+from holder import loopback_connections  # noqa: E402 - sibling files, not a package
+from runner import Runs, agent_venv, baseline_venv, inside, interleaved, load, machine  # noqa: E402
 
 
-def timed(cmd: list[str]) -> tuple[float, int]:
-    """Wall time of one whole process whose stdout goes to a pipe we drain."""
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, check=True)
-    return (time.perf_counter() - t0) * 1000, proc.stdout.count(b"\n")
+def bench_size(sockets: int, runs: int, agent: str, psutil_python: str | None, baseline: str | None
+               ) -> tuple[dict[str, Runs], str]:
+    with loopback_connections(sockets // 2) as ns, inside(ns):
+        before = load()
+        cases = {
+            "ss -tan": ["ss", "-tan"],
+            "agent -t -a": [agent, "sockets", "-t", "-a"],
+            "ss -tanp": ["ss", "-tanp"],
+            "agent -t -a -p": [agent, "sockets", "-t", "-a", "-p"],
+        }
+        if baseline:
+            cases["baseline agent -t -a"] = [baseline, "sockets", "-t", "-a"]
+            cases["baseline agent -t -a -p"] = [baseline, "sockets", "-t", "-a", "-p"]
+        if psutil_python:
+            cases["psutil net_connections"] = [psutil_python, "-c", "import psutil; psutil.net_connections('tcp')"]
+        result = interleaved(cases, runs)
+        return result, f"{before} before, {load()} after"
+
+
+def report(args: argparse.Namespace, results: dict[int, tuple[dict[str, Runs], str]]) -> str:
+    sizes = sorted(results)
+    out = [
+        "# sockets: sockdebug-agent vs ss",
+        "",
+        f"`sudo python3 bench/sockets_bench.py --sizes {','.join(map(str, sizes))} --runs {args.runs}"
+        f"{' --baseline ' + args.baseline if args.baseline else ''}` — "
+        "established loopback connections (both ends, plus one listener per holder process) in a private "
+        "netns; whole processes, stdout to a pipe the bench drains, peak RSS from GNU time; "
+        f"medians of {args.runs} interleaved runs. {machine()}."
+        + (f" `baseline agent` is commit {args.baseline} of this repository, in the same runs."
+           if args.baseline else ""),
+        "",
+    ]
+    for size in sizes:
+        runs, when = results[size]
+        out += [f"## {size:,} sockets ({when})", "",
+                "| command | median ms | min ms | median CPU ms (user+sys) | median peak RSS MiB | lines |",
+                "|---|---|---|---|---|---|"]
+        out += [f"| `{name}` | {r.median_ms:.1f} | {min(r.ms):.1f} | {r.median_cpu_ms:.0f} | {r.median_rss_mib:.1f} | "
+                f"{r.lines} |" for name, r in runs.items()]
+        out.append("")
+    if args.baseline:
+        out += ["## This checkout against the baseline (medians of the same run)", "",
+                "| sockets | -t -a ms | baseline ms | -t -a peak RSS MiB | baseline MiB | -t -a -p ms | baseline ms | "
+                "-t -a -p peak RSS MiB | baseline MiB |", "|---|---|---|---|---|---|---|---|---|"]
+        for size in sizes:
+            r = results[size][0]
+            row = [r[name] for name in ("agent -t -a", "baseline agent -t -a", "agent -t -a -p",
+                                        "baseline agent -t -a -p")]
+            out.append(f"| {size:,} | {row[0].median_ms:.1f} | {row[1].median_ms:.1f} | {row[0].median_rss_mib:.1f} | "
+                       f"{row[1].median_rss_mib:.1f} | {row[2].median_ms:.1f} | {row[3].median_ms:.1f} | "
+                       f"{row[2].median_rss_mib:.1f} | {row[3].median_rss_mib:.1f} |")
+        out.append("")
+    out += ["## Ratios (agent / ss, medians of the same run)", "",
+            "| sockets | time -t -a (≤ 1.2) | time -t -a -p (≤ 1.0) | peak RSS -t -a (≤ 3) | "
+            "peak RSS -t -a -p (≤ 3) |", "|---|---|---|---|---|"]
+    for size in sizes:
+        r = results[size][0]
+        out.append(f"| {size:,} | {r['agent -t -a'].median_ms / r['ss -tan'].median_ms:.2f} | "
+                   f"{r['agent -t -a -p'].median_ms / r['ss -tanp'].median_ms:.2f} | "
+                   f"{r['agent -t -a'].median_rss_mib / r['ss -tan'].median_rss_mib:.2f} | "
+                   f"{r['agent -t -a -p'].median_rss_mib / r['ss -tanp'].median_rss_mib:.2f} |")
+    out += ["", "## Growth with the number of sockets (agent)", "",
+            "| sockets | -t -a ms | -t -a µs/socket over the smallest | -t -a peak RSS MiB | -t -a -p ms | "
+            "-t -a -p peak RSS MiB |", "|---|---|---|---|---|---|"]
+    base = results[sizes[0]][0]["agent -t -a"].median_ms
+    for size in sizes:
+        r = results[size][0]
+        plain, owners = r["agent -t -a"], r["agent -t -a -p"]
+        per = (plain.median_ms - base) * 1000 / (size - sizes[0]) if size != sizes[0] else float("nan")
+        out.append(f"| {size:,} | {plain.median_ms:.1f} | {per:.2f} | {plain.median_rss_mib:.1f} | "
+                   f"{owners.median_ms:.1f} | {owners.median_rss_mib:.1f} |")
+    return "\n".join(out) + "\n"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--connections", type=int, default=20000)
-    ap.add_argument("--holders", type=int, default=5)
+    ap.add_argument("--sizes", default="10000,40000,100000", help="TCP sockets per fixture, comma-separated")
     ap.add_argument("--runs", type=int, default=9)
+    ap.add_argument("--psutil", action="store_true", help="also time psutil.net_connections('tcp')")
     ap.add_argument("--out", default=str(HERE / "results" / "sockets.md"))
     ap.add_argument("--venv", default=str(HERE / "work" / "venv"), help="where the agent is installed")
-    ap.add_argument("--reinstall", action="store_true", help="reinstall the agent into --venv")
+    ap.add_argument("--reinstall", action="store_true", help="reinstall this checkout's agent into --venv")
+    ap.add_argument("--baseline", metavar="REV", help="also run the agent of this git revision (e.g. the commit "
+                    "before a change), interleaved")
     args = ap.parse_args()
-
-    venv = Path(args.venv)
-    if not (venv / "bin" / "sockdebug-agent").exists() or args.reinstall:
-        # A plain (non-editable) install in a venv: what users run, without this
-        # machine's site-packages start-up hooks.
-        sh(sys.executable, "-m", "venv", "--clear", str(venv))
-        sh(str(venv / "bin" / "pip"), "install", "-q", str(HERE.parent), "psutil")
-    agent = str(venv / "bin" / "sockdebug-agent")
-    python = str(venv / "bin" / "python")
-    with loopback_connections(args.connections, args.holders) as ns:
-        # Enter the namespace ourselves so that every measured command starts the same way.
-        fd = os.open(f"/run/netns/{ns}", os.O_RDONLY)
-        if ctypes.CDLL(None, use_errno=True).setns(fd, CLONE_NEWNET) != 0:
-            sys.exit("setns failed")
-        os.close(fd)
-
-        psutil_cmd = [python, "-c", "import psutil; psutil.net_connections('tcp')"]
-        cases = {
-            "ss -tan": ["ss", "-tan"],
-            "sockdebug-agent sockets -t -a": [agent, "sockets", "-t", "-a"],
-            "ss -tanp": ["ss", "-tanp"],
-            "sockdebug-agent sockets -t -a -p": [agent, "sockets", "-t", "-a", "-p"],
-            "python3 -c psutil.net_connections('tcp')": psutil_cmd,
-        }
-        times: dict[str, list[float]] = {name: [] for name in cases}
-        lines: dict[str, int] = {}
-        for name, cmd in cases.items():  # warm-up: page cache, pyc files
-            lines[name] = timed(cmd)[1]
-        for run in range(args.runs):
-            order = list(cases.items())
-            order = order[run % len(order):] + order[:run % len(order)]  # interleave, rotate
-            for name, cmd in order:
-                times[name].append(timed(cmd)[0])
-
-    med = {name: statistics.median(v) for name, v in times.items()}
-    ratios = {
-        "agent -t -a / ss -tan": med["sockdebug-agent sockets -t -a"] / med["ss -tan"],
-        "agent -t -a -p / ss -tanp": med["sockdebug-agent sockets -t -a -p"] / med["ss -tanp"],
-        "psutil / agent -t -a -p": med["python3 -c psutil.net_connections('tcp')"]
-        / med["sockdebug-agent sockets -t -a -p"],
-        "psutil / agent -t -a": med["python3 -c psutil.net_connections('tcp')"]
-        / med["sockdebug-agent sockets -t -a"],
-    }
-    uname = os.uname()
-    out = [
-        "# sockets: sockdebug-agent vs ss vs psutil",
-        "",
-        f"`python3 bench/sockets_bench.py --connections {args.connections} --holders {args.holders} "
-        f"--runs {args.runs}` — {args.connections} loopback connections ({2 * args.connections} TCP "
-        f"sockets) held by {args.holders} processes in a private netns; whole processes, stdout to a "
-        f"pipe, median of {args.runs} interleaved runs. Kernel {uname.release}, {os.cpu_count()} CPUs, "
-        f"{time.strftime('%Y-%m-%d')}.",
-        "",
-        "| command | median ms | min ms | lines out |",
-        "|---|---|---|---|",
-    ]
-    out += [f"| `{n}` | {med[n]:.1f} | {min(times[n]):.1f} | {lines[n]} |" for n in cases]
-    out += ["", "| ratio | value | target |", "|---|---|---|"]
-    targets = {"agent -t -a / ss -tan": "≤ 2.0", "agent -t -a -p / ss -tanp": "≤ 1.5",
-               "psutil / agent -t -a -p": "≥ 5", "psutil / agent -t -a": "≥ 5"}
-    out += [f"| {n} | {v:.2f} | {targets[n]} |" for n, v in ratios.items()]
-    text = "\n".join(out) + "\n"
+    agent = agent_venv(Path(args.venv), args.reinstall)
+    baseline = str(baseline_venv(args.baseline, args.reinstall)) if args.baseline else None
+    psutil_python = str(Path(args.venv) / "bin" / "python") if args.psutil else None
+    results = {}
+    for size in map(int, args.sizes.split(",")):
+        results[size] = bench_size(size, args.runs, str(agent), psutil_python, baseline)
+        print(f"{size}: done ({results[size][1]})", file=sys.stderr)
+    text = report(args, results)
     Path(args.out).write_text(text)
     print(text)
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # the fixtures' own cleanup has run
+        sys.exit("interrupted; the bench's namespaces and processes are removed")

@@ -23,7 +23,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from holder import loopback_connections  # noqa: E402 - a sibling file, not a package
 
-# Runs the agent's own main() after optionally switching to one write per line.  With
+# Runs the agent's own main() after optionally switching to one write per line (python3 must
+# import this checkout's agent: run it with the venv of bench/sockets_bench.py).  With
 # --count (the warm-up run only, so timed runs carry no wrapper cost) it counts the
 # write(2) calls to stdout and reports them on stderr.
 WRAPPER = r"""
@@ -39,9 +40,10 @@ if sys.argv[2] == "--count":
         return real_write(fd, data)
     stream.os.write = counting_write
 if sys.argv[1] == "per-line":
-    def emit_batch(self, records):
+    batched = stream.Writer.emit_batch
+    def emit_batch(self, records):  # records, or lines already serialised: one write each
         for record in records:
-            self.emit(record)
+            batched(self, [record])
     stream.Writer.emit_batch = emit_batch
 code = cli.main(sys.argv[2:])
 print(f"writes={writes[0]}", file=sys.stderr)

@@ -8,12 +8,16 @@ Standard library only, and nothing else imported: ``--help`` and completion load
 
 from __future__ import annotations
 
-COMMANDS = ("inspect", "sweep", "triage", "version")
+COMMANDS = ("inspect", "sweep", "triage", "agents", "stop", "version")
 SUBCOMMANDS = COMMANDS[1:]  #: what completion offers besides targets (``inspect`` is the default)
 
+#: Each command's plain ``-o`` formats; every one of them also takes TEMPLATE_OUTPUTS.
 INSPECT_OUTPUTS = ("table", "wide", "json", "yaml", "jsonl")
 TRIAGE_OUTPUTS = ("table", "json", "yaml", "jsonl")
 SWEEP_OUTPUTS = ("table", "json", "yaml")
+AGENTS_OUTPUTS = ("table", "wide", "json", "yaml")
+#: kubectl's ``-o NAME=VALUE`` formats (printers.py parses them).
+TEMPLATE_OUTPUTS = ("jsonpath", "jsonpath-file", "custom-columns", "custom-columns-file")
 
 #: ``auto`` picks the strongest profile the namespace's Pod Security level admits (profiles.py).
 PROFILES = ("auto", "general", "baseline", "restricted", "netadmin")
@@ -34,6 +38,12 @@ KINDS = {
 }
 #: The spelling completion offers and help shows for each kind, in that order.
 KIND_PREFIXES = ("pod/", "deploy/", "sts/", "ds/", "rs/", "job/", "svc/", "node/")
+
+
+def output_names(plain: tuple[str, ...]) -> list[str]:
+    """Every ``-o`` value a command with these plain formats accepts, as help and
+    completion show them."""
+    return [*plain, *(f"{name}=" for name in TEMPLATE_OUTPUTS)]
 
 
 def one_of(values: tuple[str, ...]) -> str:

@@ -3,9 +3,11 @@
     kubectl sockdebug TARGET [options] [state S ...] [FILTER ...]
     kubectl sockdebug sweep [-n NS | -A] ...        (cluster-wide port checks)
     kubectl sockdebug triage TARGET                   (findings first)
+    kubectl sockdebug agents [-n NS | -A]             (the agents it started)
+    kubectl sockdebug stop TARGET | -l SEL | --all    (end them)
 
 argv -> ``flags.parse`` -> ``options.build`` (complete) -> ``.validate()`` -> the
-command (``commands``, ``sweep_run``) on the runner.  Nothing heavy is imported
+command (``commands``, ``triage``, ``sweep_run``) on the runner.  Nothing heavy is imported
 before validation passes, so ``--help``, completion and every usage error stay
 fast.  Every failure is one line of cause, one of fix, and an exit code
 (errors.py); never a traceback.
@@ -18,7 +20,7 @@ from collections.abc import Sequence
 from typing import Optional
 
 from . import flags, options
-from .errors import EXIT_INTERRUPTED, EXIT_OK, SockdebugError
+from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_OUTPUT, SockdebugError
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -38,6 +40,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `| head` went away: quietly, as kubectl and ss under SIGPIPE
+        _silence_stdout()
+        return EXIT_OUTPUT
     except Exception as exc:  # anything unforeseen: one line, no traceback
         return _fail(f"unexpected {type(exc).__name__}: {exc}",
                      "please report this at https://github.com/sockdebug/sockdebug/issues with the command line", 6)
@@ -54,6 +59,14 @@ def run_command(opts: options.Options) -> int:
         from . import sweep_run
 
         return sweep_run.run(opts)
+    if isinstance(opts, options.AgentsOptions):
+        from . import agents
+
+        return agents.run(opts)
+    if isinstance(opts, options.StopOptions):
+        from . import stop
+
+        return stop.run(opts)
     if isinstance(opts, options.InspectOptions) and opts.events:
         from . import events_run
 
@@ -61,11 +74,24 @@ def run_command(opts: options.Options) -> int:
     from . import warm
 
     early = warm.prestart(opts)  # the execs of a warm query start before the rest is imported
+    if isinstance(opts, options.TriageOptions):
+        from . import triage
+
+        return triage.run(opts, early)
     from . import commands
 
-    if isinstance(opts, options.TriageOptions):
-        return commands.triage(opts, early)
     return commands.inspect(opts, early)
+
+
+def _silence_stdout() -> None:
+    """Point fd 1 at /dev/null, so the interpreter's last flush of stdout cannot fail again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def _fail(cause: str, hint: Optional[str], code: int) -> int:

@@ -1,8 +1,10 @@
-"""``inspect`` and ``triage``: validated options -> targets -> the runner -> the renderers.
+"""``inspect``: validated options -> targets -> the runner -> the renderers (``triage``
+lives in ``triage.py``, ``sweep`` in ``sweep_run.py``).
 
 A pod target whose agents already run is first tried warm (``warm.py``: no API
 read, execs through kubectl); otherwise the client connects, the target is resolved,
-and the runner reuses or adds agents.
+and the runner reuses or adds agents.  Remote addresses are named (``peers.py``) from
+lists started next to the execs, waited for only when a socket has an address to name.
 """
 
 from __future__ import annotations
@@ -12,9 +14,9 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, Optional
 
-from . import choices, render, warm
-from .errors import EXIT_OK, FindingsError, TargetError
-from .options import Conn, InspectOptions, TriageOptions
+from . import output, render, warm
+from .errors import EXIT_OK, TargetError
+from .options import Conn, InspectOptions, Printing
 from .runner import Runner
 from .targets import NodeTarget, Target, parse_target, pick_container, resolve, running_pods, target_info
 
@@ -61,28 +63,42 @@ def collect(runner: Runner, targets: list[Any], queries: list[Any]) -> list[rend
         return list(pool.map(one, targets))
 
 
-def run_full(opts: Any, queries: list[Any], sink: Optional[Callable[[dict, Any, bool], None]] = None
-             ) -> list[render.Result]:
-    """Connect, resolve, run (``opts``: inspect's or triage's); a single pod's agents are
-    remembered for the next, warm run.  With ``sink``, records go there as they arrive."""
+def start_lookup(opts: InspectOptions, kube: Any) -> Any:
+    """The peer lists (``peers.Lookup``), started now when the query may show connections."""
+    if not opts.names_peers():
+        return None
+    from . import peers
+
+    return peers.through_client(kube, kube.namespace)
+
+
+def run_full(opts: InspectOptions, queries: list[Any]) -> tuple[list[render.Result], Any]:
+    """Connect, resolve, run; a single pod's agents are remembered for the next, warm run.
+    Returns the results and the peer lookup started next to the agents (None when the
+    query shows no connections)."""
     kube = connect(opts.conn)
-    targets = resolve_targets(kube, opts.target, opts.container, getattr(opts, "selector", None),
-                              getattr(opts, "all_namespaces", False), getattr(opts, "all_pods", False))
+    lookup = start_lookup(opts, kube)
+    targets = resolve_targets(kube, opts.target, opts.container, opts.selector, opts.all_namespaces, opts.all_pods)
     with Runner(kube, opts.agent) as runner:
-        if sink is None:
-            results = collect(runner, targets, queries)
-        else:
-            for t in targets:
-                for rec in records_of(runner, t, queries):
-                    sink(target_info(t), rec, len(targets) > 1)
-            results = []
-        if opts.target is not None and parse_target(opts.target).kind == "pod":
-            warm.remember(opts.conn, runner, targets[0])
-    return results
+        results = collect(runner, targets, queries)
+        remember(opts, runner, targets)
+    return results, lookup
 
 
-def print_jsonl(target: dict, rec: Any, tag: bool) -> None:
-    print(render.jsonl_line(rec, target, tag), flush=True)
+def stream_lines(opts: InspectOptions, queries: list[Any]) -> Iterator[str]:
+    """``run_full`` for ``-o jsonl``: each record's line as it arrives."""
+    kube = connect(opts.conn)
+    targets = resolve_targets(kube, opts.target, opts.container, opts.selector, opts.all_namespaces, opts.all_pods)
+    with Runner(kube, opts.agent) as runner:
+        for t in targets:
+            for rec in records_of(runner, t, queries):
+                yield render.jsonl_line(rec, target_info(t), len(targets) > 1)
+        remember(opts, runner, targets)
+
+
+def remember(opts: Any, runner: Runner, targets: list[Any]) -> None:
+    if opts.target is not None and parse_target(opts.target).kind == "pod":
+        warm.remember(opts.conn, runner, targets[0])
 
 
 def warn(results: list[render.Result]) -> None:
@@ -95,31 +111,39 @@ def inspect(opts: InspectOptions, early: Optional[warm.Warm] = None) -> int:
     queries = opts.queries()
     if opts.watch is not None:
         kube = connect(opts.conn)
+        lookup = start_lookup(opts, kube)
         targets = resolve_targets(kube, opts.target, opts.container, opts.selector, opts.all_namespaces,
                                   opts.all_pods)
         with Runner(kube, opts.agent) as runner:
             return watch_loop(runner, targets, [q for q in queries if q.command == "sockets"] or queries[:1],
-                              opts.watch, opts.output)
+                              opts.watch, opts.printing, lookup)
     results = early.results(opts.agent, queries) if early else None
-    if opts.output == "jsonl":
-        if results is None:
-            run_full(opts, queries, sink=print_jsonl)  # streamed as the records arrive
-        for res in results or []:
-            for rec in res.records:
-                print_jsonl(res.target, rec, len(results) > 1)
+    lookup = early.lookup if early else None
+    if results is None and opts.printing.kind == "jsonl":
+        output.emit(opts.printing, output.View(lines=lambda: stream_lines(opts, queries)))  # as records arrive
         return EXIT_OK
     if results is None:
-        results = run_full(opts, queries)
+        results, started = run_full(opts, queries)
+        lookup = lookup or started
+    if opts.printing.kind == "jsonl":  # a stream carries its warnings as records, and names no peers
+        output.emit(opts.printing, output.report_view(results))
+        return EXIT_OK
     warn(results)
-    show(results, opts.output, sys.stdout)
+    output.emit(opts.printing, output.report_view(results, peer=namer(lookup, results)))
     return EXIT_OK
 
 
-def show(results: list[render.Result], output: str, out) -> None:
-    if output in ("json", "yaml"):
-        render.write_document(results, output, out)
-        return
-    out.write(render.report_text(results, wide=output == "wide", color=render.use_color(out)) + "\n")
+def namer(lookup: Any, results: list[render.Result], keep: bool = False) -> Optional[Callable[[Any], Any]]:
+    """socket -> ``peers.Peer`` (or None), from the run's lookup: None when nothing is to be
+    named.  What could not be listed is said once, on stderr."""
+    if lookup is None:
+        return None
+    said = list(lookup.notes)
+    name = lookup.namer((s for r in results for s in r.of("socket")), keep)
+    for note in lookup.notes:
+        if note not in said:
+            print(f"note: {render.escape(note)}", file=sys.stderr)
+    return name
 
 
 def socket_key(target: dict, s: Any) -> tuple:
@@ -127,9 +151,11 @@ def socket_key(target: dict, s: Any) -> tuple:
             s.peer_address, s.peer_port, s.inode)
 
 
-def watch_loop(runner: Runner, targets: list[Any], queries: list[Any], interval: float, output: str) -> int:
+def watch_loop(runner: Runner, targets: list[Any], queries: list[Any], interval: float, printing: Printing,
+               lookup: Any = None) -> int:
     """Refresh until Ctrl-C; sockets new since the last refresh are marked +, and the
-    ones that went away are shown once more, marked -."""
+    ones that went away are shown once more, marked -.  Peers are named from lists read
+    once, when a round first has an address to name."""
     previous: Optional[set[tuple]] = None
     gone_last: dict[tuple, Any] = {}
     try:
@@ -148,43 +174,16 @@ def watch_loop(runner: Runner, targets: list[Any], queries: list[Any], interval:
 
             if sys.stdout.isatty():
                 sys.stdout.write("\x1b[H\x1b[2J")
-            print(f"# {time.strftime('%H:%M:%S')}  every {interval:g}s  (+ new, - closed; Ctrl-C to stop)")
-            print(render.sockets_table(shown, wide=output == "wide", color=render.use_color(sys.stdout),
-                                       marker=mark), flush=True)
+            if printing.show_headers:
+                print(f"# {time.strftime('%H:%M:%S')}  every {interval:g}s  (+ new, - closed; Ctrl-C to stop)")
+            style = output.Style(printing.kind == "wide", render.use_color(sys.stdout), printing.show_headers,
+                                 printing.sort)
+            _, peer_name = output.peer_forms(namer(lookup, shown, keep=True))
+            print(render.sockets_table(shown, wide=style.wide, color=style.color, marker=mark,
+                                       show_headers=style.show_headers, sort=output.sorter(style), peer=peer_name),
+                  flush=True)
             gone_last = {socket_key(r.target, s): s for r in results for s in r.of("socket")}
             previous = current
             time.sleep(interval)
     except KeyboardInterrupt:
         return EXIT_OK
-
-
-def triage(opts: TriageOptions, early: Optional[warm.Warm] = None) -> int:
-    queries = opts.queries()
-    if opts.events:
-        from .events_run import triage_results  # a capture of closed connections beside the snapshot
-
-        results = triage_results(opts, queries)
-    else:
-        results = early.results(opts.agent, queries) if early else None
-    if results is None:
-        results = run_full(opts, queries)
-    warn(results)
-    if opts.output == "jsonl":
-        for res in results:
-            for rec in res.records:
-                print_jsonl(res.target, rec, len(results) > 1)
-    elif opts.output in ("json", "yaml"):
-        render.write_document(results, opts.output, sys.stdout)
-    else:
-        color = render.use_color(sys.stdout)
-        for res in results:
-            print(f"# {render.target_title(res)}: findings")
-            print(render.findings_text(res, color))
-            print()
-        show(results, "table", sys.stdout)
-    if opts.fail_on:
-        floor = choices.SEVERITIES.index(opts.fail_on)
-        worst = [f for r in results for f in r.of("finding") if choices.SEVERITIES.index(f.severity) >= floor]
-        if worst:
-            raise FindingsError(f"{len(worst)} finding(s) at or above {opts.fail_on}", "see the findings above")
-    return EXIT_OK

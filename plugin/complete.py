@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Optional
 
 from . import flags
-from .choices import KIND_PREFIXES, KINDS, SUBCOMMANDS
+from .choices import KIND_PREFIXES, KINDS, SUBCOMMANDS, output_names
 
 NO_FILE_COMP = 4
 VALUE_FLAGS = flags.value_flags()
@@ -40,11 +40,36 @@ def long_flags(cmd: flags.Command) -> list[str]:
 
 
 def fixed_values(cmd: flags.Command, name: Optional[str]) -> Optional[tuple[str, ...]]:
-    """The choice set of option ``name`` of ``cmd``, if it has one."""
+    """The choice set of option ``name`` of ``cmd``, if it has one (``-o``: its plain
+    formats, then kubectl's ``NAME=`` templates)."""
     for f in cmd.flags:
         if name in f.names and f.choices:
-            return f.choices
+            return tuple(output_names(f.choices)) if f.dest == "output" else f.choices
     return None
+
+
+def _header(path: str) -> str:
+    """A column header for a row path: its last name, upper case (``.processes[0].container``: CONTAINER)."""
+    return path.rsplit(".", 1)[-1].split("[", 1)[0].upper() or "VALUE"
+
+
+def output_values(cmd: flags.Command, partial: str) -> list[str]:
+    """``-o`` values: the formats, and inside ``custom-columns=`` / ``jsonpath=`` the
+    paths of the command's rows (output.row_paths)."""
+    name, eq, spec = partial.partition("=")
+    if not eq or name not in ("custom-columns", "jsonpath"):
+        return [v for v in fixed_values(cmd, "-o") or () if v.startswith(partial)]
+    from .output import document_paths, row_paths
+
+    if name == "jsonpath":
+        return [f"jsonpath={t}" for t in document_paths(cmd.name) if f"jsonpath={t}".startswith(partial)]
+    done, comma, column = spec.rpartition(",")
+    header, colon, path = column.partition(":")
+    head = f"custom-columns={done}{comma}"
+    if colon:
+        return [f"{head}{header}:{p}" for p in row_paths(cmd.name) if p.startswith(path)]
+    return [f"{head}{_header(p)}:{p}" for p in row_paths(cmd.name)
+            if f"{_header(p)}:{p}".lower().startswith(column.lower())]
 
 
 def _option(words: Sequence[str], *names: str) -> Optional[str]:
@@ -108,9 +133,15 @@ def candidates(words: Sequence[str]) -> list[str]:
     partial, before = words[-1], words[:-1]
     prev = before[-1] if before else None
     cmd = command_of(before)
+    if prev in ("-o", "--output") and fixed_values(cmd, prev) is not None:
+        return output_values(cmd, partial)
     fixed = fixed_values(cmd, prev)
     if fixed is not None:
         return [v for v in fixed if v.startswith(partial)]
+    if prev == "--sort-by":
+        from .output import row_paths
+
+        return [p for p in row_paths(cmd.name) if p.startswith(partial)]
     if partial.startswith("-"):
         return [f for f in long_flags(cmd) if f.startswith(partial)]
     if not before and not partial.startswith(KIND_PREFIXES):
@@ -132,6 +163,8 @@ def candidates(words: Sequence[str]) -> list[str]:
         return [c for c in names or [] if c.startswith(partial)]
     if prev in VALUE_FLAGS:
         return []  # a value is wanted, never a TARGET
+    if before and not cmd.args:
+        return []  # agents, version: no TARGET
     if [p for p in _positionals(before) if p not in SUBCOMMANDS]:
         return []  # the target is given: the rest are ss words
     known = sub + [p for p in KIND_PREFIXES if p.startswith(partial)]

@@ -127,4 +127,4 @@ def _not_seen(data: ClusterInput) -> list[str]:
     out = [f"{kind}: not listed ({why})" for kind, why in sorted(data.not_listed.items())]
     out += [f"node/{n}: its own network namespace was not read" for n in data.scope_nodes
             if n not in data.node_observed]
-    return out
+    return out + list(data.not_seen)

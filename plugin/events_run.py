@@ -1,9 +1,9 @@
 """``kubectl sockdebug TARGET --events``: follow closed connections in every pod of the
-target at once, rows as they arrive, totals at the end; and ``triage --events DURATION``:
-the same capture beside the snapshot, judged by the connection rules.
+target at once, rows as they arrive, totals at the end (``triage --events`` runs the same
+capture beside its snapshot: triage.py).
 
     options -> targets (every running pod of a workload, selector or Service, or node/NAME)
-            -> PeerIndex (pods, Services, nodes listed while the agents start)
+            -> peers.Lookup (pods, Services, nodes listed while the agents start)
             -> Follow: one agent stream per target (``events --for D``), records as they arrive
             -> events_view: rows, then per-peer and run totals (or jsonl lines, or one document)
 
@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import sys
 import threading
-from typing import Any, Optional
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple, Optional
 
-from . import render
+from . import output, render
 from .errors import EXIT_OK, AgentError, SockdebugError
-from .events import capture_of, declared_ports
+from .events import declared_ports
 from .events_view import Item, Rows, document, jsonl_record, summary_text
 from .follow import Follow, Job
-from .kube import Forbidden
-from .options import InspectOptions, TriageOptions
+from .options import InspectOptions, Printing
+from .peers import through_client
 from .runner import Runner
 from .targets import Target, target_info
 
@@ -32,55 +33,34 @@ from .targets import Target, target_info
 QUIET = frozenset({"events-rcvbuf-limited"})
 
 
+class Remote(NamedTuple):
+    """A peer as ``peers.Lookup``'s namer reads a socket."""
+
+    family: str
+    peer_address: str
+    peer_port: int
+
+
 class Peers:
-    """The pods, Services and nodes the user may list, and their ``PeerIndex``, fetched in
-    the background while the agents start."""
+    """The run's peer lists (``peers.Lookup``: pods, Services and nodes, listed in a thread
+    while the agents start) as the (address, remote port) lookup the events need.  What
+    could not be listed is said once, on stderr."""
 
-    def __init__(self, kube: Any):
-        self.pods: list = []
-        self.services: list = []
-        self.nodes: list = []
-        self._index: Any = None
-        self._thread = threading.Thread(target=self._build, args=(kube,), daemon=True)
-        self._thread.start()
-
-    def _build(self, kube: Any) -> None:
-        from .peers import PeerIndex
-
-        ns = kube.namespace
-        missing: list[str] = []
-        try:
-            self.pods = _listed(missing, "pods", lambda: kube.list_pods(None), lambda: kube.list_pods(ns))
-            self.services = _listed(missing, "services", lambda: kube.list_services(None),
-                                    lambda: kube.list_services(ns))
-            self.nodes = _listed(missing, "nodes", kube.list_nodes)
-            self._index = PeerIndex(self.pods, self.services, self.nodes)
-        except Exception as exc:  # names are a courtesy: never a traceback from this thread
-            missing.append(f"peers ({type(exc).__name__}: {str(exc)[:120]})")
-        if missing:
-            _say(f"note: could not list {', '.join(render.escape(m) for m in missing)}: "
-                 "their addresses are shown instead of names (docs/rbac.md)")
-
-    def wait(self) -> Peers:
-        self._thread.join()
-        return self
+    def __init__(self, lookup: Any):
+        self._lookup = lookup
+        self._namer: Optional[Callable[[Any], Any]] = None
+        self._lock = threading.Lock()
 
     def lookup(self, address: Optional[str], port: Optional[int] = None) -> Any:
-        index = self.wait()._index
-        return index.lookup(address, port) if index is not None else None
-
-
-def _listed(missing: list[str], kind: str, *tries: Any) -> list:
-    """The first list that may be read (cluster-wide, else the namespace); [] when none,
-    and why in ``missing``."""
-    why = ""
-    for attempt in tries:
-        try:
-            return attempt()
-        except SockdebugError as exc:  # Forbidden, unreachable: peers stay unnamed, the run goes on
-            why = "forbidden" if isinstance(exc, Forbidden) else exc.cause[:120]
-    missing.append(f"{kind} ({why})")
-    return []
+        if not address:
+            return None
+        remote = Remote("inet6" if ":" in address else "inet", address, port or 0)
+        with self._lock:
+            if self._namer is None:
+                self._namer = self._lookup.namer([remote], keep=True)  # waits for the lists once
+                for note in self._lookup.notes:
+                    _say(f"note: {render.escape(note)}")
+        return self._namer(remote) if self._namer is not None else None
 
 
 def _listening(t: Any) -> frozenset[int]:
@@ -98,43 +78,61 @@ def _title(target: dict) -> str:
 
 
 class Out:
-    """Where records go as they arrive: table rows (flushed one by one), jsonl lines, or
-    nothing until the end (json, yaml)."""
+    """Where records go as they arrive: table rows (flushed one by one); jsonl lines, which
+    ``output.emit`` prints as the stream yields them; or nothing until the end, when json,
+    yaml, jsonpath and custom-columns print the whole document through ``output.emit``
+    (custom-columns' and --sort-by's rows: the events, with their target)."""
 
-    def __init__(self, output: str, items: list[Item], lookup: Any, out: Any = None):
-        self.output, self.items, self.lookup = output, items, lookup
+    def __init__(self, printing: Printing, items: list[Item], lookup: Any, out: Any = None):
+        self.printing, self.items, self.lookup = printing, items, lookup
         self.out = out or sys.stdout
         self.rows: Optional[Rows] = None
-        if output in ("table", "wide"):
-            self.rows = Rows([i.target for i in items], lookup, wide=output == "wide", color=render.use_color(self.out))
-        self.headed = False
+        if printing.kind in ("table", "wide"):
+            self.rows = Rows([i.target for i in items], lookup, wide=printing.kind == "wide",
+                             color=render.use_color(self.out))
+        self.headed = not printing.show_headers
 
     def write(self, text: str) -> None:
         self.out.write(text + "\n")  # one write: a Ctrl-C never leaves half a row
         self.out.flush()
 
-    def record(self, i: int, rec: Any) -> None:
-        item = self.items[i]
-        if rec.type == "warning" and rec.code not in QUIET:
-            _say(f"warning: {_title(item.target)}: {render.escape(rec.message)}")
-        if self.output == "jsonl":
-            import json
+    def print(self, records: Iterator[tuple[int, Any]]) -> None:
+        """Read the run's records to their end, printing each as it arrives."""
+        if self.printing.kind == "jsonl":
+            output.emit(self.printing, output.View(lines=lambda: (self.line(i, rec) for i, rec in records)), self.out)
+            return
+        for i, rec in records:
+            self.record(i, rec)
 
-            self.write(json.dumps(jsonl_record(item.target, rec, item.listening, self.lookup),
-                                  separators=(",", ":")))
-        elif self.rows is not None and rec.type == "event":
+    def line(self, i: int, rec: Any) -> str:
+        import json
+
+        self.warn(i, rec)
+        item = self.items[i]
+        return json.dumps(jsonl_record(item.target, rec, item.listening, self.lookup), separators=(",", ":"))
+
+    def warn(self, i: int, rec: Any) -> None:
+        if rec.type == "warning" and rec.code not in QUIET:
+            _say(f"warning: {_title(self.items[i].target)}: {render.escape(rec.message)}")
+
+    def record(self, i: int, rec: Any) -> None:
+        self.warn(i, rec)
+        if self.rows is not None and rec.type == "event":
+            item = self.items[i]
             if not self.headed:
                 self.write(self.rows.header())
                 self.headed = True
             self.write(self.rows.line(item.target, rec, item.listening))
 
     def finish(self, interrupted: bool) -> None:
-        if self.output in ("json", "yaml"):
-            render.write_doc(document(self.items, self.lookup, interrupted), self.output, self.out)
-        elif self.rows is not None:
-            if not self.headed:
+        if self.rows is not None:
+            if not any(i.events for i in self.items):
                 self.write("no connections closed")
-            self.write("\n" + summary_text(self.items, self.lookup, interrupted))
+            self.write("\n" + summary_text(self.items, self.lookup, interrupted, self.printing.show_headers))
+        elif self.printing.kind != "jsonl":
+            doc = document(self.items, self.lookup, interrupted)
+            output.emit(self.printing, output.View(document=lambda: doc, rows=output.item_rows("events")),
+                        self.out)
 
 
 def run(opts: InspectOptions) -> int:
@@ -142,32 +140,36 @@ def run(opts: InspectOptions) -> int:
     from .commands import connect, resolve_targets
 
     kube = connect(opts.conn)
+    peers = Peers(through_client(kube, kube.namespace)) if opts.peers else None
     targets = resolve_targets(kube, opts.target, opts.container, opts.selector, opts.all_namespaces,
                               all_pods=True)  # a workload's connections are spread over its pods
-    peers = Peers(kube)
     query = opts.queries()[0]
     where = _title(target_info(targets[0])) if len(targets) == 1 else f"{len(targets)} pods"
     _say(f"following connections closed in {where} for {query.duration}"
          f"{f' or {opts.count} connections' if opts.count else ''}; Ctrl-C ends early with the totals")
     with Runner(kube, opts.agent) as runner:
-        return follow(runner, targets, query, opts.output, peers.lookup, opts.count)
+        return follow(runner, targets, query, opts.printing, peers.lookup if peers else None, opts.count)
 
 
-def follow(runner: Any, targets: list[Any], query: Any, output: str, lookup: Any, count: Optional[int] = None,
-           out: Any = None) -> int:
+def follow(runner: Any, targets: list[Any], query: Any, printing: Printing, lookup: Any,
+           count: Optional[int] = None, out: Any = None) -> int:
     """Every target's stream at once: rows (or lines) as they arrive, totals at the end.
     Raises the first stream's failure, after the totals of the others when some worked."""
     items = [Item(target_info(t), _listening(t)) for t in targets]
-    printer = Out(output, items, lookup, out)
+    printer = Out(printing, items, lookup, out)
     streams = Follow(runner, [Job(t, query) for t in targets], _say)
-    events = 0
-    for i, rec in streams.records():
-        items[i].add(rec)
-        printer.record(i, rec)
-        if rec.type == "event":
-            events += 1
-            if count and events >= count:
-                streams.stop()  # --count is for the whole run: every pod's agent is stopped
+
+    def records() -> Iterator[tuple[int, Any]]:
+        events = 0
+        for i, rec in streams.records():
+            items[i].add(rec)
+            yield i, rec
+            if rec.type == "event":
+                events += 1
+                if count and events >= count:
+                    streams.stop()  # --count is for the whole run: every pod's agent is stopped
+
+    printer.print(records())
     failed = _settle(streams, items)
     if len(failed) == len(items):
         raise failed[0]
@@ -201,65 +203,3 @@ def cut_by_stop(streams: Follow, exc: BaseException) -> bool:
     """A stream that broke off after the user's stop (a node pod deleted before its agent
     started): the stop's doing, not a failure of the run."""
     return streams.stopped and isinstance(exc, AgentError)
-
-
-# --- triage --events ------------------------------------------------------------------------------
-
-def triage_results(opts: TriageOptions, queries: list[Any]) -> list[render.Result]:
-    """Each target's triage records, with the findings of a capture of ``opts.events`` run
-    beside the snapshot added to its agent's findings (most severe first)."""
-    from sockdebug_agent.query import Query, SocketFlags
-
-    from .commands import connect, resolve_targets
-
-    kube = connect(opts.conn)
-    targets = resolve_targets(kube, opts.target, opts.container)
-    peers = Peers(kube)
-    capture = Query("events", SocketFlags(tcp=True, processes=False), duration=opts.events, tick=0.0)
-    jobs = [Job(t, q) for t in targets for q in (*queries, capture)]
-    records: list[list[Any]] = [[] for _ in jobs]
-    _say(f"capturing closed connections for {opts.events} beside the snapshot; Ctrl-C ends it early")
-    per = len(queries) + 1
-    with Runner(kube, opts.agent) as runner:
-        streams = Follow(runner, jobs, _say)
-        for i, rec in streams.records():
-            records[i].append(rec)
-    for i, exc in sorted(streams.failures.items()):
-        if i % per == per - 1 and cut_by_stop(streams, exc):  # the capture, stopped: judge what it saw
-            _say(f"warning: {_title(target_info(jobs[i].target))}: the capture ended early: "
-                 f"{render.escape(getattr(exc, 'cause', exc))}")
-            continue
-        raise exc
-    results = []
-    for n, t in enumerate(targets):
-        snapshot = [r for recs in records[n * per:n * per + per - 1] for r in recs]
-        found = connection_findings(t, capture_of(records[n * per + per - 1], _listening(t)), peers)
-        results.append(render.Result(target_info(t), merge_findings(snapshot, found)))
-    return results
-
-
-def connection_findings(t: Any, capture: Any, peers: Peers) -> list[Any]:
-    """The connection rules of the engine over one capture, as agent ``finding`` records."""
-    from sockdebug_agent.schema import Finding as Record
-
-    from . import engine, podspec
-    from .rules import connections
-    from .view import ClusterInput, NodeObservation, PodObservation
-
-    pods, services, nodes = peers.wait().pods, peers.services, peers.nodes
-    if isinstance(t, Target):
-        data = ClusterInput([t.pod], pods, services, nodes=nodes,
-                            observed={podspec.key(t.pod): PodObservation((), capture=capture)})
-    else:
-        data = ClusterInput([], pods, services, nodes=nodes, scope_nodes=[t.name],
-                            node_observed={t.name: NodeObservation(capture=capture)})
-    report = engine.analyse(data, rules=connections.IDS)
-    return [Record(f.id, f.severity, f.title, f.evidence, f.explanation, f.fix) for f in report.findings]
-
-
-def merge_findings(records: list[Any], found: list[Any]) -> list[Any]:
-    """The agent's findings and ``found`` in one order, most severe first, then the rest."""
-    from .findings import RANK
-
-    findings = sorted([r for r in records if r.type == "finding"] + found, key=lambda f: -RANK[f.severity])
-    return findings + [r for r in records if r.type != "finding"]

@@ -148,7 +148,7 @@ def target_cells(t: dict, multi: bool) -> list[str]:
     return [escape(t.get("namespace") or ""), escape(t.get("name") or "")] if multi else []
 
 
-def peers_table(items: Sequence[Item], lookup: Optional[Namer]) -> str:
+def peers_table(items: Sequence[Item], lookup: Optional[Namer], show_headers: bool = True) -> str:
     """Per-peer totals, most connections first (per target when there are several).  Port is
     the listening side's: the peer's for ``out``, this side's for ``in``."""
     multi = len(items) > 1
@@ -169,10 +169,11 @@ def peers_table(items: Sequence[Item], lookup: Optional[Namer]) -> str:
         "Peer", "Dir", "Port", "Conns", "Closed", "Reset", "Failed", "Timeout", "UDP", "Mean duration", "Sent",
         "Received", "Retrans"]
     first = 2 if multi else 0
-    return format_table(headers, [r for _, r in rows], right=frozenset(range(first + 2, first + 13)))
+    return format_table(headers, [r for _, r in rows], right=frozenset(range(first + 2, first + 13)),
+                        show_headers=show_headers)
 
 
-def run_table(items: Sequence[Item], interrupted: bool) -> str:
+def run_table(items: Sequence[Item], interrupted: bool, show_headers: bool = True) -> str:
     """Each target's run totals: its final tick (the last tick, marked, when it had none)."""
     multi = len(items) > 1
     rows = []
@@ -195,13 +196,17 @@ def run_table(items: Sequence[Item], interrupted: bool) -> str:
         "Seconds", "Events", "Closed", "Reset", "Failed", "Timeout", "UDP", "Unmatched", "Lost", "Active opens",
         "Passive opens", "Attempt fails", "Estab resets", "Ended"]
     first = 2 if multi else 0
-    return format_table(headers, rows, right=frozenset(range(first, first + 13)))
+    return format_table(headers, rows, right=frozenset(range(first, first + 13)), show_headers=show_headers)
 
 
-def summary_text(items: Sequence[Item], lookup: Optional[Namer], interrupted: bool) -> str:
+def summary_text(items: Sequence[Item], lookup: Optional[Namer], interrupted: bool,
+                 show_headers: bool = True) -> str:
+    """The two tables at the end; ``--no-headers`` drops their titles and header lines."""
+    peers, run = peers_table(items, lookup, show_headers), run_table(items, interrupted, show_headers)
+    if not show_headers:
+        return f"{peers}\n\n{run}"
     return (f"# totals per peer (Dir: out = this side connected, in = it accepted; Port: the listening side's)\n"
-            f"{peers_table(items, lookup)}\n\n# run totals (the agents' final ticks)\n"
-            f"{run_table(items, interrupted)}")
+            f"{peers}\n\n# run totals (the agents' final ticks)\n{run}")
 
 
 # --- machine-readable forms -------------------------------------------------------------------------

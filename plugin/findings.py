@@ -261,7 +261,9 @@ def text(report: Report, scope: dict[str, Any], color: bool = False, empty: str 
         out.append("")
     tally = ", ".join(f"{n} {s}" for s, n in counts(report.findings).items())
     elapsed = f" in {scope['elapsed_s']:.1f}s" if scope.get("elapsed_s") is not None else ""
-    out.append(f"{report.inspected} of {report.pods} pods inspected via {scope.get('via', '?')}{elapsed}: {tally}")
+    what = (", ".join(f"node/{escape(n)}" for n in scope["nodes"]) if scope.get("nodes") and not report.pods
+            else f"{report.inspected} of {report.pods} pods")
+    out.append(f"{what} inspected via {scope.get('via', '?')}{elapsed}: {tally}")
     return "\n".join(out)
 
 

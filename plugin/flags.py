@@ -16,6 +16,7 @@ from typing import Any, NamedTuple, Optional, Union
 
 from . import choices
 from .errors import UsageError
+from .inject import IDLE_TIMEOUT_S
 
 HELP_NAMES = ("-h", "--help")
 HELP_HINT = "see `kubectl sockdebug --help`"
@@ -49,6 +50,9 @@ class Command(NamedTuple):
     flags: tuple[Flag, ...]
     epilog: Optional[str] = None
 
+    def flag(self, dest: str) -> Flag:
+        return next(f for f in self.flags if f.dest == dest)
+
 
 class Help(NamedTuple):
     """``-h``/``--help`` was given: show the command's help, run nothing."""
@@ -78,6 +82,9 @@ PULL = Flag("image_pull_policy", ("--image-pull-policy",), str, "IfNotPresent", 
 PROFILE = Flag("profile", ("--profile",), str, "auto",
                f"{_pipe(choices.PROFILES)}: the agent's security context", choices=choices.PROFILES)
 TIMEOUT = Flag("timeout", ("--timeout",), float, 60.0, "seconds to wait for the agent to start and answer")
+IDLE_TIMEOUT = Flag("idle_timeout", ("--idle-timeout",), float, float(IDLE_TIMEOUT_S),
+                    "seconds an agent this run starts waits for its next query before it exits "
+                    "(`kubectl sockdebug agents` shows it)")
 FAIL_ON = Flag("fail_on", ("--fail-on",), str, None, "exit 1 on findings of this severity or worse "
                f"({_pipe(choices.SEVERITIES)})", choices=choices.SEVERITIES)
 SELECTOR = Flag("selector", ("-l", "--selector"), str, None, "pods with these labels")
@@ -88,20 +95,33 @@ def _switch(dest: str, names: tuple[str, ...], help: str) -> Flag:
     return Flag(dest, names, bool, False, help)
 
 
+_TEMPLATE_ARGS = {"jsonpath": "TEMPLATE", "custom-columns": "SPEC"}
+
+
 def _output(values: tuple[str, ...]) -> Flag:
-    return Flag("output", ("-o", "--output"), str, "table", _pipe(values), choices=values)
+    """``-o``: ``choices`` holds the plain formats; every command also takes kubectl's
+    template formats (choices.TEMPLATE_OUTPUTS), which options.py parses."""
+    templates = [f"{n}={_TEMPLATE_ARGS.get(n, 'FILE')}" for n in choices.TEMPLATE_OUTPUTS]
+    return Flag("output", ("-o", "--output"), str, "table", _pipe((*values, *templates)), choices=values)
 
 
 INSPECT_OUTPUT = _output(choices.INSPECT_OUTPUTS)
 TRIAGE_OUTPUT = _output(choices.TRIAGE_OUTPUTS)
 SWEEP_OUTPUT = _output(choices.SWEEP_OUTPUTS)
+AGENTS_OUTPUT = _output(choices.AGENTS_OUTPUTS)
+NO_HEADERS = Flag("no_headers", ("--no-headers",), bool, False,
+                  "no header lines (table, wide, custom-columns), as kubectl's --no-headers")
+SORT_BY = Flag("sort_by", ("--sort-by",), str, None, "sort the rows by this path within one row (a jsonpath, "
+               "e.g. .local_port); numbers by value, as kubectl's --sort-by", metavar="PATH")
+ALL_NAMESPACES = Flag("all_namespaces", ("-A", "--all-namespaces"), bool, False, "every namespace")
 VIA = Flag("via", ("--via",), str, "ephemeral", "ephemeral: an agent container in each pod (reused when running); "
            "node: one short-lived privileged pod per node (or the node-agent DaemonSet), nothing added to the pods",
            choices=choices.VIAS)
 
 
 EPILOG = ("Other commands: `kubectl sockdebug sweep --help` (cluster-wide port conflicts), "
-          "`kubectl sockdebug triage --help` (findings first).  ss habits: see README 'From ss to sockdebug'.")
+          "`kubectl sockdebug triage --help` (findings first), `kubectl sockdebug agents` and `stop` (the agents "
+          "it started).  ss habits: see README 'From ss to sockdebug'.")
 
 #: ss's letters for the socket switches, in the order the agent receives them.
 SOCKET_SWITCHES = (
@@ -133,44 +153,64 @@ INSPECT = Command(
     (Arg("target", "pod/NAME, NAME, deploy/, sts/, ds/, rs/, job/, svc/, node/"),
      Arg("words", "ss state words and filter: state established '(' dport = :443 ')'", many=True)),
     (NAMESPACE,
-     _switch("all_namespaces", ("-A", "--all-namespaces"), "with -l: pods of every namespace"),
+     ALL_NAMESPACES._replace(help="with -l: pods of every namespace"),
      SELECTOR,
      _switch("all_pods", ("--all-pods",), "every pod of a workload, not one"),
-     CONTEXT, KUBECONFIG, CONTAINER, INSPECT_OUTPUT,
+     CONTEXT, KUBECONFIG, CONTAINER, INSPECT_OUTPUT, NO_HEADERS, SORT_BY,
      *SOCKET_SWITCHES, *VIEW_SWITCHES,
      Flag("watch", ("--watch",), float, None, "refresh every SECONDS (default 2), marking new (+) and closed (-) "
           "sockets", metavar="[=SECONDS]"),
+     Flag("peers", ("--peers",), bool, True, "name remote addresses that are pods, Services or nodes (one list "
+          "of each per run); on by default", off=("--no-peers",), show_default=False),
      _switch("events", ("--events",), "follow connections as they close (ss -E): a row each, with its peer, "
              "then totals per peer; in every pod of a workload, selector or Service"),
      Flag("duration", ("--for",), str, None, f"with --events: how long to follow (default {EVENTS_FOR}; 2m, 500ms, "
           "seconds)", metavar="DURATION"),
      Flag("count", ("--count",), int, None, "with --events: stop after N connections in all", metavar="N"),
-     PROFILE, IMAGE, PULL, TIMEOUT),
+     PROFILE, IMAGE, PULL, TIMEOUT, IDLE_TIMEOUT),
     EPILOG)
 
 SWEEP = Command(
     "sweep",
     "Every port problem in scope: what pods and Services declare against what really listens.",
     (),
-    (NAMESPACE,
-     _switch("all_namespaces", ("-A", "--all-namespaces"), "every namespace"),
+    (NAMESPACE, ALL_NAMESPACES,
      SELECTOR._replace(help="only pods with these labels"),
-     VIA, CONTEXT, KUBECONFIG, SWEEP_OUTPUT, FAIL_ON,
+     VIA, CONTEXT, KUBECONFIG, SWEEP_OUTPUT, NO_HEADERS, SORT_BY, FAIL_ON,
      Flag("parallel", ("--parallel",), int, 8, "pods (or nodes) inspected at once"),
-     PROFILE, IMAGE, PULL, TIMEOUT))
+     PROFILE, IMAGE, PULL, TIMEOUT, IDLE_TIMEOUT))
 
 TRIAGE = Command(
     "triage",
     "On-call triage of one pod or node: findings first (most severe first), then the numbers behind them.",
     (Arg("target", "pod/NAME, NAME, a workload, or node/NAME", required=True),),
-    (NAMESPACE, CONTEXT, KUBECONFIG, CONTAINER, TRIAGE_OUTPUT, FAIL_ON,
+    (NAMESPACE, CONTEXT, KUBECONFIG, CONTAINER, TRIAGE_OUTPUT, NO_HEADERS, SORT_BY, FAIL_ON,
      Flag("events", ("--events",), str, None, "also follow closed connections for DURATION (10s, 1m) and judge "
           "them: resets, failed connects, churn, per peer", metavar="DURATION"),
-     PROFILE, IMAGE, PULL, TIMEOUT))
+     PROFILE, IMAGE, PULL, TIMEOUT, IDLE_TIMEOUT))
+
+AGENTS = Command(
+    "agents",
+    "Every agent sockdebug started: agent containers in pods (running or ended; they stay in the pod spec) and "
+    "node pods, read from pod specs and statuses (no exec).",
+    (),
+    (NAMESPACE, ALL_NAMESPACES, SELECTOR._replace(help="only pods with these labels"), CONTEXT, KUBECONFIG,
+     AGENTS_OUTPUT, NO_HEADERS, SORT_BY))
+
+STOP = Command(
+    "stop",
+    "End running agents: each serve agent is told to exit (its container then shows Terminated; the entry "
+    "stays in the pod spec, as Kubernetes requires) and leftover node pods are deleted.",
+    (Arg("target", "pod/NAME, NAME, deploy/, sts/, ds/, rs/, job/, svc/ (every pod of it) or node/NAME "
+         "(node pods there)"),),
+    (NAMESPACE, ALL_NAMESPACES._replace(help="with -l or --all: every namespace"),
+     SELECTOR._replace(help="pods with these labels"),
+     _switch("all", ("--all",), "every agent in the namespace (-A: in every namespace)"),
+     CONTEXT, KUBECONFIG, TIMEOUT._replace(help="seconds to wait for each agent to end")))
 
 VERSION = Command("version", "Print the plugin's version.", (), ())
 
-COMMANDS = {c.name: c for c in (INSPECT, SWEEP, TRIAGE, VERSION)}
+COMMANDS = {c.name: c for c in (INSPECT, SWEEP, TRIAGE, AGENTS, STOP, VERSION)}
 
 
 def value_flags() -> frozenset[str]:

@@ -191,12 +191,11 @@ class Kube:
                              what=("get", f"pod {name}", namespace))
 
     def list_pods(self, namespace: Optional[str], selector: Optional[str] = None,
-                  field_selector: Optional[str] = None) -> list[dict]:
-        path = f"/api/v1/namespaces/{namespace}/pods" if namespace else "/api/v1/pods"
+                  field_selector: Optional[str] = None, cached: bool = False) -> list[dict]:
         query = [("labelSelector", selector)] if selector else []
         if field_selector:
             query.append(("fieldSelector", field_selector))
-        return self._request("GET", path, query=query, what=("list", "pods", namespace))["items"]
+        return self._list("/api/v1", "pods", namespace, query, cached)
 
     def get_workload(self, namespace: str, plural: str, name: str) -> dict:
         return self._request("GET", f"{WORKLOADS[plural]}/namespaces/{namespace}/{plural}/{name}",
@@ -206,12 +205,31 @@ class Kube:
         return self._request("GET", f"/api/v1/namespaces/{namespace}/services/{name}",
                              what=("get", f"service {name}", namespace))
 
-    def list_services(self, namespace: Optional[str]) -> list[dict]:
-        path = f"/api/v1/namespaces/{namespace}/services" if namespace else "/api/v1/services"
-        return self._request("GET", path, what=("list", "services", namespace))["items"]
+    def list_services(self, namespace: Optional[str], cached: bool = False) -> list[dict]:
+        return self._list("/api/v1", "services", namespace, cached=cached)
 
-    def list_nodes(self) -> list[dict]:
-        return self._request("GET", "/api/v1/nodes", what=("list", "nodes", None))["items"]
+    def list_nodes(self, cached: bool = False) -> list[dict]:
+        return self._list("/api/v1", "nodes", None, cached=cached)
+
+    def list_endpoint_slices(self, namespace: Optional[str]) -> list[dict]:
+        return self._list("/apis/discovery.k8s.io/v1", "endpointslices", namespace)
+
+    def list_network_policies(self, namespace: Optional[str]) -> list[dict]:
+        return self._list("/apis/networking.k8s.io/v1", "networkpolicies", namespace)
+
+    def list_events(self, namespace: Optional[str], field_selector: Optional[str] = None) -> list[dict]:
+        """core/v1 Events (``field_selector``: ``involvedObject.uid=UID``, ``involvedObject.kind=Pod``)."""
+        return self._list("/api/v1", "events", namespace, [("fieldSelector", field_selector)] if field_selector
+                          else [])
+
+    def _list(self, prefix: str, plural: str, namespace: Optional[str], query: Optional[list] = None,
+              cached: bool = False) -> list[dict]:
+        """The items of one list, of a namespace or (None) every namespace; ``cached``:
+        served from the API server's watch cache (resourceVersion=0), for reads that
+        tolerate a moment's staleness (naming peers) and should cost the server little."""
+        path = f"{prefix}/namespaces/{namespace}/{plural}" if namespace else f"{prefix}/{plural}"
+        query = [*(query or []), *([("resourceVersion", "0")] if cached else [])]
+        return self._request("GET", path, query=query, what=("list", plural, namespace))["items"]
 
     def get_node(self, name: str) -> dict:
         return self._request("GET", f"/api/v1/nodes/{name}", what=("get", f"node {name}", None))
@@ -462,12 +480,16 @@ class ClientExec:
     def prestart(self, namespace: str, pod: str, container: str, command: list[str]) -> None:
         pass
 
-    def exec(self, namespace: str, pod: str, container: str, command: list[str], stdin: bool = False
-             ) -> ExecChannel:
+    def kube(self) -> Kube:
+        """The client, connected on first use (by an exec or the peer lists, whichever comes first)."""
         with self._lock:
             if self._kube is None:
                 self._kube = connect(*self.conn)
-        return self._kube.exec(namespace, pod, container, command, stdin)
+            return self._kube
+
+    def exec(self, namespace: str, pod: str, container: str, command: list[str], stdin: bool = False
+             ) -> ExecChannel:
+        return self.kube().exec(namespace, pod, container, command, stdin)
 
     def close(self) -> None:
         pass
@@ -569,3 +591,32 @@ class KubectlChannel:
                     pipe.close()
                 except OSError:  # stdin's last byte could not be flushed: kubectl is gone
                     pass
+
+
+class KubectlGet:
+    """One ``kubectl get --raw PATH`` started now and read later: a GET that costs a warm
+    query no client import.  ``result()`` is the decoded answer, or raises ``Forbidden``
+    (kubectl says "Forbidden") or ``AccessError``; ``cancel()`` ends it unread."""
+
+    def __init__(self, kubectl: str, kubeconfig: Optional[str], context: Optional[str], path: str,
+                 timeout: float = 30):
+        import subprocess
+
+        self.path = path
+        self.proc = subprocess.Popen([kubectl, *kubectl_connection(kubeconfig, context), "get", "--raw", path,
+                                      f"--request-timeout={timeout:g}s"],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def result(self) -> Any:
+        out, err = self.proc.communicate()
+        if self.proc.returncode == 0:
+            return json.loads(out)
+        message = err.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no output"]
+        if "forbidden" in message[0].lower():
+            raise Forbidden("get", self.path, None, message[0][:300])
+        raise AccessError(f"kubectl get --raw {self.path} failed: {message[0][:300]}", "")
+
+    def cancel(self) -> None:
+        """End it if it still runs (whoever waits in ``result`` reaps it)."""
+        if self.proc.poll() is None:
+            self.proc.kill()

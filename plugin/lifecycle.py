@@ -5,8 +5,8 @@ one container runs, and fails fast with the kubelet's reason when it cannot: the
 function for ephemeral agent containers and node pods.  ``NodePods`` creates a node
 pod, waits for it, streams its agent's records from the logs and deletes it in
 ``finally``; it also remembers every pod it made, so ``close()`` (called when a run
-ends, also on Ctrl-C) deletes whatever a worker thread could not: node pods never
-survive a run.
+ends, also on Ctrl-C) deletes whatever a worker thread could not, and refuses to create
+any more (a worker still running after Ctrl-C): node pods never survive a run.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Optional
 
-from .errors import AccessError, InjectError
+from .errors import AccessError, InjectError, Interrupted
 from .kube import Forbidden, PodSecurityRejected
 from .stream import StreamReader, finish
 
@@ -107,6 +107,7 @@ class NodePods:
         self._live: dict[str, str] = {}  #: pod name -> namespace, until deleted
         self._creating = 0  #: POSTs in flight
         self._stopping = False  #: stop() was called: a pod that starts afterwards is stopped at once
+        self._closed = False  #: the run is ending: no more pods
         self._changed = threading.Condition()
 
     def run(self, namespace: str, body: dict, timeout: float, source: str, fallback: str) -> Iterator[Any]:
@@ -114,6 +115,8 @@ class NodePods:
         ``fallback`` is what to suggest when the namespace may not have such a pod."""
         name = body["metadata"]["name"]
         with self._changed:
+            if self._closed:
+                raise Interrupted("the run is ending: no node pod is created any more", None)
             self._live[name] = namespace  # before the POST: an interrupt during it still cleans up
             self._creating += 1
         try:
@@ -161,6 +164,7 @@ class NodePods:
         """Delete every node pod still alive (a worker was interrupted mid-way); a POST
         still in flight is waited for (up to ``grace`` s), or its pod would appear after."""
         with self._changed:
+            self._closed = True
             self._changed.wait_for(lambda: self._creating == 0, timeout=grace)
             live = list(self._live.items())
         for name, namespace in live:

@@ -1,5 +1,14 @@
 """Naming remote addresses: ``pod/NS/NAME``, ``svc/NS/NAME``, ``node/NAME``.
 
+When: ``InspectOptions.names_peers`` says whether a run can show an address worth naming
+(a socket list that is not listening-only, in table, wide, json or yaml); then ``Lookup`` lists pods,
+Services and nodes once, in the background from the start of the run (through the
+client, or on a warm query through ``kubectl get --raw``: no client import), and
+``Lookup.namer`` waits for the lists only when a socket really has a remote address to
+name (not loopback, not a wildcard); otherwise they are dropped unread.  A kind that may
+not be listed cluster-wide is listed in the target's namespace, else left out, and
+``notes`` says so: what is not listed is simply not named.
+
 ``PeerIndex`` is built once per run from the pods, Services and nodes the run listed (any
 of them may be missing: what is not listed is simply not named), then ``lookup(address,
 port)`` is one or two dict look-ups.  Addresses are compared in canonical form:
@@ -21,11 +30,12 @@ Which name an address gets:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple, Optional
 
 from . import podspec
-from .view import normal_ip
+from .view import is_loopback, normal_ip
 
 _KIND = {"pod": "Pod", "svc": "Service", "node": "Node"}
 _LIVE = ("Running", "Pending", None)
@@ -129,3 +139,184 @@ class PeerIndex:
 
     def __len__(self) -> int:
         return len(self._ip)
+
+
+# --- one run's lookup ---------------------------------------------------------------------
+
+#: The kinds naming needs and their cluster-wide list paths (a namespace's: ``namespaced``).
+LISTS = (("pods", "/api/v1/pods"), ("services", "/api/v1/services"), ("nodes", "/api/v1/nodes"))
+_NO_NAME = frozenset({None, "", "*", "0.0.0.0", "::"})
+
+
+class Listed(NamedTuple):
+    pods: Sequence[Mapping]
+    services: Sequence[Mapping]
+    nodes: Sequence[Mapping]
+    notes: list[str]  #: kinds listed in part or not at all, in words
+
+
+def nameable(s: Any) -> bool:
+    """A socket whose remote address may belong to a pod, Service or node: an inet socket
+    with a peer that is neither a wildcard nor loopback (loopback is the pod itself)."""
+    return (getattr(s, "family", None) in ("inet", "inet6") and s.peer_address not in _NO_NAME
+            and not is_loopback(s.peer_address))
+
+
+class Lookup:
+    """The lists of one run, fetched once from when the run starts; ``fetch`` returns them
+    (it runs in a thread), ``cancel`` drops them unread."""
+
+    def __init__(self, fetch: Callable[[], Listed], cancel: Callable[[], None] = lambda: None):
+        self._fetch, self._cancel = fetch, cancel
+        self._listed: Optional[Listed] = None
+        self._error: Optional[BaseException] = None
+        self._index: Optional[PeerIndex] = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        self.notes: list[str] = []  #: what could not be listed, once the lists are in
+
+    def _run(self) -> None:
+        try:
+            self._listed = self._fetch()
+        except BaseException as exc:  # handed to the caller in namer()
+            self._error = exc
+
+    def namer(self, sockets: Iterable[Any], keep: bool = False) -> Optional[Callable[[Any], Optional[Peer]]]:
+        """socket -> its peer's name, once the lists are in (waited for only when one of
+        ``sockets`` has an address to name); None when none has, and then the lists are
+        dropped unless ``keep`` (--watch: a later round may need them)."""
+        if self._index is None:
+            if not any(nameable(s) for s in sockets):
+                if not keep:
+                    self.cancel()
+                return None
+            self._thread.join()
+            if self._error is not None:
+                from .errors import SockdebugError
+
+                if not isinstance(self._error, SockdebugError):
+                    raise self._error
+                self.notes = [f"peers are not named: {self._error.cause}"]
+                self._index = PeerIndex()
+            else:
+                assert self._listed is not None
+                self.notes = list(self._listed.notes)
+                self._index = PeerIndex(self._listed.pods, self._listed.services, self._listed.nodes)
+        index = self._index
+        return lambda s: index.lookup(s.peer_address, s.peer_port) if nameable(s) else None
+
+    def cancel(self) -> None:
+        self._cancel()
+
+
+def read_lists(kube: Any, namespace: str) -> Listed:
+    """The lists through the client (``collect.read_for_peers``)."""
+    from .collect import read_for_peers
+
+    return read_for_peers(kube, namespace)
+
+
+def through_client(kube: Any, namespace: str) -> Lookup:
+    """The lookup of a run that has the client: three lists at once, from the API
+    server's watch cache."""
+    return Lookup(lambda: read_lists(kube, namespace))
+
+
+def through_kubectl(kubectl: str, kubeconfig: Optional[str], context: Optional[str], namespace: str) -> Lookup:
+    """A warm query's lookup: one ``kubectl get --raw`` per kind, started now."""
+    from .kube import Forbidden, KubectlGet
+
+    started = {kind: KubectlGet(kubectl, kubeconfig, context, path + "?resourceVersion=0") for kind, path in LISTS}
+
+    def fetch() -> Listed:
+        got: dict[str, list] = {}
+        notes: list[str] = []
+        for kind, path in LISTS:
+            try:
+                got[kind] = started[kind].result()["items"]
+                continue
+            except Forbidden:
+                pass
+            if kind == "nodes":
+                notes.append("nodes: not listed (no permission): node addresses are not named")
+                got[kind] = []
+                continue
+            try:
+                got[kind] = KubectlGet(kubectl, kubeconfig, context, namespaced(path, namespace)).result()["items"]
+                notes.append(f"{kind}: only namespace {namespace} could be listed (no permission cluster-wide): "
+                             f"other namespaces' {kind} are not named")
+            except Forbidden:
+                notes.append(f"{kind}: not listed (no permission): {kind} are not named")
+                got[kind] = []
+        return Listed(got["pods"], got["services"], got["nodes"], notes)
+
+    def cancel() -> None:
+        for get in started.values():
+            get.cancel()
+
+    return Lookup(fetch, cancel)
+
+
+def namespaced(path: str, namespace: str) -> str:
+    """``/api/v1/pods`` -> ``/api/v1/namespaces/NS/pods``."""
+    prefix, _, plural = path.rpartition("/")
+    return f"{prefix}/namespaces/{namespace}/{plural}"
+
+
+# --- connections grouped by peer (triage) --------------------------------------------------------
+
+_NOT_CONNECTED = frozenset({"LISTEN", "UNCONN", "CLOSE"})
+
+
+def connections(sockets: Iterable[Any], namer: Optional[Callable[[Any], Optional[Peer]]]) -> list[dict[str, Any]]:
+    """A namespace's inet connections grouped by direction, peer, the server's port and
+    state: ``in`` (its peer connected to a port this namespace listens on: the port is
+    ours, the peer's ephemeral ports are folded) or ``out`` (the port is the peer's).
+    A named peer is one row whatever its addresses; an unknown one, one row per address."""
+    socks = [s for s in sockets if getattr(s, "family", None) in ("inet", "inet6")]
+    listening = {(s.netid, s.local_port) for s in socks if s.state in ("LISTEN", "UNCONN")}
+    rows: dict[tuple, dict[str, Any]] = {}
+    for s in socks:
+        if s.state in _NOT_CONNECTED or s.peer_address in _NO_NAME:
+            continue
+        inbound = (s.netid, s.local_port) in listening
+        peer = namer(s) if namer is not None else None
+        port = s.local_port if inbound else s.peer_port
+        key = ("in" if inbound else "out", str(peer) if peer else canonical(s.peer_address), port, s.netid, s.state)
+        row = rows.get(key)
+        if row is None:
+            row = rows[key] = {"direction": key[0], "peer": peer.as_dict() if peer else None,
+                               "name": str(peer) if peer else None, "addresses": [], "port": port,
+                               "netid": s.netid, "state": s.state, "count": 0, "processes": [], "containers": []}
+        row["count"] += 1
+        if s.peer_address not in row["addresses"]:
+            row["addresses"].append(s.peer_address)
+        for p in s.processes or ():
+            proc = f"{p.get('comm')}/{p.get('pid')}"
+            if proc not in row["processes"]:
+                row["processes"].append(proc)
+            if p.get("container") and p["container"] not in row["containers"]:
+                row["containers"].append(p["container"])
+    return sorted(rows.values(), key=lambda r: (r["direction"] != "out", r["name"] is None, r["name"] or "",
+                                                r["addresses"][0], r["port"], r["state"]))
+
+
+CONNECTION_HEADERS = ("Direction", "Peer", "Address", "Port", "Netid", "State", "Count", "Process", "Container")
+
+
+def connection_rows(rows: Iterable[Mapping[str, Any]]) -> list[list[str]]:
+    """The table cells of ``connections`` rows, every string escaped."""
+    from .render import escape
+
+    return [[r["direction"], escape(r["name"] or "-"), escape(",".join(r["addresses"][:3])
+                                                               + (",..." if len(r["addresses"]) > 3 else "")),
+             str(r["port"]), escape(r["netid"]), escape(r["state"]), str(r["count"]),
+             escape(",".join(r["processes"][:3])), escape(",".join(r["containers"]))] for r in rows]
+
+
+def connections_table(rows: Sequence[Mapping[str, Any]], show_headers: bool = True) -> str:
+    from .render import format_table
+
+    if not rows:
+        return "no connections"
+    return format_table(CONNECTION_HEADERS, connection_rows(rows), right=frozenset({3, 6}), show_headers=show_headers)

@@ -21,12 +21,10 @@ from typing import Any, NamedTuple, Optional, TypeVar
 from sockdebug_agent.render import Pair, Result, Sorter, escape, width
 from sockdebug_agent.schema import RECORD_TYPES, Process, Timer, to_dict
 
-from . import render
+from .choices import INSPECT_OUTPUTS, TEMPLATE_OUTPUTS, output_names
 from .errors import UsageError
 from .jsonpath import DOCS, Template, json_text, text
 
-TEMPLATE_OUTPUTS = ("jsonpath", "jsonpath-file", "custom-columns", "custom-columns-file")
-"""The ``-o NAME=VALUE`` formats, next to ``render.OUTPUTS``."""
 NONE = "<none>"
 T = TypeVar("T")
 
@@ -37,20 +35,15 @@ class Column(NamedTuple):
 
 
 class Output(NamedTuple):
-    """A parsed ``-o``: ``kind`` is one of ``render.OUTPUTS``, ``jsonpath`` or
-    ``custom-columns``."""
+    """A parsed ``-o``: ``kind`` is a plain format (``choices.INSPECT_OUTPUTS``, ...),
+    ``jsonpath`` or ``custom-columns``."""
 
     kind: str
     template: Optional[Template] = None
     columns: tuple[Column, ...] = ()
 
 
-def output_names(plain: Sequence[str] = render.OUTPUTS) -> list[str]:
-    """Every ``-o`` value a command accepts, as help and completion show them."""
-    return [*plain, *(f"{name}=" for name in TEMPLATE_OUTPUTS)]
-
-
-def parse_output(value: str, plain: Sequence[str] = render.OUTPUTS,
+def parse_output(value: str, plain: tuple[str, ...] = INSPECT_OUTPUTS,
                  read: Callable[[str], str] = lambda path: Path(path).read_text(encoding="utf-8")) -> Output:
     """``-o VALUE`` checked and parsed: a plain format, or a template (read from its file
     for the ``-file`` forms)."""

@@ -37,7 +37,7 @@ class Profile(NamedTuple):
     cost: Optional[str]  #: what this profile cannot show, said to the user; None = nothing
 
 
-def target_ids(pod: dict, container: str) -> tuple[Optional[int], Optional[int]]:
+def target_ids(pod: dict, container: Optional[str]) -> tuple[Optional[int], Optional[int]]:
     """The uid/gid the target container runs as, when the spec says (container level wins)."""
     spec = pod.get("spec", {})
     pod_ctx = spec.get("securityContext") or {}
@@ -48,8 +48,11 @@ def target_ids(pod: dict, container: str) -> tuple[Optional[int], Optional[int]]
     return ctx.get("runAsUser", pod_ctx.get("runAsUser")), ctx.get("runAsGroup", pod_ctx.get("runAsGroup"))
 
 
-def needs_ids(name: str, pod: dict, container: str) -> bool:
-    """Whether ``name`` would miss owners for want of ids the pod spec does not give."""
+def needs_ids(name: str, pod: dict, container: Optional[str]) -> bool:
+    """Whether ``name`` would miss owners for want of ids the pod spec does not give (an
+    agent without a target container sees no other process anyway)."""
+    if container is None:
+        return False
     uid, gid = target_ids(pod, container)
     return name in SHARES_IDS and (uid is None or gid is None)
 
@@ -67,7 +70,7 @@ def _unknown(name: str) -> UsageError:
     return UsageError(f"unknown profile {name!r}", f"use {choices.one_of(choices.PROFILES[1:])}")
 
 
-def for_container(name: str, pod: dict, container: str, learned: Optional[Ids] = None) -> Profile:
+def for_container(name: str, pod: dict, container: Optional[str], learned: Optional[Ids] = None) -> Profile:
     """The ephemeral agent container's securityContext for a profile; ``learned`` = the
     target's real (uid, gid), when the runner read them from its /proc."""
     uid, gid = learned if learned is not None else target_ids(pod, container)
@@ -85,7 +88,7 @@ def for_container(name: str, pod: dict, container: str, learned: Optional[Ids] =
         return Profile(name, {"runAsUser": 0, "runAsNonRoot": False,
                               "capabilities": {"add": ["NET_ADMIN", "NET_RAW", "SYS_PTRACE"]}}, None)
     owners_cost = None
-    if uid is None or gid is None:
+    if container is not None and (uid is None or gid is None):
         owners_cost = (f"process owners are shown only for processes running as the agent's own uid: the "
                        f"{name} profile cannot add CAP_SYS_PTRACE and the pod spec does not say which "
                        f"uid/gid container {container!r} runs as")
@@ -100,9 +103,10 @@ def for_container(name: str, pod: dict, container: str, learned: Optional[Ids] =
         if not uid:  # restricted forbids uid 0; without the target's ids run as nobody
             ctx["runAsUser"] = NOBODY
             ctx.pop("runAsGroup", None)
-            owners_cost = (f"process owners are not shown: under Pod Security 'restricted' the agent cannot "
-                           f"have CAP_SYS_PTRACE, and container {container!r} does not run as a known "
-                           "non-root uid the agent could share")
+            owners_cost = None if container is None else (
+                f"process owners are not shown: under Pod Security 'restricted' the agent cannot "
+                f"have CAP_SYS_PTRACE, and container {container!r} does not run as a known "
+                "non-root uid the agent could share")
         return Profile(name, ctx, owners_cost)
     raise _unknown(name)
 
@@ -132,6 +136,7 @@ def for_node(name: str) -> Profile:
 
 NODE_POD_LABEL = "app.kubernetes.io/name"
 NODE_POD_NAME = "sockdebug-node-agent"
+PROFILE_ENV = "SOCKDEBUG_PROFILE"  #: the profile an agent was started with (``agents`` shows it)
 
 
 def node_pod(name: str, node: str, image: str, pull_policy: str, command: list[str], profile: Profile,
@@ -146,6 +151,7 @@ def node_pod(name: str, node: str, image: str, pull_policy: str, command: list[s
             "tolerations": [{"operator": "Exists"}], "automountServiceAccountToken": False,
             "terminationGracePeriodSeconds": 0,
             "containers": [{"name": "agent", "image": image, "imagePullPolicy": pull_policy, "command": command,
-                            "securityContext": profile.security_context}],
+                            "securityContext": profile.security_context,
+                            "env": [{"name": PROFILE_ENV, "value": profile.name}]}],
         },
     }

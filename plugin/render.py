@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
-from typing import Any, TextIO
+from collections.abc import Callable, Sequence
+from typing import Any, Optional, TextIO
 
 from sockdebug_agent.render import (
     Result,
@@ -37,20 +37,25 @@ from sockdebug_agent.render import (
 from sockdebug_agent.schema import to_dict
 
 __all__ = [
-    "OUTPUTS", "Result", "address", "document", "escape", "findings_text", "format_table", "info_text",
-    "interfaces_table", "jsonl_line", "limits_text", "ms_text", "notable_warnings", "process_text", "report_text",
-    "routes_table", "sockets_table", "summary_text", "target_title", "timer_text", "use_color", "without_surrogates",
-    "write_doc", "write_document",
+    "Result", "address", "document", "escape", "findings_text", "format_table", "info_text",
+    "interfaces_table", "items", "jsonl_line", "limits_text", "ms_text", "notable_warnings", "process_text",
+    "report_text", "routes_table", "sockets_table", "summary_text", "target_title", "timer_text", "use_color",
+    "without_surrogates", "write_doc", "write_document",
 ]
-
-OUTPUTS = ("table", "wide", "json", "yaml", "jsonl")
-
 
 # --- documents ----------------------------------------------------------------------------
 
-def document(results: Sequence[Result]) -> dict[str, Any]:
-    """The json/yaml document: one item per target, records grouped by type."""
-    items = []
+def document(results: Sequence[Result], peer: Optional[Callable[[Any], Optional[dict]]] = None,
+             kind: str = "SocketReport") -> dict[str, Any]:
+    """The json/yaml document: one item per target, records grouped by type; each socket
+    has a ``peer`` (``{kind, namespace?, name}`` from ``peer``, or null)."""
+    return {"apiVersion": "sockdebug.io/v1", "kind": kind, "items": items(results, peer)}
+
+
+def items(results: Sequence[Result], peer: Optional[Callable[[Any], Optional[dict]]] = None
+          ) -> list[dict[str, Any]]:
+    """The document's items (the triage report carries them too)."""
+    out = []
     for res in results:
         item: dict[str, Any] = {"target": res.target}
         for rec in res.records:
@@ -59,19 +64,22 @@ def document(results: Sequence[Result]) -> dict[str, Any]:
                 continue
             data = to_dict(rec)
             del data["type"]
+            if rec.type == "socket":
+                data["peer"] = peer(rec) if peer is not None else None
             if rec.type in ("summary", "limits"):
                 item[rec.type] = data
             else:
                 item.setdefault(_PLURALS.get(rec.type, rec.type + "s"), []).append(data)
-        items.append(item)
-    return {"apiVersion": "sockdebug.io/v1", "kind": "SocketReport", "items": items}
+        out.append(item)
+    return out
 
 
 _PLURALS = {"process_limits": "process_limits"}
 
 
-def write_document(results: Sequence[Result], output: str, out: TextIO) -> None:
-    write_doc(document(results), output, out)
+def write_document(results: Sequence[Result], output: str, out: TextIO,
+                   peer: Optional[Callable[[Any], Optional[dict]]] = None) -> None:
+    write_doc(document(results, peer), output, out)
 
 
 def write_doc(doc: dict[str, Any], output: str, out: TextIO) -> None:

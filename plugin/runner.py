@@ -168,7 +168,8 @@ class Runner:
             with self._adding(key):  # two queries of one container at once (triage --events) add one agent
                 name = self._agents.get(key)
                 if name is None:
-                    name = self._agents[key] = self._inject(target, inject.serve_command(), serve=True)
+                    name = self._agents[key] = self._inject(target, inject.serve_command(self.opts.idle_timeout),
+                                                            serve=True)
             yield from self._exec(target.namespace, target.pod_name, name, argv, source.format(name))
         else:
             if follows(argv):

@@ -1,5 +1,6 @@
 """``kubectl sockdebug sweep``: collect the specs and every running pod's listening sockets,
-then hand them to the pure analysis in ``sweep.py`` and render its findings.
+then judge them with the findings engine (``engine.analyse``: the rules, ids, order,
+renderer and ``--fail-on`` of ``triage``) and render its report.
 
 Two ways to read the sockets:
 
@@ -28,12 +29,13 @@ from typing import Any, Optional
 
 from sockdebug_agent.query import Query, SocketFlags
 
-from . import profiles
-from . import sweep as analysis
-from .errors import AccessError, FindingsError, SockdebugError
+from . import collect, engine, findings, output, podspec, profiles
+from .errors import SockdebugError
 from .options import SweepOptions
+from .podspec import PodKey
 from .runner import Runner
 from .targets import AgentPod, NodeTarget, Target, container_ids, pick_container
+from .view import ClusterInput, NodeObservation, PodObservation
 
 PARALLEL = 8
 # what sweep reads: listening TCP and UDP sockets with owners, per pod / per node
@@ -43,7 +45,6 @@ NODE_AGENT_NAMESPACE = "sockdebug-system"
 NODE_AGENT_SELECTOR = "app.kubernetes.io/name=sockdebug-node-agent,app.kubernetes.io/component=daemonset"
 NODE_AGENT_CONTAINER = "agent"
 NODE_FALLBACK = "or install the node-agent DaemonSet (manifests/node-agent.yaml), or use --via ephemeral"
-LOG_LINES = 30
 
 
 class Progress:
@@ -94,14 +95,14 @@ class Collected:
     """What the collection learned, in the shape ``SweepInput`` wants."""
 
     def __init__(self) -> None:
-        self.sockets: dict[analysis.PodKey, list[Any]] = {}
-        self.uninspected: dict[analysis.PodKey, str] = {}
+        self.sockets: dict[PodKey, list[Any]] = {}
+        self.uninspected: dict[PodKey, str] = {}
         self.host: dict[str, dict[int, Any]] = defaultdict(dict)  #: node -> inode -> unattributed host socket
         self.host_owned: dict[str, set[int]] = defaultdict(set)  #: node -> inodes some pod owns
         self.warnings: list[str] = []
         self.first_error: Optional[SockdebugError] = None  #: re-raised when no pod at all could be read
 
-    def failed(self, key: analysis.PodKey, exc: SockdebugError, reason: Optional[str] = None) -> None:
+    def failed(self, key: PodKey, exc: SockdebugError, reason: Optional[str] = None) -> None:
         self.uninspected.setdefault(key, reason or exc.cause)
         if self.first_error is None:
             self.first_error = exc
@@ -127,7 +128,7 @@ def _why_not_running(pod: dict) -> str:
     for s in pod.get("status", {}).get("containerStatuses") or []:
         state = s.get("state") or {}
         kind = next(iter(state), "unknown")
-        t = analysis.trouble(pod, s["name"])
+        t = podspec.trouble(pod, s["name"])
         states.append(f"{s['name']}: {t['state'] if t else (state.get(kind) or {}).get('reason') or kind}"
                       + (f", {t['restarts']} restarts" if t else ""))
     return "no steadily running container" + (f" ({', '.join(states)})" if states else "")
@@ -141,9 +142,9 @@ def agent_targets(pod: dict, runner: Optional[Runner] = None) -> list[str]:
     preferring containers that are not crash-looping (a container that runs for a moment
     between restarts would get an agent that dies with it).  hostNetwork pods: every
     running container, because only sockets their own processes hold are theirs."""
-    running = analysis.running_containers(pod)
-    names = [c["name"] for c in analysis._containers(pod) if c["name"] in running]
-    steady = [n for n in names if not analysis.trouble(pod, n)]
+    running = podspec.running_containers(pod)
+    names = [c["name"] for c in podspec.containers(pod) if c["name"] in running]
+    steady = [n for n in names if not podspec.trouble(pod, n)]
     spec = pod.get("spec", {})
     if spec.get("hostNetwork") and not spec.get("shareProcessNamespace"):
         return steady
@@ -166,7 +167,7 @@ def collect_ephemeral(runner: Runner, pods: list[dict], progress: Progress, para
             continue
         names = agent_targets(pod, runner)
         if not names:
-            got.uninspected[analysis.key(pod)] = _why_not_running(pod)
+            got.uninspected[podspec.key(pod)] = _why_not_running(pod)
             continue
         jobs.append((pod, names))
     progress.total = len(jobs)
@@ -174,7 +175,7 @@ def collect_ephemeral(runner: Runner, pods: list[dict], progress: Progress, para
 
     def one(job: tuple[dict, list[str]]) -> None:
         pod, names = job
-        k = analysis.key(pod)
+        k = podspec.key(pod)
         ids = container_ids(pod)
         node = pod.get("spec", {}).get("nodeName") or ""
         host_network = bool(pod.get("spec", {}).get("hostNetwork"))
@@ -262,16 +263,16 @@ def attribute_node(records: list[Any], node: str, pods_by_uid: dict[str, dict], 
         pods = [pods_by_uid[u] for u in ns.pod_uids if u in pods_by_uid]
         if ns.error:
             for p in pods:
-                got.uninspected.setdefault(analysis.key(p), f"the node agent could not enter its network "
+                got.uninspected.setdefault(podspec.key(p), f"the node agent could not enter its network "
                                                             f"namespace: {ns.error}")
             continue
         if not ns.host:
             for p in pods:
-                got.sockets[analysis.key(p)] = _tag_containers([s._replace(processes=[dict(x) for x in
+                got.sockets[podspec.key(p)] = _tag_containers([s._replace(processes=[dict(x) for x in
                                                                                      s.processes or []])
                                                                 for s in socks], container_ids(p))
             continue
-        mine: dict[analysis.PodKey, list[Any]] = {analysis.key(p): [] for p in pods
+        mine: dict[PodKey, list[Any]] = {podspec.key(p): [] for p in pods
                                                   if p.get("spec", {}).get("hostNetwork")}
         for s in socks:
             holders = {}
@@ -279,14 +280,14 @@ def attribute_node(records: list[Any], node: str, pods_by_uid: dict[str, dict], 
             for proc in s.processes or []:
                 owner = owner_of.get(proc.get("container_id") or "")
                 if owner:
-                    holders[analysis.key(owner[0])] = owner[0]
+                    holders[podspec.key(owner[0])] = owner[0]
                     procs.append({**proc, "container": owner[1]})
                 else:
                     procs.append(dict(proc))
             if holders:
                 for k in holders:
                     own = [p for p in procs if p.get("container")
-                           and analysis.key(owner_of[p.get("container_id") or ""][0]) == k]
+                           and podspec.key(owner_of[p.get("container_id") or ""][0]) == k]
                     mine.setdefault(k, []).append(s._replace(processes=own))
                 got.host_owned[node].add(s.inode)
             else:
@@ -298,7 +299,7 @@ def attribute_node(records: list[Any], node: str, pods_by_uid: dict[str, dict], 
 def collect_node(runner: Runner, pods: list[dict], all_pods: list[dict], progress: Progress,
                  parallel: int = PARALLEL) -> Collected:
     got = Collected()
-    scope = {analysis.key(p) for p in pods}
+    scope = {podspec.key(p) for p in pods}
     running = [p for p in pods if _running(p)]
     nodes = sorted({p["spec"]["nodeName"] for p in running if p.get("spec", {}).get("nodeName")})
     daemons = daemonset_agents(runner.kube)
@@ -326,61 +327,34 @@ def collect_node(runner: Runner, pods: list[dict], all_pods: list[dict], progres
             with lock:
                 for p in running:
                     if p["spec"].get("nodeName") == node:
-                        got.failed(analysis.key(p), exc, f"node agent on {node} failed: {exc.cause}")
+                        got.failed(podspec.key(p), exc, f"node agent on {node} failed: {exc.cause}")
         finally:
             progress.tick()
 
     if nodes:
-        with ThreadPoolExecutor(max_workers=min(parallel, len(nodes))) as pool:
+        pool = ThreadPoolExecutor(max_workers=min(parallel, len(nodes)))
+        try:
             list(pool.map(one, nodes))
+        finally:  # Ctrl-C: no node waits its turn; the runner deletes the pods in flight
+            pool.shutdown(wait=False, cancel_futures=True)
     for p in running:
-        k = analysis.key(p)
+        k = podspec.key(p)
         if k not in got.sockets and k not in got.uninspected:
             got.uninspected[k] = (f"no process of this pod was found on node {p['spec'].get('nodeName')}"
-                                  if analysis.running_containers(p) else _why_not_running(p))
+                                  if podspec.running_containers(p) else _why_not_running(p))
     # only pods in scope are reported as inspected
     got.sockets = {k: v for k, v in got.sockets.items() if k in scope}
     return got
 
 
-# --- logs of crash-looping containers ------------------------------------------------------------
-
-def crash_logs(kube, pods: list[dict], parallel: int = PARALLEL) -> dict[tuple[str, str, str], str]:
-    """The last lines of every failing container's failed run, where the bind error is: the
-    current container when it has just terminated (the kubelet may already have removed the
-    one before), else the previous one (CrashLoopBackOff, or restarted and running again)."""
-    wanted = [(analysis.key(p), c["name"]) for p in pods if _running(p)
-              for c in analysis._containers(p) if analysis.trouble(p, c["name"])]
-
-    def one(item: tuple[analysis.PodKey, str]) -> tuple[tuple[str, str, str], str]:
-        (ns, name), container = item
-        texts = []
-        for previous in (True, False):
-            try:
-                texts.append(kube.log_tail(ns, name, container, lines=LOG_LINES, previous=previous))
-            except SockdebugError:
-                continue
-        return (ns, name, container), "\n".join(texts)
-
-    if not wanted:
-        return {}
-    with ThreadPoolExecutor(max_workers=min(parallel, len(wanted))) as pool:
-        return dict(pool.map(one, wanted))
-
-
 # --- the command ------------------------------------------------------------------------------------
 
-def _list_or(fn: Callable[[], list[dict]], fallback: Callable[[], list[dict]]) -> list[dict]:
-    """fn(), or fallback() when we may not (a namespaced user asking cluster-wide)."""
-    try:
-        return fn()
-    except AccessError:
-        return fallback()
-
-
 def run(opts: SweepOptions, out=None, err=None) -> int:
+    """List the pods in scope; read what the engine needs from the API (``collect.read``:
+    one list per kind, per namespace or for the cluster) while the agents read the running
+    pods' listeners; then the findings engine, the one renderer and ``--fail-on``."""
     from .kube import connect
-    from .render import escape, use_color
+    from .render import escape
 
     out = out or sys.stdout
     err = err or sys.stderr
@@ -388,67 +362,55 @@ def run(opts: SweepOptions, out=None, err=None) -> int:
     kube = connect(opts.conn.kubeconfig, opts.conn.context, opts.conn.namespace)
     scope_ns = None if opts.all_namespaces else kube.namespace
     pods = [p for p in kube.list_pods(scope_ns, opts.selector) if not p["metadata"].get("deletionTimestamp")]
-    scoped_wide = opts.all_namespaces and not opts.selector
-    context = [] if scoped_wide else _list_or(lambda: kube.list_pods(None), list)
+    every_pod = opts.all_namespaces and not opts.selector  # the pods in scope are all there are
     running = [p for p in pods if _running(p)]
     progress = Progress(len(running), "pods" if opts.via == "ephemeral" else "nodes", err)
-    services_checked = True
-    try:
-        services = kube.list_services(scope_ns) if scoped_wide else _list_or(
-            lambda: kube.list_services(None), lambda: kube.list_services(scope_ns))
-    except AccessError as exc:
-        services, services_checked = [], False
-        progress.note(f"note: the Service checks were skipped: {exc.cause} (grant `list` on services)")
-    with Runner(kube, opts.agent, note=_quiet_note(progress), node_fallback=NODE_FALLBACK) as runner:
-        if opts.via == "ephemeral":
-            fresh = [p for p in running if not _has_agent(p, runner)]
-            if fresh:
-                reuse = (f" (the other {len(running) - len(fresh)} have a running agent, which is reused)"
-                         if len(fresh) < len(running) else "")
-                progress.note(f"sweep --via ephemeral: each of {len(fresh)} pod(s){reuse} gains an ephemeral "
-                              "agent container, which stays in the pod spec; --via node adds nothing to the pods.")
-            got = collect_ephemeral(runner, pods, progress, opts.parallel)
-        else:
-            got = collect_node(runner, pods, context, progress, opts.parallel)
-    progress.close()
-    if got.first_error is not None and not got.sockets:
-        raise got.first_error  # nothing could be read at all: a setup problem, not a clean cluster
-    logs = crash_logs(kube, pods, opts.parallel)
+    with ThreadPoolExecutor(max_workers=2) as api:
+        reads = api.submit(collect.read, kube, None if scope_ns is None else [scope_ns],
+                           kinds=[k for k in collect.ALL if not (k == "pods" and every_pod)], parallel=opts.parallel)
+        logs = api.submit(collect.failed_run_logs, kube, pods, opts.parallel)
+        with Runner(kube, opts.agent, note=_quiet_note(progress), node_fallback=NODE_FALLBACK) as runner:
+            if opts.via == "ephemeral":
+                fresh = [p for p in running if not _has_agent(p, runner)]
+                if fresh:
+                    reuse = (f" (the other {len(running) - len(fresh)} have a running agent, which is reused)"
+                             if len(fresh) < len(running) else "")
+                    progress.note(f"sweep --via ephemeral: each of {len(fresh)} pod(s){reuse} gains an ephemeral "
+                                  "agent container, which stays in the pod spec; --via node adds nothing to the "
+                                  "pods.")
+                got = collect_ephemeral(runner, pods, progress, opts.parallel)
+            else:
+                context = pods if every_pod else reads.result().pods
+                got = collect_node(runner, pods, context, progress, opts.parallel)
+        progress.close()
+        if got.first_error is not None and not got.sockets:
+            raise got.first_error  # nothing could be read at all: a setup problem, not a clean cluster
+        r = reads.result()
+        data = ClusterInput(
+            pods=pods, context_pods=r.pods, services=r.services, endpoint_slices=r.endpoint_slices,
+            network_policies=r.network_policies, nodes=r.nodes, events=r.events, logs=logs.result(),
+            observed={k: PodObservation(v) for k, v in got.sockets.items()}, uninspected=got.uninspected,
+            node_observed={n: NodeObservation(v) for n, v in got.host_listeners().items()},
+            not_listed=r.not_listed, not_seen=r.notes)
     for w in got.warnings:
         print(f"warning: {escape(w)}", file=err)
-    data = analysis.SweepInput(pods=pods, services=services, sockets=got.sockets, uninspected=got.uninspected,
-                               context_pods=context, host_listeners=got.host_listeners(), logs=logs)
-    report = analysis.analyse(data)
+    report = engine.analyse(data)
     scope = {"namespaces": None if opts.all_namespaces else [kube.namespace], "selector": opts.selector,
-             "via": opts.via, "services_checked": services_checked,
+             "via": opts.via, "services_checked": "services" not in r.not_listed,
              "elapsed_s": round(time.monotonic() - started, 2)}
-    if opts.output == "table":
-        out.write(analysis.text(report, scope, use_color(out)) + "\n")
-    else:
-        doc = analysis.document(report, scope)
-        if opts.output == "json":
-            import json
-
-            json.dump(doc, out, indent=2)
-            out.write("\n")
-        else:
-            import yaml
-
-            yaml.dump(doc, out, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), sort_keys=False)
+    output.emit(opts.printing, output.findings_view(
+        report, scope, lambda r, s: findings.document(r, s, "SweepReport"), findings.text), out)
     out.flush()
-    if opts.fail_on:
-        worst = analysis.at_or_above(report.findings, opts.fail_on)
-        if worst:
-            raise FindingsError(f"{len(worst)} finding(s) at or above {opts.fail_on}", "see the findings above")
+    findings.fail_on(report.findings, opts.fail_on)
     return 0
 
 
 def _has_agent(pod: dict, runner: Runner) -> bool:
     """A running sockdebug agent that a query to this pod would reuse."""
-    running = analysis.running_containers(pod)
+    running = podspec.running_containers(pod)
     ns = pod["metadata"].get("namespace", "")
     return any(runner.running_agent(Target(ns, pod, c["name"]))
-               for c in analysis._containers(pod) if c["name"] in running)
+               for c in podspec.containers(pod) if c["name"] in running)
 
 
 def _quiet_note(progress: Progress) -> Callable[[str], None]:

@@ -35,11 +35,13 @@ class AgentPod(NamedTuple):
 
 
 class Target(NamedTuple):
-    """One container of one running pod to inspect."""
+    """One container of one running pod to inspect.  ``container`` None: the pod's network
+    namespace alone, through an agent that targets no container (no container runs
+    steadily: the agent outlives their restarts, but sees none of their processes)."""
 
     namespace: str
     pod: dict
-    container: str
+    container: Optional[str]
 
     def siblings(self) -> list[str]:
         """The pod's other running containers: their processes live in PID namespaces the
@@ -55,7 +57,11 @@ class Target(NamedTuple):
 
     def owner_siblings(self, argv: list[str]) -> list[str]:
         """The siblings whose processes may own sockets a query lists (a socket list with
-        owners, ``-p``): from the target's PID namespace they are invisible."""
+        owners, ``-p``): from the target's PID namespace they are invisible.  None for an
+        agent without a target: it runs only where no container runs steadily, and asking
+        one that comes and goes would fail the query."""
+        if self.container is None:
+            return []
         return self.siblings() if argv[:1] == ["sockets"] and "-p" in argv else []
 
     def asked_together(self, argv: list[str], has_agent: Callable[[str], bool]) -> list[str]:
@@ -94,6 +100,24 @@ def pick_container(pod: dict, requested: Optional[str]) -> str:
     if not names:
         raise TargetError(f"pod {pod['metadata']['name']} has no containers", "")
     return names[0]
+
+
+def agent_container(pod: dict, requested: Optional[str], has_agent: Callable[[str], bool] = lambda name: False
+                    ) -> Optional[str]:
+    """Where an agent reads a pod's network namespace from, when the pod may be down: the
+    container asked for (``-c``, else the default one) when it runs steadily; else a
+    steadily running one, one whose agent already runs first; None when none does
+    (crash-looping, waiting): the agent then targets no container.  An agent next to a
+    container that crash-loops would die with it (it shares its PID namespace)."""
+    from . import podspec  # its patterns cost a warm query's start-up, which never needs them
+
+    chosen = pick_container(pod, requested)
+    running = podspec.running_containers(pod)
+    steady = [c["name"] for c in podspec.containers(pod)
+              if c["name"] in running and not podspec.trouble(pod, c["name"])]
+    if chosen in steady:
+        return chosen
+    return next((name for name in steady if has_agent(name)), steady[0] if steady else None)
 
 
 def check_running(pod: dict, container: str) -> None:
@@ -160,25 +184,13 @@ def resolve(kube, ref: TargetRef, namespace: str, container: Optional[str], *, a
     if ref.kind == "node":
         raise UsageError("node targets are resolved by the node runner", "")
     if ref.kind == "pod":
-        try:
-            pod = kube.get_pod(namespace, ref.name)
-        except TargetError as exc:
-            raise TargetError(exc.cause, _existing_pods_hint(kube, namespace)) from None
+        pod = get_pod(kube, namespace, ref.name)
         chosen = pick_container(pod, container)
         check_running(pod, chosen)
         return [Target(namespace, pod, chosen)]
-    if ref.kind == "service":
-        svc = kube.get_service(namespace, ref.name)
-        selector = (svc.get("spec") or {}).get("selector")
-        if not selector:
-            raise TargetError(f"service {ref.name} has no selector (its endpoints are managed by hand)",
-                              "target the pods directly: kubectl sockdebug pod/NAME")
-        what, selector_text = f"service {ref.name}", selector_string(selector)
-        all_pods = True  # a Service's answer is about all of its pods
-    else:
-        obj = kube.get_workload(namespace, ref.kind, ref.name)
-        what, selector_text = f"{ref.kind[:-1]} {ref.name}", workload_selector(obj)
-    pods = running_pods(kube.list_pods(namespace, selector_text))
+    what, selector_text, every = selected_pods(kube, ref, namespace)
+    all_pods = all_pods or ref.kind == "service"  # a Service's answer is about all of its pods
+    pods = running_pods(every)
     if not pods:
         raise TargetError(f"{what} has no running pods (selector {selector_text})",
                           "check `kubectl get pods -l " + selector_text + "`")
@@ -189,6 +201,29 @@ def resolve(kube, ref: TargetRef, namespace: str, container: Optional[str], *, a
         check_running(pod, name)
         out.append(Target(namespace, pod, name))
     return out
+
+
+def get_pod(kube, namespace: str, name: str) -> dict:
+    """The pod, or a TargetError that names the pods there are."""
+    try:
+        return kube.get_pod(namespace, name)
+    except TargetError as exc:
+        raise TargetError(exc.cause, _existing_pods_hint(kube, namespace)) from None
+
+
+def selected_pods(kube, ref: TargetRef, namespace: str) -> tuple[str, str, list[dict]]:
+    """(what, label selector, every pod it selects, in any phase) of a Service or workload target."""
+    if ref.kind == "service":
+        svc = kube.get_service(namespace, ref.name)
+        selector = (svc.get("spec") or {}).get("selector")
+        if not selector:
+            raise TargetError(f"service {ref.name} has no selector (its endpoints are managed by hand)",
+                              "target the pods directly: kubectl sockdebug pod/NAME")
+        what, selector_text = f"service {ref.name}", selector_string(selector)
+    else:
+        obj = kube.get_workload(namespace, ref.kind, ref.name)
+        what, selector_text = f"{ref.kind[:-1]} {ref.name}", workload_selector(obj)
+    return what, selector_text, kube.list_pods(namespace, selector_text)
 
 
 def _existing_pods_hint(kube, namespace: str) -> str:

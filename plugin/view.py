@@ -148,6 +148,7 @@ class ClusterInput(NamedTuple):
     not_listed: Mapping[str, str] = {}  #: kind (KINDS) -> why it could not be listed
     scope_nodes: Sequence[str] = ()  #: node targets (``triage node/NAME``): their findings are in scope
     node_port_range: tuple[int, int] = NODE_PORT_RANGE
+    not_seen: Sequence[str] = ()  #: anything else the collection could not see, in words (the report's)
 
 
 class Event(NamedTuple):

@@ -26,7 +26,7 @@ from . import cache
 from .errors import SockdebugError
 from .inject import NAME_PREFIX, reusable_agent
 from .kube import ClientExec, KubectlExec, find_kubectl
-from .options import AgentOptions, Conn
+from .options import AgentOptions, Conn, InspectOptions
 from .targets import DEFAULT_CONTAINER_ANNOTATION, Target, check_running, parse_target, pick_container, target_info
 
 CACHE_NAME = "agents.json"
@@ -100,11 +100,27 @@ def forget(conn: Conn, pod: str) -> None:
         cache.write(CACHE_NAME, pods)
 
 
-class Warm:
-    """A warm query in flight: its kubectl execs were started by ``prestart``."""
+def forget_pod(namespace: str, pod: str) -> None:
+    """Drop every remembered entry of this pod, however it was reached (``stop`` ended
+    its agents: a warm query would only find them gone and fall back)."""
+    pods = cache.read(CACHE_NAME)
+    if not isinstance(pods, dict):
+        return
+    def of_pod(entry: Any) -> bool:
+        return (isinstance(entry, dict) and entry.get("namespace") == namespace
+                and ((entry.get("pod") or {}).get("metadata") or {}).get("name") == pod)
 
-    def __init__(self, conn: Conn, target: Target, execer: Any):
-        self.conn, self.target, self.execer = conn, target, execer
+    kept = {k: v for k, v in pods.items() if not of_pod(v)}
+    if len(kept) != len(pods):
+        cache.write(CACHE_NAME, kept)
+
+
+class Warm:
+    """A warm query in flight: its kubectl execs were started by ``prestart`` (and the
+    lists that name peers, ``lookup``, when the query may show connections)."""
+
+    def __init__(self, conn: Conn, target: Target, execer: Any, lookup: Any = None):
+        self.conn, self.target, self.execer, self.lookup = conn, target, execer, lookup
 
     def results(self, agent: AgentOptions, queries: list[Any]) -> Optional[list[Any]]:
         """The records of ``queries`` (``render.Result`` s), or None when the ordinary path
@@ -151,8 +167,20 @@ def prestart(opts: Any) -> Optional[Warm]:
     kubectl = find_kubectl()
     execer: Any = (KubectlExec(kubectl, conn.kubeconfig, conn.context) if kubectl
                    else ClientExec(conn.kubeconfig, conn.context, conn.namespace))
-    for query in opts.queries():
+    queries = opts.queries()
+    for query in queries:
         argv = query.to_argv()
         for container in target.asked_together(argv, lambda c: agent_of(c) is not None):
             execer.prestart(target.namespace, target.pod_name, agent_of(container), ["sockdebug-agent", *argv])
-    return Warm(opts.conn, target, execer)
+    return Warm(opts.conn, target, execer, lookup(opts, kubectl, execer, target.namespace))
+
+
+def lookup(opts: Any, kubectl: Optional[str], execer: Any, namespace: str) -> Any:
+    """The peer lists, started next to the execs when the query may show connections."""
+    if not isinstance(opts, InspectOptions) or not opts.names_peers():
+        return None
+    from . import peers  # after the execs have started: its imports overlap with them
+
+    if kubectl:
+        return peers.through_kubectl(kubectl, opts.conn.kubeconfig, opts.conn.context, namespace)
+    return peers.Lookup(lambda: peers.read_lists(execer.kube(), namespace))

@@ -27,7 +27,7 @@ from typing import NamedTuple, Optional
 from ..errors import NamespaceError
 from ..namespaces import enter
 from ..schema import NetNs, Socket, Warning
-from .processes import read_text, scan_owners
+from .processes import Owners, read_text, scan_owners
 
 # A whole path component naming the pod: "pod<uid>" (cgroupfs) or "kubepods[-qos]-pod<uid>.slice" (systemd).
 _POD_SEGMENT = re.compile(
@@ -121,6 +121,20 @@ def collect(read_sockets: Callable[[], list[Socket]], processes: bool,
     """(netns record, its sockets) per network namespace that holds a pod (and the node's
     own).  ``read_sockets`` lists the sockets of the current namespace; with ``processes``
     each socket gets its owners from one walk of every process's fds."""
+    groups, owners = _survey(processes, warn, proc)
+    try:
+        own: Optional[int] = os.open(f"{proc}/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        own = None
+    try:  # kept short: see netlink._SHORT_TRY
+        yield from _inspect(groups, read_sockets, owners, proc)
+    finally:
+        if own is not None:
+            _go_home(own, proc)
+
+
+def _survey(processes: bool, warn: Callable[[Warning], None], proc: str) -> tuple[list[NsGroup], Optional[Owners]]:
+    """The namespaces to inspect, and the owners of every socket (with ``processes``)."""
     groups, denied = scan(proc)
     owners = None
     if processes:
@@ -137,26 +151,27 @@ def collect(read_sockets: Callable[[], list[Socket]], processes: bool,
     if not any(g.pod_uids for g in groups):
         warn(Warning("no-pods", "no process of any pod is visible: run in the node's PID namespace "
                      "(hostPID) as root"))
+    return groups, owners
+
+
+def _inspect(groups: list[NsGroup], read_sockets: Callable[[], list[Socket]], owners: Optional[Owners],
+             proc: str) -> Iterator[tuple[NetNs, list[Socket]]]:
+    for group in groups:
+        error = _enter_one(group, proc)
+        record = NetNs(netns_inode=group.inode, host=group.host, pod_uids=group.pod_uids,
+                       pids=len(group.pids), error=error)
+        if error is not None:
+            yield record, []
+            continue
+        socks = read_sockets()
+        if owners is not None:
+            socks = [s._replace(processes=owners.get(s.inode, []) if s.inode else []) for s in socks]
+        yield record, socks
+
+
+def _go_home(own: int, proc: str) -> None:
     try:
-        own = os.open(f"{proc}/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        own = None
-    try:
-        for group in groups:
-            error = _enter_one(group, proc)
-            record = NetNs(netns_inode=group.inode, host=group.host, pod_uids=group.pod_uids,
-                           pids=len(group.pids), error=error)
-            if error is not None:
-                yield record, []
-                continue
-            socks = read_sockets()
-            if owners is not None:
-                socks = [s._replace(processes=owners.get(s.inode, []) if s.inode else []) for s in socks]
-            yield record, socks
-    finally:
-        if own is not None:
-            try:
-                enter(f"{proc}/self/fd/{own}")  # back home
-            except NamespaceError:
-                pass
-            os.close(own)
+        enter(f"{proc}/self/fd/{own}")  # back home
+    except NamespaceError:
+        pass
+    os.close(own)

@@ -9,16 +9,87 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Collection
-from typing import NamedTuple, Optional
+from collections.abc import Collection, Iterator
+from typing import Any, NamedTuple, Optional
 
-from ..schema import Process, ProcessIds, text
+from ..schema import Process, ProcessIds, process_json_parts, text
 
 CAP_SYS_PTRACE = 19
 
 
+class Owners:
+    """Socket inode -> the processes holding it, kept small: one int per socket fd
+    (the process's index << 32 | fd), a tuple of them for a socket held more than once,
+    and each process's pid, comm and container once.  A node has a socket fd for every
+    socket of every namespace; a Process dict per fd cost more than the dump itself."""
+
+    __slots__ = ("_fds", "_json", "_processes")
+
+    def __init__(self) -> None:
+        self._fds: dict[int, Any] = {}
+        self._processes: list[tuple[int, str, Optional[str]]] = []  #: (pid, comm, container id)
+        self._json: list[tuple[str, str]] = []  #: each process's JSON around its fd
+
+    def add(self, pid: int, comm: str, container: Optional[str], found: list[tuple[int, int]]) -> None:
+        """One process and the (socket inode, fd) pairs it holds."""
+        base = len(self._processes) << 32
+        container = container or None
+        self._processes.append((pid, comm, container))
+        self._json.append(process_json_parts(pid, comm, container))
+        setdefault = self._fds.setdefault
+        for inode, fd in found:
+            packed = base | fd
+            held = setdefault(inode, packed)
+            if held is not packed:  # a second holder (a forked child, SCM_RIGHTS)
+                self._fds[inode] = (*held, packed) if type(held) is tuple else (held, packed)
+
+    def __len__(self) -> int:
+        return len(self._fds)
+
+    def __contains__(self, inode: int) -> bool:
+        return inode in self._fds
+
+    def __iter__(self) -> Iterator[int]:
+        """The socket inodes held by some process."""
+        return iter(self._fds)
+
+    def _packed(self, inode: int) -> tuple[int, ...]:
+        held = self._fds.get(inode)
+        if held is None:
+            return ()
+        if type(held) is int:
+            return (held,)
+        # ss's order: by pid, then fd
+        return tuple(sorted(held, key=lambda p: (self._processes[p >> 32][0], p & 0xFFFFFFFF)))
+
+    def get(self, inode: int, default: Optional[list[Process]] = None) -> Optional[list[Process]]:
+        """The holders of a socket as ``Process`` records, or ``default`` when none is known."""
+        packed = self._packed(inode)
+        if not packed:
+            return default
+        out = []
+        for p in packed:
+            pid, comm, container = self._processes[p >> 32]
+            entry = Process(pid=pid, comm=comm, fd=p & 0xFFFFFFFF)
+            if container:
+                entry["container_id"] = container
+            out.append(entry)
+        return out
+
+    def json(self, inode: int) -> str:
+        """``get(inode, [])`` as compact JSON, as ``json.dumps`` would write it."""
+        held = self._fds.get(inode)
+        if held is None:
+            return "[]"
+        if type(held) is int:
+            head, tail = self._json[held >> 32]
+            return f"[{head}{held & 0xFFFFFFFF}{tail}]"
+        return "[" + ",".join(f"{self._json[p >> 32][0]}{p & 0xFFFFFFFF}{self._json[p >> 32][1]}"
+                              for p in self._packed(inode)) + "]"
+
+
 class OwnerScan(NamedTuple):
-    owners: dict[int, list[Process]]  #: socket inode -> holders
+    owners: Owners  #: socket inode -> holders
     denied: list[int]  #: pids whose fds we may not read
 
 
@@ -50,10 +121,10 @@ def read_text(path: str) -> Optional[str]:
 
 def scan_owners(proc: str = "/proc", with_containers: bool = True,
                 pids: Optional[Collection[int]] = None) -> OwnerScan:
-    """Map socket inodes to the processes holding them (only ``pids``, when given)."""
-    scan = OwnerScan({}, [])
-    owners = scan.owners
-    readlink, listdir = os.readlink, os.listdir
+    """Map socket inodes to the processes holding them (only ``pids``, when given): one
+    pass per process (its fd directory, one readlink per fd, then comm and cgroup if it
+    holds a socket).  Split in short functions: see netlink._SHORT_TRY."""
+    scan = OwnerScan(Owners(), [])
     try:
         entries = os.listdir(proc)
     except OSError:  # no /proc in this mount namespace: the caller warns (procfs.processes_hidden)
@@ -61,53 +132,62 @@ def scan_owners(proc: str = "/proc", with_containers: bool = True,
     for entry in entries:
         if not entry.isdigit() or (pids is not None and int(entry) not in pids):
             continue
-        pid = int(entry)
-        try:
-            dirfd = os.open(f"{proc}/{entry}/fd", os.O_RDONLY | os.O_DIRECTORY)
-        except PermissionError:
-            scan.denied.append(pid)
-            continue
-        except OSError as exc:  # exited meanwhile, or a kernel thread; out of fds is not silence
-            if exc.errno in (errno.EMFILE, errno.ENFILE):
-                raise
-            continue
-        found: list[tuple[int, int]] = []
-        try:
-            for fd in listdir(dirfd):
-                try:
-                    target = readlink(fd, dir_fd=dirfd)
-                except PermissionError:  # listable but not readable: a more privileged process
-                    scan.denied.append(pid)
-                    break
-                except OSError:  # fd closed meanwhile
-                    continue
-                if target.startswith("socket:["):
-                    found.append((int(target[8:-1]), int(fd)))
-        except PermissionError:
-            scan.denied.append(pid)
-        except OSError:
-            pass
-        finally:
-            os.close(dirfd)
-        if not found:
-            continue
-        try:
-            with open(f"{proc}/{entry}/stat", "rb") as f:
-                comm = parse_comm(f.read())
-        except OSError:
-            continue  # exited between the fd walk and now
-        container = None
-        if with_containers:
-            text = read_text(f"{proc}/{entry}/cgroup")
-            container = parse_container_id(text) if text else None
-        for inode, fd in found:
-            entry_ = Process(pid=pid, comm=comm, fd=fd)
-            if container:
-                entry_["container_id"] = container
-            owners.setdefault(inode, []).append(entry_)
-    for holders in owners.values():
-        holders.sort(key=lambda p: (p["pid"], p["fd"]))
+        found = _socket_fds(proc, entry, scan.denied)
+        if found:
+            _add_holder(scan.owners, proc, entry, found, with_containers)
     return scan
+
+
+def _socket_fds(proc: str, entry: str, denied: list[int]) -> list[tuple[int, int]]:
+    """(socket inode, fd) of each socket process ``entry`` holds; its pid goes to ``denied``
+    when its fds may not be read."""
+    try:
+        dirfd = os.open(f"{proc}/{entry}/fd", os.O_RDONLY | os.O_DIRECTORY)
+    except PermissionError:
+        denied.append(int(entry))
+        return []
+    except OSError as exc:  # exited meanwhile, or a kernel thread; out of fds is not silence
+        if exc.errno in (errno.EMFILE, errno.ENFILE):
+            raise
+        return []
+    try:
+        return _readlinks(dirfd, int(entry), denied)
+    finally:
+        os.close(dirfd)
+
+
+def _readlinks(dirfd: int, pid: int, denied: list[int]) -> list[tuple[int, int]]:
+    found: list[tuple[int, int]] = []
+    readlink = os.readlink
+    try:
+        for fd in os.listdir(dirfd):
+            try:
+                target = readlink(fd, dir_fd=dirfd)
+            except PermissionError:  # listable but not readable: a more privileged process
+                denied.append(pid)
+                break
+            except OSError:  # fd closed meanwhile
+                continue
+            if target.startswith("socket:["):
+                found.append((int(target[8:-1]), int(fd)))
+    except PermissionError:
+        denied.append(pid)
+    except OSError:
+        pass
+    return found
+
+
+def _add_holder(owners: Owners, proc: str, entry: str, found: list[tuple[int, int]], with_containers: bool) -> None:
+    try:
+        with open(f"{proc}/{entry}/stat", "rb") as f:
+            comm = parse_comm(f.read())
+    except OSError:
+        return  # exited between the fd walk and now
+    container = None
+    if with_containers:
+        cgroup = read_text(f"{proc}/{entry}/cgroup")
+        container = parse_container_id(cgroup) if cgroup else None
+    owners.add(int(entry), comm, container, found)
 
 
 def parse_ids(status: str) -> tuple[list[int], list[int]]:

@@ -7,13 +7,25 @@ inet_diag.h``, ``unix_diag.h``, ``tcp.h`` (offsets in ../shared/reference/ss.md)
 
 from __future__ import annotations
 
+import operator
 import socket
 import struct
+import sys
 from collections.abc import Callable
 from typing import Any, Optional
 
-from ..netlink import ProtocolError, parse_attrs
-from ..schema import STATE_NAMES, Extended, Process, SkMem, Socket, Timer, text
+from ..netlink import ProtocolError, Split, parse_attrs, parse_datagram
+from ..schema import (
+    STATE_NAMES,
+    Extended,
+    SkMem,
+    Socket,
+    Timer,
+    json_string,
+    socket_to_json,
+    text,
+)
+from .processes import Owners
 
 SOCK_DIAG_BY_FAMILY = 20
 
@@ -24,11 +36,20 @@ _INET_REQ = struct.Struct("=BBBBI48x")
 # unix_diag_req (24 bytes): family, protocol, pad, states, ino, show, cookie[2].
 _UNIX_REQ = struct.Struct("=BBHIIIII")
 
-# inet_diag_msg (72 bytes), one layout per family so IPv4 reads only 4 address bytes.
+# inet_diag_msg (72 bytes), one layout per family so IPv4 reads its address as one int.
 # Ports are big-endian, read in host order here and swapped by the parser.
-_INET_MSG_V4 = struct.Struct("=BBBBHH4s12x4s12xIIIIIIII")
+_INET_MSG_V4 = struct.Struct("=BBBBHHI12xI12xIIIIIIII")
 _INET_MSG_V6 = struct.Struct("=BBBBHH16s16sIIIIIIII")
 _INET_MSG_LEN = 72
+# nlmsghdr + inet_diag_msg in one read, for the line-writing loop (``inet_lines``): length,
+# then type+flags+seq as one u64 (compared whole), state, ports, addresses, ifindex, cookie
+# (a u64 on little-endian hosts), queues, uid, inode.
+_INET_LINE_V4 = struct.Struct("=IQ4xxBxxHHI12xI12xIQ4xIIII")
+_INET_LINE_V6 = struct.Struct("=IQ4xxBxxHH16s16sIQ4xIIII")
+_INET_LINE_LEN = 16 + _INET_MSG_LEN
+_KIND_FLAGS_SEQ = struct.Struct("=HHI")
+_LITTLE_ENDIAN = sys.byteorder == "little"
+NLM_F_MULTI = 0x2
 _UNIX_MSG = struct.Struct("=BBBBIII")
 _UNIX_MSG_LEN = 16
 _U8 = struct.Struct("=B")
@@ -57,6 +78,7 @@ SHUTDOWN_TEXT = ("<->", "-->", "<--", "---")
 SKMEM_FIELDS = ("rmem_alloc", "rcvbuf", "wmem_alloc", "sndbuf", "fwd_alloc", "wmem_queued",
                 "optmem", "backlog", "drops")
 ST_LISTEN, ST_CLOSE = 10, 7
+_V6ONLY_STATES = (ST_LISTEN, ST_CLOSE)  # the kernel sends INET_DIAG_SKV6ONLY for these only
 # NamedTuple's generated __new__ is a Python function; the C constructor with all
 # fields in order is several times cheaper in the per-socket loop.
 _new_socket = tuple.__new__
@@ -157,24 +179,53 @@ def parse_tcp_info(data: bytes | memoryview, congestion: Optional[str] = None) -
 
 # --- inet ------------------------------------------------------------------------------
 
+class AddressText(dict):
+    """Raw address -> text, each address converted once: an IPv4 address as the int the
+    message layouts read (host order of the wire bytes), an IPv6 one as its 16 bytes."""
+
+    def __init__(self, family: int) -> None:
+        super().__init__()
+        self.family = family
+
+    def __missing__(self, raw: Any) -> str:
+        text = self[raw] = socket.inet_ntop(self.family, _U32.pack(raw) if self.family == socket.AF_INET else raw)
+        return text
+
+
+class InterfaceJson(dict):
+    """ifindex -> the interface's name as JSON text (``null`` for 0), each looked up once."""
+
+    def __init__(self, ifname: Callable[[int], Optional[str]]) -> None:
+        super().__init__()
+        self.ifname = ifname
+
+    def __missing__(self, index: int) -> str:
+        text = self[index] = json_string(self.ifname(index) if index else None)
+        return text
+
+
+def v6only_of(attrs: dict[int, Any]) -> Optional[bool]:
+    """INET_DIAG_SKV6ONLY, which the kernel sends for IPv6 LISTEN and CLOSE sockets only."""
+    raw = attrs.get(INET_DIAG_SKV6ONLY)
+    return bool(raw[0]) if raw is not None else None
+
+
 def inet_parser(family: int, protocol: int, *, timers: bool = False, extended: bool = False,
                 memory: bool = False, info: bool = False,
                 ifname: Callable[[int], Optional[str]] = lambda i: None,
-                owners: Optional[dict[int, list[Process]]] = None,
-                marks: bool = False) -> Callable[[Any, int, int], Socket]:
+                owners: Optional[Owners] = None, marks: bool = False) -> Callable[[Any, int, int], Socket]:
     """A parser of inet_diag replies of one (family, protocol) dump into Socket records.
 
     A closure rather than a class: this runs once per socket (tens of thousands per
     run) and local variables are the cheapest lookups Python has.  It caches address
-    text by raw bytes; ``owners`` (socket inode -> processes) fills ``processes`` for
+    text by raw address; ``owners`` (socket inode -> processes) fills ``processes`` for
     ss -p.  ``marks`` fills ``extended`` with ``fwmark`` and ``cgroup_id`` even without
     ``extended`` (the filter's fwmark/cgroup conditions read them).
     """
     family_name = "inet" if family == socket.AF_INET else "inet6"
     netid = INET_NETIDS[protocol]
     unpack = (_INET_MSG_V4 if family == socket.AF_INET else _INET_MSG_V6).unpack_from
-    ntop = socket.inet_ntop
-    cache: dict[bytes, str] = {}
+    addrs = AddressText(family)
     want_attrs = extended or memory or info or marks
     v6 = family == socket.AF_INET6
     states = _STATE_TEXT
@@ -187,8 +238,6 @@ def inet_parser(family: int, protocol: int, *, timers: bool = False, extended: b
             raise ProtocolError(f"malformed inet_diag attribute: {exc}") from None
 
     def _inet_attrs(attrs: dict[int, Any]) -> tuple:
-        raw = attrs.get(INET_DIAG_SKV6ONLY)
-        v6only = bool(raw[0]) if raw is not None else None
         ext = skmem = tcp_info = None
         if extended or marks:
             ext = Extended()
@@ -205,19 +254,13 @@ def inet_parser(family: int, protocol: int, *, timers: bool = False, extended: b
             cong = attrs.get(INET_DIAG_CONG)
             name = bytes(cong).split(b"\0", 1)[0].decode("ascii", "replace") if cong is not None else None
             tcp_info = parse_tcp_info(attrs[INET_DIAG_INFO], name)
-        return v6only, ext, skmem, tcp_info
+        return v6only_of(attrs), ext, skmem, tcp_info
 
     def parse(buf: Any, start: int, end: int) -> Socket:
         if end - start < _INET_MSG_LEN:
             raise ProtocolError(f"inet_diag_msg of {end - start} bytes (need {_INET_MSG_LEN})")
         (_family, state, timer, retrans, sport, dport, src, dst, ifindex, cookie0, cookie1,
          expires, rqueue, wqueue, uid, inode) = unpack(buf, start)
-        local = cache.get(src)
-        if local is None:
-            local = cache[src] = ntop(family, src)
-        peer = cache.get(dst)
-        if peer is None:
-            peer = cache[dst] = ntop(family, dst)
         processes = None
         if owners is not None:  # inode 0 (TIME-WAIT, request socks) never has owners
             processes = owners.get(inode, []) if inode else []
@@ -227,17 +270,138 @@ def inet_parser(family: int, protocol: int, *, timers: bool = False, extended: b
                               retrans=retrans if timer != 3 else 0)
         v6only = ext = skmem = tcp_info = None
         # ss: the v6only flag is only sent for LISTEN and CLOSE sockets.
-        if want_attrs or (v6 and state in (ST_LISTEN, ST_CLOSE)):
+        if want_attrs or (v6 and state in _V6ONLY_STATES):
             v6only, ext, skmem, tcp_info = attrs_of(buf, start + _INET_MSG_LEN, end)
         # Ports are big-endian on the wire, read in host order with the rest: swap here.
         return new(Socket, (
             family_name, netid, states[state], rqueue, wqueue,
-            local, (sport >> 8) | (sport & 0xFF) << 8, peer, (dport >> 8) | (dport & 0xFF) << 8,
+            addrs[src], (sport >> 8) | (sport & 0xFF) << 8, addrs[dst], (dport >> 8) | (dport & 0xFF) << 8,
             ifname(ifindex) if ifindex else None, inode, uid, cookie1 << 32 | cookie0,
             v6only, processes, timer_rec, ext, skmem, tcp_info,
         ))
 
     return parse
+
+
+class CookieWindow:
+    """Drops a socket the kernel lists twice in one dump (same cookie).
+
+    A dump resumes each datagram at (hash bucket, position in its chain); a socket
+    added to the head of that chain meanwhile (or a TIME-WAIT sock that took its
+    place) shifts the chain, and the kernel lists the one before the resume point
+    again, first thing in the next datagram or chunk.  So a twice-listed socket is
+    always one listed in the same or the previous datagram, and remembering those
+    cookies finds every such repeat at a flat cost (a set of every cookie of a dump
+    would cost more memory than the rest of the run).  ``dropped`` counts them.
+    """
+
+    __slots__ = ("current", "dropped", "previous")
+
+    def __init__(self) -> None:
+        self.current: set[int] = set()
+        self.previous: set[int] = set()
+        self.dropped = 0
+
+    def next_datagram(self) -> None:
+        self.previous, self.current = self.current, set()
+
+    def first(self, cookie: Optional[int]) -> bool:
+        """True the first time a cookie is seen (and for a socket without one)."""
+        if cookie is None:
+            return True
+        if cookie in self.current or cookie in self.previous:
+            self.dropped += 1
+            return False
+        self.current.add(cookie)
+        return True
+
+    def unique(self, socks: list[Socket]) -> list[Socket]:
+        """One datagram's sockets without repeats (checked as a whole: repeats are rare)."""
+        self.next_datagram()
+        cookies = set(map(_COOKIE_OF, socks))
+        if len(cookies) == len(socks) and self.previous.isdisjoint(cookies):
+            self.current = cookies
+            return socks
+        return [s for s in socks if self.first(s.cookie)]
+
+
+_COOKIE_OF = operator.attrgetter("cookie")
+
+
+def unique(parse: Callable[[Any, int, int], Socket], window: CookieWindow) -> Split:
+    """A datagram splitter that parses each message with ``parse`` and drops repeats."""
+
+    def split(buf: Any, size: int, seq: int) -> tuple[list[Socket], bool, bool]:
+        socks, done, interrupted = parse_datagram(buf, size, seq, parse)
+        return window.unique(socks), done, interrupted
+
+    return split
+
+
+def _kept(sock: Socket, window: CookieWindow) -> Optional[Socket]:
+    return sock if window.first(sock.cookie) else None
+
+
+def inet_lines(family: int, protocol: int, window: CookieWindow, *,
+               ifname: Callable[[int], Optional[str]] = lambda i: None,
+               owners: Optional[Owners] = None) -> Split:
+    """A datagram splitter that turns plain inet_diag replies (no timers, attributes or
+    filter) straight into JSON lines, without building Socket records: the hot path of
+    ``sockets -t``/``-u`` (with or without ``-p``).
+
+    Each line is byte for byte ``socket_to_json`` of the record ``inet_parser`` would
+    build (tests/unit/test_sockdiag_lines.py); this is the one place besides that
+    function that writes socket JSON, because a record per socket cost a third of the
+    run.  The loop reads a datagram's messages while they are ordinary (data, this
+    request, flags NLM_F_MULTI only, a cookie not seen in this or the previous
+    datagram, no v6only attribute to read); from the first that is not, the rest goes
+    through ``parse_datagram`` and the record parser, so errors, the end of the reply,
+    attributes and repeats are handled in one place.  Repeats are dropped through
+    ``window``.
+    """
+    parse = inet_parser(family, protocol, ifname=ifname, owners=owners)
+    v6 = family == socket.AF_INET6
+    unpack = (_INET_LINE_V6 if v6 else _INET_LINE_V4).unpack_from
+    addrs = AddressText(family)
+    ifaces = InterfaceJson(ifname)
+    prefix = '{"type":"socket","family":"%s","netid":"%s","state":"%%s","recv_q":' % (
+        "inet6" if v6 else "inet", INET_NETIDS[protocol])
+    heads = [prefix % name for name in _STATE_TEXT]
+    owner_json = owners.json if owners is not None else None
+    full = _INET_LINE_LEN
+
+    def rest(buf: Any, start: int, end: int) -> Optional[str]:
+        sock = _kept(parse(buf, start, end), window)
+        return None if sock is None else socket_to_json(sock)
+
+    def split(buf: Any, size: int, seq: int) -> tuple[list[str], bool, bool]:
+        window.next_datagram()
+        current, previous = window.current, window.previous
+        seen = current.add
+        # type, flags and sequence number of an ordinary message, as the u64 the layout reads
+        expect = _U64.unpack(_KIND_FLAGS_SEQ.pack(SOCK_DIAG_BY_FAMILY, NLM_F_MULTI, seq))[0]
+        lines: list[str] = []
+        append = lines.append
+        off = 0
+        last = size - full if _LITTLE_ENDIAN else -1  # the cookie is read as one u64: little-endian only
+        while off <= last:
+            (length, kind_flags_seq, state, sport, dport, src, dst, ifindex, cookie, rq, wq, uid,
+             inode) = unpack(buf, off)
+            end = off + length
+            if (kind_flags_seq != expect or length < full or end > size
+                    or cookie in current or cookie in previous or (v6 and state in _V6ONLY_STATES)):
+                break
+            seen(cookie)
+            tail = "}" if owner_json is None else f',"processes":{owner_json(inode) if inode else "[]"}}}'
+            append(f'{heads[state]}{rq},"send_q":{wq},"local_address":"{addrs[src]}",'
+                   f'"local_port":{(sport >> 8) | (sport & 0xFF) << 8},"peer_address":"{addrs[dst]}",'
+                   f'"peer_port":{(dport >> 8) | (dport & 0xFF) << 8},"interface":{ifaces[ifindex]},'
+                   f'"inode":{inode},"uid":{uid},"cookie":{cookie},"v6only":null{tail}')
+            off = (end + 3) & ~3
+        more, done, interrupted = parse_datagram(buf, size, seq, rest, off)
+        return lines + more if more else lines, done, interrupted
+
+    return split
 
 
 def parse_skmem(data: bytes | memoryview) -> SkMem:
@@ -260,7 +424,7 @@ def unix_name(raw: bytes | memoryview) -> str:
 
 
 def parse_unix(buf: memoryview | bytes, start: int, end: int, *, extended: bool = False,
-               memory: bool = False, owners: Optional[dict[int, list[Process]]] = None) -> Socket:
+               memory: bool = False, owners: Optional[Owners] = None) -> Socket:
     """One unix_diag_msg and its attributes."""
     try:
         return _parse_unix(buf, start, end, extended, memory, owners)
@@ -269,7 +433,7 @@ def parse_unix(buf: memoryview | bytes, start: int, end: int, *, extended: bool 
 
 
 def _parse_unix(buf: memoryview | bytes, start: int, end: int, extended: bool, memory: bool,
-                owners: Optional[dict[int, list[Process]]]) -> Socket:
+                owners: Optional[Owners]) -> Socket:
     if end - start < _UNIX_MSG_LEN:
         raise ProtocolError(f"unix_diag_msg of {end - start} bytes (need {_UNIX_MSG_LEN})")
     _family, kind, state, _pad, inode, cookie0, cookie1 = _UNIX_MSG.unpack_from(buf, start)

@@ -8,11 +8,11 @@ import socket
 from collections.abc import Callable, Collection, Iterator
 from typing import NamedTuple, Optional
 
-from ..filter import NEW_SYN_RECV, SYN_RECV, Selection, Unlocked
+from ..filter import CLOSE, NEW_SYN_RECV, SYN_RECV, Selection, Unlocked
 from ..netlink import NETLINK_SOCK_DIAG, DumpInterrupted, Netlink, NetlinkError
-from ..schema import Process, Socket, Warning, text
+from ..schema import Socket, Warning, text
 from . import procnet
-from .processes import CAP_SYS_PTRACE, has_capability, scan_owners
+from .processes import CAP_SYS_PTRACE, Owners, has_capability, scan_owners
 from .sockdiag import (
     AUTOBOUND_BYTECODE,
     EXT_INFO,
@@ -21,10 +21,13 @@ from .sockdiag import (
     IPPROTO_TCP,
     IPPROTO_UDP,
     SOCK_DIAG_BY_FAMILY,
+    CookieWindow,
     inet_cookie,
+    inet_lines,
     inet_parser,
     inet_request,
     parse_unix,
+    unique,
     unix_request,
     unix_show_flags,
 )
@@ -36,7 +39,7 @@ _FAMILIES = (("inet", socket.AF_INET, ""), ("inet6", socket.AF_INET6, "6"))
 _MISSING_MODULE = (errno.ENOENT, errno.EINVAL, errno.EOPNOTSUPP, errno.EPROTONOSUPPORT)
 _OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS)
 
-Owners = Optional[dict[int, list[Process]]]
+MaybeOwners = Optional[Owners]
 Warn = Callable[[Warning], None]
 
 
@@ -65,12 +68,20 @@ class InterfaceNames:
         return self._names[index]
 
 
-def _kernel_states(states: int) -> int:
+def _kernel_states(states: int, table: str) -> int:
+    """The state mask of a dump request for ``table``."""
     # Request sockets carry the kernel's NEW_SYN_RECV state; ss asks for both.
-    return states | (1 << NEW_SYN_RECV if states & 1 << SYN_RECV else 0)
+    states |= 1 << NEW_SYN_RECV if states & 1 << SYN_RECV else 0
+    if table == "tcp":
+        # A TCP socket leaves the kernel's hash tables before it turns CLOSE (tcp_set_state
+        # unhashes first), so a dump never lists one; asking for CLOSE (ss -l does: LISTEN|CLOSE)
+        # only makes the kernel walk the whole established table, which every network
+        # namespace shares: on a node, most of the cost of `-tl` in each pod's namespace.
+        states &= ~(1 << CLOSE)
+    return states
 
 
-def _proc_fallback(table: str, families: list[tuple[str, int, str]], details: Details, owners: Owners,
+def _proc_fallback(table: str, families: list[tuple[str, int, str]], details: Details, owners: MaybeOwners,
                    why: str,
                    warn: Warn) -> list[Socket]:
     if table == "unix":
@@ -87,11 +98,13 @@ def _proc_fallback(table: str, families: list[tuple[str, int, str]], details: De
     return out
 
 
-def dump_table(nl: Optional[Netlink], table: str, sel: Selection, details: Details, owners: Owners,
-               ifname: Callable[[int], Optional[str]], warn: Warn) -> Iterator[list[Socket]]:
+def dump_table(nl: Optional[Netlink], table: str, sel: Selection, details: Details, owners: MaybeOwners,
+               ifname: Callable[[int], Optional[str]], warn: Warn, lines: bool = False) -> Iterator[list]:
     """Batches of sockets of one table (unix, raw, udp, tcp), one per netlink datagram,
-    in the selected families and states."""
-    states = _kernel_states(sel.states)
+    in the selected families and states; a socket the kernel lists twice in one dump
+    is listed once.  With ``lines``, inet tables without an expression or details come
+    as their JSON lines (``sockdiag.inet_lines``), everything else as Socket records."""
+    states = _kernel_states(sel.states, table)
     if table == "unix":
         families = [("unix", socket.AF_UNIX, "")] if "unix" in sel.families else []
     else:
@@ -101,41 +114,59 @@ def dump_table(nl: Optional[Netlink], table: str, sel: Selection, details: Detai
     if nl is None:
         yield _proc_fallback(table, families, details, owners, "netlink is unavailable", warn)
         return
-    try:
-        if table == "unix":
-            show = unix_show_flags(details.extended, details.memory)
-            yield from _warn_if_interrupted(
-                nl.stream(SOCK_DIAG_BY_FAMILY, unix_request(states, show),
-                          lambda b, s, e: parse_unix(b, s, e, extended=details.extended, memory=details.memory,
-                                                     owners=owners)), "unix", warn)
-            return
-        protocol = _PROTOCOLS[table]
-        ext = (EXT_MEMORY if details.memory else 0) | (EXT_INFO if details.info and table == "tcp" else 0)
-        for name, family, _suffix in families:
-            if sel.netlink_family is not None and name != sel.netlink_family:
-                continue  # ss asks the kernel for its preferred family only (-4 or -6 given last)
-            if sel.unlocked is not None:  # the expression uses `autobound`: see filter.py
-                _unlocked(nl, family, protocol, states, sel.unlocked)
-            parser = inet_parser(family, protocol, timers=details.timers, extended=details.extended,
-                                memory=details.memory, info=details.info, ifname=ifname, owners=owners,
-                                marks=sel.marks)
-            yield from _warn_if_interrupted(
-                nl.stream(SOCK_DIAG_BY_FAMILY, inet_request(family, protocol, states, ext), parser, prefetch=True),
-                f"{table} ({name})", warn)
+    try:  # kept short: see netlink._SHORT_TRY
+        yield from _dump_netlink(nl, table, families, states, sel, details, owners, ifname, warn, lines)
     except NetlinkError as exc:
         if exc.errno not in _MISSING_MODULE:
             raise
         yield _proc_fallback(table, families, details, owners, "", warn)
 
 
-def _warn_if_interrupted(batches: Iterator[list[Socket]], what: str, warn: Warn) -> Iterator[list[Socket]]:
+def _dump_netlink(nl: Netlink, table: str, families: list[tuple[str, int, str]], states: int, sel: Selection,
+                  details: Details, owners: MaybeOwners, ifname: Callable[[int], Optional[str]], warn: Warn,
+                  lines: bool) -> Iterator[list]:
+    if table == "unix":
+        show = unix_show_flags(details.extended, details.memory)
+        window = CookieWindow()
+        yield from _warn_if_interrupted(
+            nl.dump(SOCK_DIAG_BY_FAMILY, unix_request(states, show),
+                    unique(lambda b, s, e: parse_unix(b, s, e, extended=details.extended, memory=details.memory,
+                                                      owners=owners), window)), "unix", window, warn)
+        return
+    protocol = _PROTOCOLS[table]
+    ext = (EXT_MEMORY if details.memory else 0) | (EXT_INFO if details.info and table == "tcp" else 0)
+    plain = lines and sel.expr is None and not sel.marks and details == Details(processes=details.processes)
+    for name, family, _suffix in families:
+        if sel.netlink_family is not None and name != sel.netlink_family:
+            continue  # ss asks the kernel for its preferred family only (-4 or -6 given last)
+        if sel.unlocked is not None:  # the expression uses `autobound`: see filter.py
+            _unlocked(nl, family, protocol, states, sel.unlocked)
+        window = CookieWindow()
+        if plain:
+            split = inet_lines(family, protocol, window, ifname=ifname, owners=owners)
+        else:
+            split = unique(inet_parser(family, protocol, timers=details.timers, extended=details.extended,
+                                       memory=details.memory, info=details.info, ifname=ifname, owners=owners,
+                                       marks=sel.marks), window)
+        yield from _warn_if_interrupted(
+            nl.dump(SOCK_DIAG_BY_FAMILY, inet_request(family, protocol, states, ext), split, prefetch=True),
+            f"{table} ({name})", window, warn)
+
+
+def _warn_if_interrupted(batches: Iterator[list], what: str, window: CookieWindow, warn: Warn) -> Iterator[list]:
     """Pass a dump's batches through; an interrupted dump (already streamed, so it cannot
-    be retried) becomes a warning and the next family or table is still read."""
+    be retried) becomes a warning and the next family or table is still read.  So do
+    sockets the kernel listed twice (dropped by ``window``): the table changed under the
+    dump, which can also have missed a socket."""
     try:
         yield from batches
     except DumpInterrupted:
         warn(Warning("dump-interrupted", f"the {what} table changed while it was read: "
                      "a socket may be missing or listed twice"))
+    if window.dropped:
+        repeats = f"{window.dropped} socket{'s' if window.dropped != 1 else ''}"
+        warn(Warning("dump-interrupted", f"the {what} table changed while it was read: the kernel listed {repeats} "
+                     "twice (listed once here); a socket may be missing", window.dropped))
 
 
 def _unlocked(nl: Netlink, family: int, protocol: int, states: int, into: Unlocked) -> None:
@@ -151,7 +182,7 @@ def _unlocked(nl: Netlink, family: int, protocol: int, states: int, into: Unlock
         into.known = False
 
 
-def owners_warned(warn: Warn, pids: Optional[Collection[int]] = None) -> dict[int, list[Process]]:
+def owners_warned(warn: Warn, pids: Optional[Collection[int]] = None) -> Owners:
     """Socket inode -> holders (``scan_owners``, of ``pids`` when given), warning about
     processes it may not read."""
     scan = scan_owners(pids=pids)
@@ -166,10 +197,21 @@ def owners_warned(warn: Warn, pids: Optional[Collection[int]] = None) -> dict[in
     return scan.owners
 
 
-def collect(sel: Selection, details: Details, warn: Warn) -> Iterator[list[Socket]]:
+def collect(sel: Selection, details: Details, warn: Warn, lines: bool = False) -> Iterator[list]:
     """Every selected socket in ss's table order, in batches as the kernel returns them
-    (so a writer can stream them), with owners when asked for."""
+    (so a writer can stream them), with owners when asked for.  With ``lines`` (for a
+    writer, not an analysis), batches of plain inet sockets come as their JSON lines."""
     owners = owners_warned(warn) if details.processes else None
+    nl = _open_sock_diag(sel, warn)
+    try:  # kept short: see netlink._SHORT_TRY
+        yield from _batches(nl, sel, details, owners, warn, lines)
+    finally:
+        if nl is not None:
+            nl.close()
+
+
+def _open_sock_diag(sel: Selection, warn: Warn) -> Optional[Netlink]:
+    """The dumps' netlink socket, or None (with a warning) where /proc must do."""
     try:
         nl: Optional[Netlink] = Netlink(NETLINK_SOCK_DIAG)
     except OSError as exc:
@@ -178,28 +220,29 @@ def collect(sel: Selection, details: Details, warn: Warn) -> Iterator[list[Socke
         nl = None
         warn(Warning("netlink-unavailable", f"NETLINK_SOCK_DIAG could not be opened ({exc.strerror}): "
                      "reading /proc/net instead"))
+    if sel.reads_fwmark and has_capability(CAP_NET_ADMIN) is False:
+        warn(Warning("fwmark-unavailable", "the kernel sends socket marks only to a reader with CAP_NET_ADMIN, "
+                     "which this agent lacks: fwmark conditions see every mark as 0 (ss without it fails its "
+                     "bytecode with EPERM and reads /proc, where marks are 0 too). Run with CAP_NET_ADMIN."))
+    return nl
+
+
+def _batches(nl: Optional[Netlink], sel: Selection, details: Details, owners: MaybeOwners, warn: Warn,
+             lines: bool) -> Iterator[list]:
     ifname = InterfaceNames()
     matches = sel.matches
     # fwmark/cgroup conditions read marks and cgroup ids from `extended`; without -e the
     # records do not keep them.  The kernel sends marks only to CAP_NET_ADMIN (filter.py).
     strip = sel.marks and not details.extended
-    if sel.reads_fwmark and has_capability(CAP_NET_ADMIN) is False:
-        warn(Warning("fwmark-unavailable", "the kernel sends socket marks only to a reader with CAP_NET_ADMIN, "
-                     "which this agent lacks: fwmark conditions see every mark as 0 (ss without it fails its "
-                     "bytecode with EPERM and reads /proc, where marks are 0 too). Run with CAP_NET_ADMIN."))
     # The kernel applies the state mask itself; only expressions and /proc rows need a check here.
-    try:
-        for table in sel.tables():
-            for batch in dump_table(nl, table, sel, details, owners, ifname, warn):
-                if batch and (sel.expr is not None or batch[0].cookie is None):
-                    batch = [s for s in batch if matches(s)]
-                if strip:
-                    batch = [s._replace(extended=None) if s.extended is not None else s for s in batch]
-                if batch:
-                    yield batch
-    finally:
-        if nl is not None:
-            nl.close()
+    for table in sel.tables():
+        for batch in dump_table(nl, table, sel, details, owners, ifname, warn, lines):
+            if batch and type(batch[0]) is Socket and (sel.expr is not None or batch[0].cookie is None):
+                batch = [s for s in batch if matches(s)]
+            if strip:
+                batch = [s._replace(extended=None) if s.extended is not None else s for s in batch]
+            if batch:
+                yield batch
 
 
 def collect_all(sel: Selection, details: Details, warn: Warn) -> list[Socket]:

@@ -32,8 +32,9 @@ def _cause(pv: PodView, name: str, t: dict[str, Any]) -> tuple[str, str, str]:
     k, log = pv.key, pv.logs.get(name)
     logs_cmd = f"`kubectl logs {k[1]} -n {k[0]} -c {name} --previous`"
     for kind in ("liveness", "startup"):
-        events = recent(pv.events, name, f"{kind.capitalize()} probe") + [
-            e for e in recent(pv.events, name, "Container") if f"failed {kind} probe" in e]
+        # the kubelet's kill message first, so that the probe's own failure (its error) is the one quoted
+        events = recent(pv.events, name, f"Container {name} failed {kind} probe") + recent(
+            pv.events, name, f"{kind.capitalize()} probe")
         if events:
             return (f"the kubelet kills it because its {kind} probe fails ({events[-1]})",
                     f"The kubelet's Events say the {kind} probe fails, and after failureThreshold failures it kills "
@@ -95,8 +96,8 @@ def crash_loops(pv: PodView) -> list[Finding]:
             f"pod {k[1]}: container {name} crash-loops ({t['restarts']} restarts, {t['state']}): {short}",
             [pod_obj(k, name, "crash-looping")], why, fix,
             {**t, "log": _tail(pv.logs.get(name)),
-             "events": recent(pv.events, name, "Liveness probe", "Startup probe", "Readiness probe", "Container",
-                              "Back-off"),
+             "events": recent(pv.events, name, "Liveness probe", "Startup probe", "Readiness probe",
+                              f"Container {name} failed", "Back-off"),
              "not_seen": not_seen},
             about=frozenset(crash_subjects(k, name))))
     return out

@@ -28,8 +28,15 @@ _EFFECTS = {
     "startup": "liveness and readiness probes do not run until it succeeds; after failureThreshold failures the "
                "kubelet kills the container and restarts it, so it never starts for good",
 }
-_EVENT_PREFIXES = {"readiness": ("Readiness probe",), "liveness": ("Liveness probe", "Container"),
-                   "startup": ("Startup probe", "Container")}
+_EVENT_PREFIXES = {"readiness": ("Readiness probe",), "liveness": ("Liveness probe", "Container {} failed liveness"),
+                   "startup": ("Startup probe", "Container {} failed startup")}
+
+
+def _events(pv: PodView, container: str, kind: str, first: bool = False) -> list[str]:
+    """The kubelet's Events about this probe of this container (``first``: the probe's own
+    'probe failed' ones only, not the 'Container X failed liveness probe, will be restarted')."""
+    prefixes = _EVENT_PREFIXES[kind][:1] if first else _EVENT_PREFIXES[kind]
+    return recent(pv.events, container, *(p.format(container) for p in prefixes))
 _REFUSED_COUNTERS = ("Tcp.OutRsts",)
 
 
@@ -83,7 +90,7 @@ def _finding(pv: PodView, container: str, port: Any, how: str, probes: list[Prob
         about |= {ready_subject(k, container)} if kind == "readiness" else crash_subjects(k, container)
     evidence: dict[str, Any] = {
         "container": container, "probes": [_probe_dict(p) for p in probes], **_status(pv, container),
-        "events": [e for kind in dict.fromkeys(kinds) for e in recent(pv.events, container, *_EVENT_PREFIXES[kind])],
+        "events": [e for kind in dict.fromkeys(kinds) for e in _events(pv, container, kind)],
     }
     if services:
         evidence["endpoints"] = _endpoints(pv, services)
@@ -161,7 +168,7 @@ def _confirmed(pv: PodView, container: str, kinds: list[str]) -> bool:
     """Whether the pod's status or Events show the failure the sockets predict."""
     st = podspec.statuses(pv.pod).get(container) or {}
     for kind in kinds:
-        if recent(pv.events, container, *_EVENT_PREFIXES[kind][:1]):
+        if _events(pv, container, kind, first=True):
             return True
         if kind == "readiness" and (st.get("ready") is False or podspec.is_ready(pv.pod) is False):
             return True

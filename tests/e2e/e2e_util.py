@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
+from collections.abc import Callable
 from typing import Optional
 
 import pytest
@@ -48,3 +50,13 @@ def require_plugin_and_cluster() -> None:
         pytest.skip("kubectl-sockdebug is not on PATH (pip install -e '.[plugin]')")
     if kubectl("version", "--request-timeout=5s", check=False).returncode != 0:
         pytest.skip("no Kubernetes cluster answers at KUBECONFIG")
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout: float = 180) -> None:
+    """Poll ``check`` every second until it holds; fail naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(1)
+    raise AssertionError(f"timed out waiting for {what}")

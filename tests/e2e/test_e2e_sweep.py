@@ -13,13 +13,12 @@ import random
 import secrets
 import socket
 import subprocess
-import time
 from pathlib import Path
 from typing import Any, Optional
 
 import pytest
 import yaml
-from e2e_util import IMAGE, PULL, TESTAPP, apply, kubectl, plugin, require_plugin_and_cluster
+from e2e_util import IMAGE, PULL, TESTAPP, apply, kubectl, plugin, require_plugin_and_cluster, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -152,15 +151,6 @@ def get(ns: str, name: str) -> dict:
 
 def statuses(p: dict) -> dict[str, dict]:
     return {s["name"]: s for s in p.get("status", {}).get("containerStatuses") or []}
-
-
-def wait_for(what: str, check, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def crash_looping_twice(ns: str, name: str) -> bool:

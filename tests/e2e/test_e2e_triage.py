@@ -77,7 +77,8 @@ def test_pod_triage_json_and_fail_on(leaky):
     proc = triage("leaky", "-n", leaky, "-o", "json")
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
-    findings = doc["items"][0]["findings"]
+    assert doc["kind"] == "TriageReport"
+    findings = doc["findings"]
     by_id = {f["id"]: f for f in findings}
     assert by_id["accept-queue-full"]["severity"] == "critical"
     assert by_id["accept-queue-full"]["evidence"]["recv_q"] >= 3

@@ -23,6 +23,14 @@ from typing import Any, Optional
 from sockdebug_plugin.kube import Kube, Refused
 
 RECORDED: dict[str, Any] = json.loads((Path(__file__).parent / "data" / "api" / "recorded.json").read_text())
+_TRIAGE_TEXT = (Path(__file__).parent / "data" / "api" / "triage.json").read_text()
+#: record_triage.py's answers (redis never Ready, a liveness crash loop, a policy), in namespace "shop"
+TRIAGE: dict[str, Any] = json.loads(_TRIAGE_TEXT.replace(json.loads(_TRIAGE_TEXT)["namespace"], "shop"))
+#: list paths the double answers from ``objects`` -> the kind
+LISTS = {"services": r"/api/v1(?:/namespaces/([^/]+))?/services", "events": r"/api/v1(?:/namespaces/([^/]+))?/events",
+         "nodes": r"/api/v1/nodes", "pods": r"/api/v1/pods",
+         "endpointslices": r"/apis/discovery\.k8s\.io/v1(?:/namespaces/([^/]+))?/endpointslices",
+         "networkpolicies": r"/apis/networking\.k8s\.io/v1(?:/namespaces/([^/]+))?/networkpolicies"}
 
 
 def entry(name: str) -> tuple[int, bytes]:
@@ -108,6 +116,11 @@ class ApiDouble:
         self.failures: list[tuple[str, str, str]] = []  #: (method, path regex, recorded entry), used once each
         self.on_logs: Callable[[str], None] = lambda container: None
         self.created: list[dict] = []  #: every pod body POSTed
+        self.connects = 0  #: kube.connect calls (``patched``)
+        self.objects: dict[str, list[dict]] = {kind: [] for kind in LISTS if kind != "pods"}  #: what lists return
+        self.denied: set[str] = set()  #: list kinds answered with the recorded 403 (cluster-wide ones too)
+        self.denied_wide: set[str] = set()  #: list kinds answered 403 only cluster-wide
+        self.previous_logs: dict[tuple[str, str], str] = {}  #: (pod, container) -> its previous run's log
 
     # --- the fixture ------------------------------------------------------------------------
 
@@ -116,6 +129,16 @@ class ApiDouble:
         pod["metadata"].update(name=name, namespace=namespace, uid=f"uid-{name}", resourceVersion="1")
         self.pods[(namespace, name)] = pod
         return copy.deepcopy(pod)
+
+    def add_triage(self) -> None:
+        """The recorded triage scenario: pods redis (never Ready) and liveness (restarting),
+        their Service, EndpointSlice, NetworkPolicy, Events, the node, and the previous log."""
+        for p in TRIAGE["pods"]["body"]["items"]:
+            self.pods[("shop", p["metadata"]["name"])] = copy.deepcopy(p)
+        for kind in self.objects:
+            self.objects[kind] = copy.deepcopy(TRIAGE[kind]["body"]["items"])
+        log = TRIAGE["log_previous"]["body"]
+        self.previous_logs[("liveness", "app")] = log if isinstance(log, str) else json.dumps(log) + "\n"
 
     def kube(self, namespace: str = "shop") -> Kube:
         return Kube(self, namespace=namespace, context="double")
@@ -142,14 +165,20 @@ class ApiDouble:
         if m := re.fullmatch(r"/api/v1/namespaces/([^/]+)/pods/([^/]+)/ephemeralcontainers", path):
             return self._patch(m.group(1), m.group(2), body["spec"]["ephemeralContainers"][0])
         if m := re.fullmatch(r"/api/v1/namespaces/([^/]+)/pods/([^/]+)/log", path):
-            return self._logs(m.group(1), m.group(2), q["container"])
+            return self._logs(m.group(1), m.group(2), q["container"], q.get("previous") == "true")
         if m := re.fullmatch(r"/api/v1/namespaces/([^/]+)/pods", path):
             if q.get("watch") == "true":
                 return self._watch(m.group(1), q["fieldSelector"].split("=", 1)[1])
             if method == "POST":
                 return self._create(m.group(1), body)
-            items = [p for (ns, _), p in self.pods.items() if ns == m.group(1)]
-            return self._json(200, {"kind": "PodList", "items": items})
+            return self._list("pods", m.group(1), q)
+        if m := re.fullmatch(r"/api/v1/namespaces/([^/]+)/services/([^/]+)", path):
+            found = [o for o in self.objects["services"] if (o["metadata"].get("namespace"), o["metadata"]["name"])
+                     == m.groups()]
+            return self._json(200, found[0]) if found else Response(*entry("pod_not_found"))
+        for kind, pattern in LISTS.items():
+            if m := re.fullmatch(pattern, path):
+                return self._list(kind, m.group(1) if m.groups() else None, q)
         if m := re.fullmatch(r"/api/v1/namespaces/([^/]+)", path):
             if m.group(1) not in self.labels:
                 return Response(*entry("forbidden"))
@@ -173,12 +202,31 @@ class ApiDouble:
             raise Refused(*entry("exec_no_such_container"))
         if container in self.exited:
             raise Refused(*entry("exec_exited_container"))
-        return Exec(self._output(spec, [v for k, v in query if k == "command"]).encode())
+        command = [v for k, v in query if k == "command"]
+        if command[1:] == ["stop"]:
+            return self._stop(ns, pod, container)
+        return Exec(self._output(spec, command).encode())
 
     # --- behaviour ----------------------------------------------------------------------------
 
     def _json(self, status: int, obj: Any) -> Response:
         return Response(status, json.dumps(obj).encode())
+
+    def _list(self, kind: str, ns: Optional[str], query: dict) -> Response:
+        """A list of one namespace or (None) every one, filtered by the field selectors the
+        plugin sends (``a.b=value``, comma-separated), refused as recorded when denied."""
+        if kind in self.denied or (ns is None and kind in self.denied_wide):
+            refusal = TRIAGE[f"forbidden_{kind}"]
+            return Response(refusal["status"], json.dumps(refusal["body"]).encode())
+        items = list(self.pods.values()) if kind == "pods" else self.objects[kind]
+        items = [i for i in items if ns is None or kind == "nodes" or i["metadata"].get("namespace") == ns]
+        for term in filter(None, (query.get("fieldSelector") or "").split(",")):
+            field, _, value = term.partition("=")
+            items = [i for i in items if _field(i, field) == value]
+        for term in filter(None, (query.get("labelSelector") or "").split(",")):  # k=v terms only
+            label, _, value = term.partition("=")
+            items = [i for i in items if (i["metadata"].get("labels") or {}).get(label) == value]
+        return self._json(200, {"kind": "List", "items": copy.deepcopy(items)})
 
     def _pod(self, method: str, ns: str, name: str) -> Response:
         if (ns, name) not in self.pods:
@@ -232,11 +280,13 @@ class ApiDouble:
             time.sleep(0.02)  # a watch that times out without news
         return Response(200, lines=lines)
 
-    def _logs(self, ns: str, name: str, container: str) -> Response:
+    def _logs(self, ns: str, name: str, container: str, previous: bool = False) -> Response:
         self.on_logs(container)
         pod = self.pods.get((ns, name))
         if pod is None:
             return Response(*entry("pod_not_found"))
+        if (name, container) in self.previous_logs:
+            return Response(200, self.previous_logs[name, container].encode() if previous else b"")
         spec = next(c for c in [*pod["spec"].get("ephemeralContainers", []), *pod["spec"]["containers"]]
                     if c["name"] == container)
         if "ids" in spec["command"]:
@@ -245,10 +295,58 @@ class ApiDouble:
             return Response(200, RECORDED["node_pod_logs"]["body"].encode())
         return Response(200, RECORDED["logs_one_shot"]["body"].encode())
 
+    def _stop(self, ns: str, pod: str, container: str) -> Exec:
+        """``sockdebug-agent stop``: a framed stream, then the container ends (as the agent's
+        serve process does on SIGTERM); an ended one answers with a not-serving warning."""
+        hello = RECORDED["exec_sockets"]["stdout"].splitlines()[0]
+        statuses = self.pods[(ns, pod)]["status"].get("ephemeralContainerStatuses") or []
+        if any(s["name"] == container and "running" in s.get("state", {}) for s in statuses):
+            self.plans.setdefault((ns, pod), []).append(
+                self._with_status(self.pods[(ns, pod)], "ephemeralContainerStatuses", container, TERMINATED))
+            return Exec(f'{hello}\n{{"type":"end","records":{{"hello":1}},"elapsed_ms":1.0,"exit_code":0}}\n'.encode())
+        warning = '{"type":"warning","code":"not-serving","message":"nothing to stop","count":null}'
+        return Exec(f'{hello}\n{warning}\n{{"type":"end","records":{{"hello":1,"warning":1}},"elapsed_ms":1.0,'
+                    f'"exit_code":0}}\n'.encode())
+
     def _output(self, spec: dict, command: list[str]) -> str:
         """The recorded stream of an exec'd agent command, in the container its agent targets."""
         if "ids" in command:
             return RECORDED["logs_ids"]["body"]
+        if "triage" in command:
+            return TRIAGE["exec_triage"]["stdout"]
+        if spec.get("targetContainerName") is None:  # no target: the pod's namespace, where nothing runs
+            hello = TRIAGE["exec_sockets_all"]["stdout"].splitlines()[0]
+            return hello + '\n{"type":"end","records":{"hello":1},"elapsed_ms":1.0,"exit_code":0}\n'
+        if spec.get("targetContainerName") == "redis":
+            return TRIAGE["exec_sockets_all"]["stdout"]
         if spec.get("targetContainerName") == "sidecar":
             return RECORDED["exec_sockets_sidecar"]["stdout"]
         return RECORDED["exec_sockets"]["stdout"]
+
+
+def patched(monkeypatch: Any, tmp_path: Path) -> ApiDouble:
+    """A double the plugin's ``kube.connect`` returns (``connects`` counts the calls), with
+    an empty cache folder, a kubeconfig file and no kubectl on PATH (nothing is warm unless
+    a test adds one)."""
+    from sockdebug_plugin import kube
+
+    double = ApiDouble()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
+    (tmp_path / "kubeconfig").write_text("apiVersion: v1\nkind: Config\n")
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    double.connects = 0
+
+    def connect(kubeconfig=None, context=None, namespace=None, request_timeout=30.0):
+        double.connects += 1
+        return double.kube(namespace or "default")
+
+    monkeypatch.setattr(kube, "connect", connect)
+    return double
+
+
+def _field(obj: dict, path: str) -> str:
+    """A field selector's value in an object (``involvedObject.uid``, ``spec.nodeName``)."""
+    for part in path.split("."):
+        obj = obj.get(part) if isinstance(obj, dict) else None
+    return "" if obj is None else str(obj)

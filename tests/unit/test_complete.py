@@ -62,7 +62,9 @@ def fake_kubectl(tmp_path, answers: dict[str, str]) -> None:
 
 @pytest.mark.parametrize(("words", "expected"), [
     (["--li"], ["--listening", "--limits"]),
-    (["pod/x", "--no"], ["--no-processes"]),
+    (["pod/x", "--no"], ["--no-peers", "--no-processes", "--no-headers"]),
+    (["agents", "--no"], ["--no-headers"]),
+    (["stop", "--a"], ["--all-namespaces", "--all"]),
     (["pod/x", "--image"], ["--image", "--image-pull-policy"]),
     (["--all"], ["--all-namespaces", "--all-pods", "--all"]),
     (["--zzz"], []),
@@ -99,11 +101,23 @@ def test_subcommand_flags_are_completed_for_that_command():
 
 @pytest.mark.parametrize(("command", "flag"), [(c.name, f) for c in flags.COMMANDS.values() for f in c.flags
                                                if f.choices])
-def test_completion_and_validation_agree(command, flag):
-    """Each choice set is declared once: completion offers exactly what validation accepts."""
+def test_completion_and_validation_agree(command, flag, tmp_path):
+    """Each choice set is declared once: completion offers exactly what validation accepts
+    (-o: the plain formats, and kubectl's templates once given one)."""
     words = [] if command == "inspect" else [command]
+    (tmp_path / "t").write_text("{.a}" if flag.dest == "output" else "")
+    (tmp_path / "c").write_text("A B\n.a .b\n")
+    examples = {"jsonpath=": "{.a}", "custom-columns=": "A:.a", "jsonpath-file=": str(tmp_path / "t"),
+                "custom-columns-file=": str(tmp_path / "c")}
     for name in flag.names:
         offered = candidates([*words, name, ""])
+        if flag.dest == "output":
+            assert offered == choices.output_names(flag.choices)
+            for value in offered:
+                options.printing(flag, value + examples.get(value, ""))
+            with pytest.raises(UsageError):
+                options.printing(flag, "not-a-output")
+            continue
         assert offered == list(flag.choices)
         for value in offered:
             flags.check_choice(flag, value)
@@ -120,15 +134,17 @@ def test_validation_rejects_what_completion_never_offers():
 
 
 @pytest.mark.parametrize(("words", "expected"), [
-    (["-o", ""], ["table", "wide", "json", "yaml", "jsonl"]),
-    (["pod/x", "--output", "j"], ["json", "jsonl"]),
+    (["-o", ""], ["table", "wide", "json", "yaml", "jsonl", "jsonpath=", "jsonpath-file=", "custom-columns=",
+                  "custom-columns-file="]),
+    (["pod/x", "--output", "j"], ["json", "jsonl", "jsonpath=", "jsonpath-file="]),
     (["pod/x", "-o", "w"], ["wide"]),
     (["--profile", ""], ["auto", "general", "baseline", "restricted", "netadmin"]),
     (["pod/x", "--profile", "re"], ["restricted"]),
     (["--image-pull-policy", ""], ["Always", "IfNotPresent", "Never"]),
     (["pod/x", "--image-pull-policy", "If"], ["IfNotPresent"]),
     (["triage", "pod/x", "--fail-on", ""], ["info", "warning", "critical"]),
-    (["sweep", "-o", ""], ["table", "json", "yaml"]),
+    (["sweep", "-o", "t"], ["table"]),
+    (["agents", "-o", "w"], ["wide"]),
     (["sweep", "--via", "n"], ["node"]),
     (["-o", "xml"], []),
 ])
@@ -145,7 +161,7 @@ def test_first_word_without_a_cluster_offers_subcommands_and_kinds():
 
 @pytest.mark.parametrize(("partial", "expected"), [
     ("d", ["deploy/", "ds/"]),
-    ("s", ["sweep", "sts/", "svc/"]),
+    ("s", ["sweep", "stop", "sts/", "svc/"]),
     ("t", ["triage"]),
     ("po", ["pod/"]),
     ("pod/", ["pod/"]),
@@ -226,5 +242,5 @@ def test_kind_names_namespaces_and_containers_come_from_kubectl(tmp_path):
 
 def test_a_failing_kubectl_offers_what_completion_knows(tmp_path):
     fake_kubectl(tmp_path, {})
-    assert candidates(["s"]) == ["sweep", "sts/", "svc/"]
+    assert candidates(["s"]) == ["sweep", "stop", "sts/", "svc/"]
     assert candidates(["-n", ""]) == []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import signal
 import threading
 import time
@@ -19,10 +20,10 @@ import pytest
 from sockdebug_agent.inspectors.destroy import destroy_parser, to_event
 from sockdebug_agent.netlink import parse_datagram
 from sockdebug_agent.schema import SCHEMA_VERSION, End, Hello, Tick, to_json
-from sockdebug_plugin import events_run, follow
-from sockdebug_plugin.errors import AgentError, TargetError
-from sockdebug_plugin.kube import Forbidden
+from sockdebug_plugin import events_run, follow, options
+from sockdebug_plugin.errors import AgentError, TargetError, UsageError
 from sockdebug_plugin.lifecycle import read_stream
+from sockdebug_plugin.options import Printing
 from sockdebug_plugin.targets import Target
 
 DATA = Path(__file__).parent / "data"
@@ -92,9 +93,10 @@ class Runner:
             a.stopped.set()
 
 
-def follow_out(runner: Runner, output: str = "table", count: int | None = None) -> tuple[int, str]:
+def follow_out(runner: Runner, output: str | Printing = "table", count: int | None = None) -> tuple[int, str]:
     out = io.StringIO()
-    code = events_run.follow(runner, [pod(n) for n in runner.agents], "QUERY", output, None, count, out)
+    printing = output if isinstance(output, Printing) else Printing(output)
+    code = events_run.follow(runner, [pod(n) for n in runner.agents], "QUERY", printing, None, count, out)
     return code, out.getvalue()
 
 
@@ -125,6 +127,38 @@ def test_streams_that_end_by_themselves_give_rows_then_totals():
     assert len(rows.splitlines()) == 1 + 5
     assert {r.split()[2] for r in rows.splitlines()[1:]} == {"a", "b"}  # each row tagged with its pod
     assert "# run totals" in totals and totals.count(" for") == 2
+
+
+def inspect_printing(*args: str) -> Printing:
+    opts = options.build(options.flags.parse(["pod/a", "--events", *args]))
+    opts.validate()
+    return opts.printing
+
+
+def test_no_headers_drops_the_header_lines_of_the_rows_and_of_the_totals():
+    runner = Runner({"a": Agent(EVENTS[:3], runs_until_stopped=False)})
+    code, text = follow_out(runner, inspect_printing("--no-headers"))
+    lines = text.splitlines()
+    rows = [x for x in lines if re.match(r"\d\d:\d\d:\d\d\.\d{3} ", x)]
+    assert code == 0 and lines[:3] == rows and len(rows) == 3
+    assert "Time" not in text and "# totals" not in text and "Peer" not in text and lines[-1].split()[-1] == "for"
+
+
+def test_custom_columns_and_jsonpath_read_the_document_through_the_output_function():
+    runner = Runner({"a": Agent(EVENTS[:3], False), "b": Agent(EVENTS[3:5], False)})
+    code, text = follow_out(runner, inspect_printing("-o", "custom-columns=POD:.target.name,CLOSE:.close",
+                                                     "--sort-by=.target.name"))
+    lines = text.splitlines()
+    assert code == 0 and lines[0].split() == ["POD", "CLOSE"] and len(lines) == 1 + 5
+    assert [x.split()[0] for x in lines[1:]] == ["a", "a", "a", "b", "b"]
+    runner = Runner({"a": Agent(EVENTS[:3], False)})
+    code, text = follow_out(runner, inspect_printing("-o", "jsonpath={.items[*].ended_by}"))
+    assert code == 0 and text == "for"
+
+
+def test_sort_by_is_refused_on_the_streaming_table():
+    with pytest.raises(UsageError, match="--sort-by cannot sort them"):
+        inspect_printing("--sort-by=.close")
 
 
 def test_first_ctrl_c_stops_every_stream_and_prints_the_totals_without_half_lines():
@@ -182,7 +216,7 @@ def test_one_failed_stream_is_reported_after_the_others_totals(capsys):
     runner = Runner({"a": Agent(EVENTS[:2], False), "b": Agent([], False, fails=TargetError("pod b is gone", "x"))})
     out = io.StringIO()
     with pytest.raises(TargetError):
-        events_run.follow(runner, [pod("a"), pod("b")], "Q", "table", None, None, out)
+        events_run.follow(runner, [pod("a"), pod("b")], "Q", Printing("table"), None, None, out)
     assert "# run totals" in out.getvalue() and "failed" in out.getvalue()
     assert "error: pod/b -n shop: pod b is gone" in capsys.readouterr().err
 
@@ -191,7 +225,7 @@ def test_every_stream_failed_raises_without_totals():
     runner = Runner({"a": Agent([], False, fails=AgentError("broke", "x"))})
     out = io.StringIO()
     with pytest.raises(AgentError):
-        events_run.follow(runner, [pod("a")], "Q", "table", None, None, out)
+        events_run.follow(runner, [pod("a")], "Q", Printing("table"), None, None, out)
     assert out.getvalue() == ""
 
 
@@ -202,26 +236,12 @@ def test_a_stream_cut_after_the_stop_is_a_warning_not_a_failure(capsys):
     assert code == 0 and "pod/b -n shop: after the stop: broke off" in capsys.readouterr().err
 
 
-class Lists:
-    """What a namespace-bound user may list: its namespace's pods, no Services, no nodes."""
+def test_peers_name_addresses_through_the_runs_lookup_and_say_what_was_not_listed(capsys):
+    from sockdebug_plugin.peers import Listed, Lookup
 
-    namespace = "shop"
-
-    def list_pods(self, namespace):
-        if namespace is None:
-            raise Forbidden("list", "pods", None, "cluster scope")
-        return [{"metadata": {"name": "server", "namespace": "shop"}, "spec": {"nodeName": "n1"},
-                 "status": {"phase": "Running", "podIP": "127.0.0.1"}}]
-
-    def list_services(self, namespace):
-        raise Forbidden("list", "services", namespace, "no")
-
-    def list_nodes(self):
-        raise TargetError("the API server failed", "retry")
-
-
-def test_peers_fall_back_to_the_namespace_and_say_what_they_could_not_list(capsys):
-    peers = events_run.Peers(Lists())
-    assert str(peers.lookup("127.0.0.1")) == "pod/shop/server" and peers.lookup("10.0.0.1") is None
-    note = capsys.readouterr().err
-    assert "could not list services (forbidden), nodes (the API server failed)" in note and "pods" not in note
+    server = {"metadata": {"name": "server", "namespace": "shop"}, "spec": {"nodeName": "n1"},
+              "status": {"phase": "Running", "podIP": "10.0.0.7"}}
+    peers = events_run.Peers(Lookup(lambda: Listed([server], [], [], ["services: not listed (no permission)"])))
+    assert peers.lookup("127.0.0.1") is None  # loopback is the pod itself: the lists are not even waited for
+    assert str(peers.lookup("10.0.0.7", 8080)) == "pod/shop/server" and peers.lookup("10.0.0.8") is None
+    assert capsys.readouterr().err.count("note: services: not listed") == 1

@@ -3,9 +3,12 @@ records as plain receiving, stops with its reply, and the reply-end check is exa
 
 from __future__ import annotations
 
+import importlib
 import socket
 import struct
 import threading
+import types
+from pathlib import Path
 
 import pytest
 from sockdebug_agent import netlink
@@ -26,7 +29,7 @@ def many_sockets():
         client = socket.create_connection(listener.getsockname())
         server, _ = listener.accept()
         held += (client, server)
-    yield
+    yield listener.getsockname()[1]
     for s in held:
         s.close()
 
@@ -43,13 +46,72 @@ def test_prefetch_gives_the_same_sockets_and_its_thread_ends(many_sockets):
     fetched, batches = _dump(prefetch=True)
     plain, _ = _dump(prefetch=False)
     assert batches > 1  # several datagrams, so the helper really pipelined
-    key = lambda s: (s.local_port, s.peer_port, s.inode, s.state)  # noqa: E731
-    assert sorted(map(key, fetched)) == sorted(map(key, plain))
-    assert len(fetched) >= 601
+
+    def ours(socks):  # the fixture's sockets: the rest of this namespace may change in between
+        return sorted((s.local_port, s.peer_port, s.inode, s.state) for s in socks if many_sockets in
+                      (s.local_port, s.peer_port))
+
+    assert ours(fetched) == ours(plain) and len(ours(fetched)) == 601
     for thread in threading.enumerate():
         if thread.name == "netlink-prefetch":
             thread.join(timeout=5)
     assert threading.active_count() == before
+
+
+def _prefetch_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "netlink-prefetch"]
+
+
+def test_a_one_datagram_reply_starts_no_thread(monkeypatch):
+    started = []
+    monkeypatch.setattr(threading.Thread, "start", lambda self: started.append(self))
+    with netlink.Netlink(netlink.NETLINK_SOCK_DIAG) as nl:  # CLOSING sockets: none here
+        batches = list(nl.stream(SOCK_DIAG_BY_FAMILY, inet_request(socket.AF_INET, 6, 1 << 11),
+                                 inet_parser(socket.AF_INET, 6), prefetch=True))
+    assert batches == [] and started == []
+
+
+def test_a_reader_that_stops_early_ends_the_helper(many_sockets):
+    with netlink.Netlink(netlink.NETLINK_SOCK_DIAG) as nl:
+        batches = nl.stream(SOCK_DIAG_BY_FAMILY, inet_request(socket.AF_INET, 6, ALL_STATES),
+                            inet_parser(socket.AF_INET, 6), prefetch=True)
+        for _ in range(3):  # the third datagram comes from the helper (after a full one)
+            next(batches)
+        assert _prefetch_threads()
+        batches.close()
+    for thread in _prefetch_threads():
+        thread.join(timeout=10)
+    assert not _prefetch_threads()
+
+
+def test_what_stops_the_helper_is_raised_in_the_reader(monkeypatch, many_sockets):
+    """MemoryError under RLIMIT_AS in the helper: the reader raises it, nothing hangs and
+    no thread traceback is printed (threading.excepthook is never reached)."""
+    real = netlink._receive
+    hooked = []
+    monkeypatch.setattr(threading, "excepthook", hooked.append)
+
+    def failing(sock, view):
+        if threading.current_thread().name == "netlink-prefetch":
+            raise MemoryError()
+        return real(sock, view)
+
+    monkeypatch.setattr(netlink, "_receive", failing)
+    with netlink.Netlink(netlink.NETLINK_SOCK_DIAG) as nl, pytest.raises(MemoryError):
+        list(nl.stream(SOCK_DIAG_BY_FAMILY, inet_request(socket.AF_INET, 6, ALL_STATES),
+                       inet_parser(socket.AF_INET, 6), prefetch=True))
+    for thread in _prefetch_threads():
+        thread.join(timeout=5)
+    assert not _prefetch_threads() and not hooked
+
+
+def test_a_datagram_larger_than_the_buffer_is_an_error():
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, netlink.NETLINK_SOCK_DIAG)
+    with sock:
+        payload = inet_request(socket.AF_INET, 6, ALL_STATES)
+        sock.send(netlink.NLMSGHDR.pack(16 + len(payload), SOCK_DIAG_BY_FAMILY, 0x301, 1, 0) + payload)
+        with pytest.raises(netlink.ProtocolError, match="does not fit"):
+            netlink._receive(sock, memoryview(bytearray(8)))
 
 
 def test_prefetch_reports_kernel_errors():
@@ -74,3 +136,45 @@ def _msg(kind: int, payload: bytes) -> bytes:
 def test_ends_reply(datagram, ends):
     buf = bytearray(datagram)
     assert netlink._ends_reply(buf, len(buf)) is ends
+
+
+def _handlers(code) -> list[tuple[int, int, bool]]:
+    """(start, end, needs lasti) of each entry of a 3.11+ code object's exception table."""
+    data, pos, out = code.co_exceptiontable, 0, []
+
+    def varint() -> int:
+        nonlocal pos
+        byte = data[pos]
+        pos += 1
+        value = byte & 63
+        while byte & 64:
+            byte = data[pos]
+            pos += 1
+            value = (value << 6) | (byte & 63)
+        return value
+
+    while pos < len(data):
+        start, length, _target, depth_lasti = varint(), varint(), varint(), varint()
+        out.append((start, start + length, bool(depth_lasti & 1)))
+    return out
+
+
+def _code_objects(code):
+    yield code
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            yield from _code_objects(const)
+
+
+@pytest.mark.skipif(not hasattr(types.CodeType, "co_exceptiontable"), reason="Python < 3.11")
+@pytest.mark.parametrize("module", ["netlink", "inspectors.sockets", "inspectors.sockdiag", "inspectors.processes",
+                                    "inspectors.podns"])
+def test_try_blocks_of_the_dump_path_stay_short(module):
+    """netlink._SHORT_TRY: no instruction beyond offset 256 is guarded by a handler that
+    needs its offset as an int, which CPython 3.11 cannot allocate when memory is gone
+    (and then unwinds into the same handler forever)."""
+    mod = importlib.import_module(f"sockdebug_agent.{module}")
+    code = compile(Path(mod.__file__).read_text(), mod.__file__, "exec")
+    long = [(c.co_qualname, start, end) for c in _code_objects(code) for start, end, lasti in _handlers(c)
+            if lasti and end > netlink._SHORT_TRY + 1]
+    assert not long

@@ -4,6 +4,7 @@ addresses; IPv4-mapped and non-canonical IPv6; unknown addresses stay unnamed.""
 
 from __future__ import annotations
 
+import pytest
 from sockdebug_plugin.peers import Peer, PeerIndex, canonical
 
 
@@ -103,3 +104,122 @@ def test_a_large_index():
     assert len(index) == 23_001  # + the nodes' hostIP the pods report
     assert index.name("10.0.78.31") == f"pod/shop/p{78 * 256 + 31}"
     assert index.name("::ffff:10.96.11.183") == f"svc/shop/s{11 * 256 + 183}"
+
+
+# --- when the lists are read, and how names are shown ---------------------------------------------
+
+def sock(state, local, lport, peer, pport, netid="tcp", family="inet", procs=None):
+    from sockdebug_agent.schema import Socket
+
+    return Socket(family, netid, state, 0, 0, local, lport, peer, pport, inode=lport * 31 + pport,
+                  processes=procs or [{"pid": 1, "comm": "app", "fd": 3, "container": "app"}])
+
+
+CONNS = [sock("LISTEN", "0.0.0.0", 8080, "0.0.0.0", 0),
+         sock("ESTAB", "10.244.0.9", 41000, "10.244.0.5", 8080),  # out: to pod web
+         sock("ESTAB", "10.244.0.9", 41002, "10.96.0.10", 80),  # out: through Service web's ClusterIP
+         sock("ESTAB", "10.244.0.9", 8080, "10.244.0.6", 50001),  # in: from pod db
+         sock("ESTAB", "10.244.0.9", 8080, "10.244.0.6", 50002),
+         sock("ESTAB", "127.0.0.1", 41003, "127.0.0.1", 9000),  # loopback: the pod itself
+         sock("SYN-SENT", "10.244.0.9", 41004, "10.1.2.3", 443)]  # nobody listed
+
+
+def namer(*extra):
+    from sockdebug_plugin.peers import Listed, Lookup
+
+    return Lookup(lambda: Listed(PODS, SERVICES, NODES, list(extra))).namer(CONNS)
+
+
+@pytest.mark.parametrize(("argv", "named"), [
+    (["pod/x"], True), (["pod/x", "-a", "-o", "json"], True), (["pod/x", "-t", "state", "established"], True),
+    (["pod/x", "-s", "-t"], True), (["pod/x", "--listening", "-a"], True),  # -a wins over --listening, as in ss
+    (["pod/x", "--listening"], False), (["pod/x", "-x"], False), (["pod/x", "-o", "jsonl"], False),
+    (["pod/x", "-s"], False), (["pod/x", "--routes"], False), (["pod/x", "-a", "--no-peers"], False),
+])
+def test_peers_are_named_only_where_connections_can_be_shown(argv, named):
+    from sockdebug_plugin import flags, options
+
+    assert options.build(flags.parse(argv)).names_peers() is named
+
+
+def test_the_lists_are_dropped_unread_when_nothing_is_to_be_named():
+    import threading
+
+    from sockdebug_plugin.peers import Listed, Lookup
+
+    release, cancelled = threading.Event(), []
+    lookup = Lookup(lambda: release.wait(5) and Listed([], [], [], []), lambda: cancelled.append(1))
+    assert lookup.namer([CONNS[0], CONNS[5]]) is None and cancelled == [1]  # a listener, a loopback pair
+    release.set()
+
+
+def test_loopback_and_unknown_addresses_stay_unnamed():
+    name = namer()
+    assert [str(p) if p else None for p in map(name, CONNS)] == [
+        None, "pod/shop/web", "svc/shop/web", "pod/data/db", "pod/data/db", None, None]
+
+
+def test_table_shows_the_name_wide_adds_it_json_has_the_object():
+    from sockdebug_plugin import render
+
+    name = namer()
+    res = [render.Result({"kind": "pod", "namespace": "shop", "name": "client", "container": "app"}, CONNS)]
+    table = render.sockets_table(res, wide=False, color=False, peer=lambda s: str(p) if (p := name(s)) else None)
+    lines = table.splitlines()
+    assert lines[0].split()[6] == "Peer" and "Peer Address:Port" not in lines[0]
+    assert "svc/shop/web:80" in lines[3] and "pod/shop/web:8080" in lines[2] and "10.1.2.3:443" in lines[7]
+    wide = render.sockets_table(res, wide=True, color=False, peer=lambda s: str(p) if (p := name(s)) else None)
+    head = wide.splitlines()[0]
+    assert "Peer Address:Port Peer" in " ".join(head.split()) and "10.96.0.10:80" in wide and "svc/shop/web" in wide
+    plain = render.sockets_table(res, wide=False, color=False)
+    assert "Peer Address:Port" in plain.splitlines()[0] and "svc/" not in plain
+    doc = render.document(res, peer=lambda s: p.as_dict() if (p := name(s)) else None)
+    peers = [s["peer"] for s in doc["items"][0]["sockets"]]
+    assert peers[1:3] == [{"kind": "Pod", "namespace": "shop", "name": "web"},
+                          {"kind": "Service", "namespace": "shop", "name": "web"}]
+    assert peers[0] is None and peers[-1] is None
+
+
+def test_connections_are_grouped_by_direction_peer_and_port():
+    from sockdebug_plugin.peers import connections, connections_table
+
+    rows = connections(CONNS, namer())
+    assert [(r["direction"], r["name"], r["port"], r["state"], r["count"]) for r in rows] == [
+        ("out", "pod/shop/web", 8080, "ESTAB", 1), ("out", "svc/shop/web", 80, "ESTAB", 1),
+        ("out", None, 443, "SYN-SENT", 1), ("out", None, 9000, "ESTAB", 1), ("in", "pod/data/db", 8080, "ESTAB", 2)]
+    assert rows[-1]["peer"] == {"kind": "Pod", "namespace": "data", "name": "db"} and rows[-1]["containers"] == ["app"]
+    text = connections_table(rows)
+    assert text.splitlines()[0].split() == ["Direction", "Peer", "Address", "Port", "Netid", "State", "Count",
+                                            "Process", "Container"]
+    assert connections_table([]) == "no connections"
+
+
+def test_a_warm_query_reads_the_lists_through_kubectl_get_raw(tmp_path):
+    """Three ``kubectl get --raw`` at once; a forbidden kind falls back to the namespace
+    (pods, Services) or is left out (nodes), with a note."""
+    import json
+    import stat
+    import sys
+
+    from sockdebug_plugin.peers import through_kubectl
+
+    answers = tmp_path / "answers.json"
+    answers.write_text(json.dumps({"/api/v1/namespaces/shop/pods": {"items": PODS},
+                                   "/api/v1/services": {"items": SERVICES}}))
+    kubectl = tmp_path / "kubectl"
+    kubectl.write_text(f"#!{sys.executable}\nimport json, sys\n"
+                       f"answers = json.load(open({str(answers)!r}))\n"
+                       "path = sys.argv[sys.argv.index('--raw') + 1].split('?')[0]\n"
+                       "with open(sys.argv[0] + '.log', 'a') as log:\n    log.write(path + '\\n')\n"
+                       "if path not in answers:\n"
+                       "    sys.stderr.write(f'Error from server (Forbidden): {path} is forbidden\\n'); sys.exit(1)\n"
+                       "print(json.dumps(answers[path]))\n")
+    kubectl.chmod(kubectl.stat().st_mode | stat.S_IEXEC)
+    lookup = through_kubectl(str(kubectl), None, None, "shop")
+    name = lookup.namer(CONNS)
+    assert str(name(CONNS[1])) == "pod/shop/web" and str(name(CONNS[2])) == "svc/shop/web"
+    assert sorted((tmp_path / "kubectl.log").read_text().split()) == [
+        "/api/v1/namespaces/shop/pods", "/api/v1/nodes", "/api/v1/pods", "/api/v1/services"]
+    assert lookup.notes == [
+        "pods: only namespace shop could be listed (no permission cluster-wide): other namespaces' pods are not named",
+        "nodes: not listed (no permission): node addresses are not named"]

@@ -11,27 +11,16 @@ import subprocess
 import sys
 
 import pytest
-from kube_double import CREATING, NEVER_PULL, RECORDED, ApiDouble
-from sockdebug_plugin import cli, flags, helptext, kube, warm
+from kube_double import CREATING, NEVER_PULL, RECORDED, ApiDouble, patched
+from sockdebug_plugin import cli, flags, helptext, warm
 
 IMAGE = "sockdebug-agent:core"
 
 
 @pytest.fixture
 def api(monkeypatch, tmp_path) -> ApiDouble:
-    double = ApiDouble()
+    double = patched(monkeypatch, tmp_path)
     double.add_pod()
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
-    (tmp_path / "kubeconfig").write_text("apiVersion: v1\nkind: Config\n")
-    monkeypatch.setenv("PATH", str(tmp_path / "bin"))  # no kubectl: nothing warm unless a test adds one
-    double.connects = 0
-
-    def connect(kubeconfig=None, context=None, namespace=None, request_timeout=30.0):
-        double.connects += 1
-        return double.kube(namespace or "default")
-
-    monkeypatch.setattr(kube, "connect", connect)
     return double
 
 
@@ -149,7 +138,7 @@ def test_triage_of_a_node_uses_the_node_pod_shaped_by_the_profile(api, capsys):
     (body,) = api.created
     spec = body["spec"]
     assert spec["hostNetwork"] and spec["hostPID"] and spec["nodeName"] == "node-1"
-    assert spec["containers"][0]["command"] == ["sockdebug-agent", "triage", "--host"]
+    assert spec["containers"][0]["command"] == ["sockdebug-agent", "triage", "--sockets", "--host"]
     assert spec["containers"][0]["securityContext"]["runAsUser"] == 65534
     assert "process owners are not shown" in err and json.loads(out)["items"][0]["target"]["kind"] == "node"
     assert not [n for (_, n) in api.pods if n.startswith("sockdebug-node-")]

@@ -213,7 +213,12 @@ def seen_options(monkeypatch, command: str = "inspect") -> dict:
         seen["opts"] = o
         return 0
 
-    monkeypatch.setattr(commands, command, run)
+    if command == "triage":
+        from sockdebug_plugin import triage
+
+        monkeypatch.setattr(triage, "run", run)
+    else:
+        monkeypatch.setattr(commands, command, run)
     return seen
 
 
@@ -251,7 +256,8 @@ def test_sweep_and_triage_get_their_options(monkeypatch):
 
     seen = seen_options(monkeypatch, "triage")
     assert cli.main(["triage", "node/n1", "--fail-on", "warning", "-o", "yaml"]) == 0
-    assert seen["opts"] == TriageOptions("node/n1", options.Conn(), seen["opts"].agent, None, "yaml", "warning")
+    assert seen["opts"] == TriageOptions("node/n1", options.Conn(), seen["opts"].agent, None, "yaml", "warning",
+                                         options.Printing("yaml"))
     monkeypatch.setattr(sweep_run, "run", lambda o: seen.update(opts=o) or 0)
     assert cli.main(["sweep", "-A", "--via", "node", "--parallel", "3"]) == 0
     got = seen["opts"]

@@ -14,6 +14,7 @@ from sockdebug_plugin.errors import (
     EXIT_TARGET,
     AccessError,
     InjectError,
+    SockdebugError,
     TargetError,
 )
 from sockdebug_plugin.options import AgentOptions
@@ -370,3 +371,13 @@ def test_offline_runner_never_injects(api):
     with pytest.raises(Stale):
         list(Runner(None, AgentOptions(IMAGE), execer=Execs()).run(Target("shop", api.pods[("shop", "api")], "app"),
                                                                    QUERY))
+
+
+def test_a_closed_runner_creates_no_more_node_pods(api):
+    """After Ctrl-C the run's workers may still be going: none of them may add a pod the
+    closing runner would never see."""
+    r = runner(api, [])
+    r.close()
+    with pytest.raises(SockdebugError, match="no node pod is created any more"):
+        list(r.run(NodeTarget("node-1"), ["sockets"]))
+    assert node_pods(api) == [] and "POST" not in verbs(api)

@@ -9,7 +9,7 @@ import json
 import re
 
 import pytest
-from sockdebug_plugin import printers, render
+from sockdebug_plugin import choices, printers, render
 from sockdebug_plugin.errors import UsageError
 from sockdebug_plugin.jsonpath import JsonPathError
 from test_render import API, API2, FINDINGS, SOCKETS, result
@@ -224,8 +224,9 @@ def test_kubectl_table_layout():
 
 
 def test_output_names_for_help_and_completion():
-    assert printers.output_names() == ["table", "wide", "json", "yaml", "jsonl", "jsonpath=", "jsonpath-file=",
-                                       "custom-columns=", "custom-columns-file="]
+    assert choices.output_names(choices.INSPECT_OUTPUTS) == [
+        "table", "wide", "json", "yaml", "jsonl", "jsonpath=", "jsonpath-file=", "custom-columns=",
+        "custom-columns-file="]
 
 
 def test_row_paths_exist_in_rows():

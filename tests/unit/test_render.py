@@ -280,11 +280,13 @@ def test_target_titles():
     assert render.target_title(result([], NODE)) == "node/worker-1"
 
 
-def test_show_puts_sections_together():
+def test_the_report_puts_sections_together():
     out = io.StringIO()
-    from sockdebug_plugin.commands import show
+    from sockdebug_plugin import output
+    from sockdebug_plugin.options import Printing
 
-    show([result([*SOCKETS[:2], SUMMARY, *ROUTES[:1], *PROCESS_LIMITS[:1], LIMITS])], "table", out)
+    output.emit(Printing(), output.report_view([result([*SOCKETS[:2], SUMMARY, *ROUTES[:1], *PROCESS_LIMITS[:1],
+                                                        LIMITS])]), out)
     text = out.getvalue()
     assert text.index("Netid") < text.index("# pod/api-7d9f8-abcde -n prod (container app): summary")
     assert "# pod/api-7d9f8-abcde -n prod (container app): route\nDst" in text

@@ -167,24 +167,14 @@ def test_every_rule_is_registered_and_every_threshold_documented_with_its_value(
         assert float(row.group(1).strip()) == value, name
 
 
-def test_triage_gets_them_as_agent_findings_most_severe_first():
-    """What ``triage --events`` adds to a pod's records (events_run): the engine's findings
-    as agent ``finding`` records, merged with the agent's own by severity."""
-    from sockdebug_agent.schema import Finding as Record
-    from sockdebug_plugin.events_run import connection_findings, merge_findings
-    from sockdebug_plugin.targets import Target
+def test_triage_observes_a_capture_as_the_rules_read_it():
+    """``triage --events``: the capture's events and ticks in a pod's records become the
+    observation's ``capture`` (its declared ports telling the inbound side)."""
+    from sockdebug_plugin.triage import observation
 
-    class Lists:
-        pods, services, nodes = [CLIENT], [SVC], []
-
-        def wait(self):
-            return self
-
-    found = connection_findings(Target("shop", POD, "app"), Capture([TIMEOUT] * 3, [tick()]), Lists())
-    assert [(f.type, f.id, f.severity) for f in found] == [("finding", "connection-failures", "critical")]
-    assert found[0].next_step.startswith("Check that svc/shop/web:80 has ready endpoints")
-    agent = [Record("close-wait-leak", "warning", "t", {}, "e", "n"), Record("no-default-route", "info", "t", {},
-                                                                              "e", "n")]
-    merged = merge_findings([*agent, tick()], found)
-    assert [r.id if r.type == "finding" else r.type for r in merged] == [
-        "connection-failures", "close-wait-leak", "no-default-route", "tick"]
+    records = [*clients(RESET_IN, 4), tick(estab_resets=4)]
+    obs = observation(POD, records, captured=True)
+    assert obs.capture.listening == frozenset({7002}) and len(obs.capture.events) == 4
+    assert obs.capture.span_s() == 10.0 and observation(POD, records).capture is None
+    report = engine.analyse(ClusterInput([POD], [CLIENT], [SVC], observed={("shop", "api"): obs}), rules=IDS)
+    assert [f.title for f in report.findings] == ["4 connections from pod/shop/client reset in 10 s"]

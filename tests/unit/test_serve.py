@@ -51,3 +51,32 @@ def test_queries_right_after_start_keep_serve_alive_and_it_exits_when_idle():
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_stop_picks_only_the_serve_process_of_its_own_container(tmp_path, monkeypatch):
+    """Every agent container targeting one app container shares its PID namespace; stop
+    must end only its own (the same cgroup), never another profile's agent or the app."""
+    serve_cmd = b"/usr/local/bin/sockdebug-agent\0serve\0--idle-timeout\0900\0"
+    handler = f"{1 << 9:016x}"
+    _fake_proc(tmp_path, 101, serve_cmd, b"sockdebug-agent\n", handler)  # ours
+    _fake_proc(tmp_path, 102, serve_cmd, b"sockdebug-agent\n", handler)  # another agent container's
+    _fake_proc(tmp_path, 103, b"python3\0server.py\0serve\0", b"python3\n", handler)  # the app
+    mine = b"0::/\n"
+    for pid, cgroup in ((101, mine), (102, b"0::/../cri-containerd-2ab8.scope\n"), (103, mine)):
+        (tmp_path / str(pid) / "cgroup").write_bytes(cgroup)
+    (tmp_path / "self").mkdir()
+    (tmp_path / "self" / "cgroup").write_bytes(mine)
+    assert serve.own_serve(str(tmp_path)) == [101]
+    (tmp_path / "self" / "cgroup").unlink()
+    assert serve.own_serve(str(tmp_path)) == []  # its own cgroup unknown: no guess
+
+
+def test_stop_signals_after_its_stream_is_out(monkeypatch):
+    sent = []
+    monkeypatch.setattr(serve.os, "kill", lambda pid, sig: sent.append((pid, sig)))
+    serve.stop_after_end([101])
+    assert sent == []
+    serve.send_pending()
+    assert sent == [(101, serve.signal.SIGTERM)]
+    serve.send_pending()
+    assert sent == [(101, serve.signal.SIGTERM)]

@@ -58,7 +58,8 @@ def pyproject() -> dict:
 
 
 def python_files() -> list[Path]:
-    return sorted(p for root in PY_ROOTS for p in (REPO / root).rglob("*.py"))
+    work = REPO / "bench" / "work"  # git-ignored: the benches' venvs and scratch files, not this repository's code
+    return sorted(p for root in PY_ROOTS for p in (REPO / root).rglob("*.py") if work not in p.parents)
 
 
 def shell_scripts() -> list[Path]:

@@ -1,4 +1,5 @@
-"""plugin/sweep.py on constructed pod/Service specs and socket records: every rule, the
+"""The sweep's analysis (``engine.analyse`` on what ``sweep_run`` collects: specs and
+listening sockets, every rule) on constructed pod/Service specs and socket records: the
 suppression of duplicate findings, scope, ordering and rendering."""
 
 from __future__ import annotations
@@ -7,8 +8,9 @@ import json
 from typing import Any, Optional
 
 from sockdebug_agent.schema import Socket
-from sockdebug_plugin import sweep
-from sockdebug_plugin.sweep import SweepInput, analyse
+from sockdebug_plugin import engine, findings, podspec, view
+from sockdebug_plugin.findings import Finding, Report
+from sockdebug_plugin.view import ClusterInput, NodeObservation, PodObservation
 
 NODE = "node-1"
 
@@ -64,21 +66,23 @@ def listen(port: int, addr: str = "0.0.0.0", container: Optional[str] = "app", p
                   "0.0.0.0" if family == "inet" else "::", 0, inode=port * 7 + pid, processes=procs)
 
 
-def run(pods: list, services: list = (), sockets: Optional[dict] = None, **kw) -> sweep.Report:
-    if sockets is None:
-        sockets = {}
-    return analyse(SweepInput(pods=pods, services=list(services), sockets=sockets, **kw))
+def run(pods: list, services: list = (), sockets: Optional[dict] = None, host_listeners: Optional[dict] = None,
+        **kw) -> Report:
+    """What sweep_run hands the engine: listening sockets per pod, the node's own listeners."""
+    return engine.analyse(ClusterInput(
+        pods=pods, services=list(services), observed={k: PodObservation(v) for k, v in (sockets or {}).items()},
+        node_observed={n: NodeObservation(v) for n, v in (host_listeners or {}).items()}, **kw))
 
 
-def ids(report: sweep.Report) -> list[tuple[str, str]]:
+def ids(report: Report) -> list[tuple[str, str]]:
     return [(f.id, f.severity) for f in report.findings]
 
 
-def by_id(report: sweep.Report, fid: str) -> list[sweep.SweepFinding]:
+def by_id(report: Report, fid: str) -> list[Finding]:
     return [f for f in report.findings if f.id == fid]
 
 
-def objs(f: sweep.SweepFinding, kind: str = "Pod") -> list[tuple]:
+def objs(f: Finding, kind: str = "Pod") -> list[tuple]:
     return [(o.get("name"), o.get("container"), o.get("role")) for o in f.objects if o["kind"] == kind]
 
 
@@ -143,9 +147,9 @@ def test_service_loopback_only_is_critical_and_names_the_service():
 
 
 def test_loopback_ipv6_and_mapped():
-    assert sweep.is_loopback("::1") and sweep.is_loopback("::ffff:127.0.0.1") and sweep.is_loopback("127.0.0.53")
-    assert not sweep.is_loopback("0.0.0.0") and not sweep.is_loopback("::") and not sweep.is_loopback("10.0.0.1")
-    assert not sweep.is_loopback("*")
+    assert view.is_loopback("::1") and view.is_loopback("::ffff:127.0.0.1") and view.is_loopback("127.0.0.53")
+    assert not view.is_loopback("0.0.0.0") and not view.is_loopback("::") and not view.is_loopback("10.0.0.1")
+    assert not view.is_loopback("*")
 
 
 def test_containerport_loopback_only_is_a_warning():
@@ -230,7 +234,9 @@ def test_ports_of_a_container_that_is_not_running_are_not_judged():
     pods = [pod("api", container("app", (8080,)), container("side", (9000,)),
                 statuses=[running("app"), crashing("side")])]
     report = run(pods, [], {("shop", "api"): [listen(8080)]})
-    assert report.findings == []
+    # no port finding for the stopped container's 9000: only why it is down (the pods-down rules)
+    assert ids(report) == [("container-crash-looping", "critical")]
+    assert objs(report.findings[0]) == [("api", "side", "crash-looping")]
 
 
 def test_sidecar_init_container_ports_count():
@@ -281,16 +287,17 @@ def test_a_crash_without_a_bind_error_is_not_a_port_finding():
             statuses=[running("a"), crashing("b")])
     report = run([p], [], {("shop", "api"): [listen(8080, container="a")]},
                  logs={("shop", "api", "b"): "KeyError: 'DATABASE_URL'"})
-    assert report.findings == []
+    assert ids(report) == [("container-crash-looping", "critical")]  # why it is down, not a port conflict
+    assert report.findings[0].evidence["log"] == ["KeyError: 'DATABASE_URL'"]
 
 
 def test_mentioned_ports_and_bind_failure():
     c = container("x", (80,), ("--listen", "127.0.0.1:8080", "--port=9000", "-p", "10.0.0.1:1"),
                   env=[{"name": "METRICS_PORT", "value": "9100"}, {"name": "N", "value": "5"}])
-    assert sweep.mentioned_ports(c) == {80, 8080, 9000, 1, 9100}
-    assert sweep.bind_failure("ok\nError: listen EADDRINUSE: address already in use :::3000\n").startswith("Error")
-    assert sweep.bind_failure("nginx: [emerg] bind() to 0.0.0.0:80 failed (98: Address in use)")
-    assert sweep.bind_failure("all good") is None and sweep.bind_failure(None) is None
+    assert podspec.mentioned_ports(c) == {80, 8080, 9000, 1, 9100}
+    assert podspec.bind_failure("ok\nError: listen EADDRINUSE: address already in use :::3000\n").startswith("Error")
+    assert podspec.bind_failure("nginx: [emerg] bind() to 0.0.0.0:80 failed (98: Address in use)")
+    assert podspec.bind_failure("all good") is None and podspec.bind_failure(None) is None
 
 
 # --- nodes: hostNetwork, hostPort, daemons, NodePort range -----------------------------------------
@@ -442,31 +449,31 @@ def test_most_severe_first_and_rendering():
     report = run(pods, [svc("api", {"app": "api"}, {"port": 80, "targetPort": 8080})], sockets)
     assert [f.severity for f in report.findings] == ["critical", "warning", "info"]
     scope = {"namespaces": ["shop"], "selector": None, "via": "node", "elapsed_s": 1.25}
-    out = sweep.text(report, scope)
+    out = findings.text(report, scope, empty="no port problems found")
     assert out.index("CRITICAL") < out.index("WARNING") < out.index("INFO")
     assert "objects: svc/api -n shop; pod/api -n shop (container app, loopback only)" in out
     assert out.rstrip().endswith("1 of 1 pods inspected via node in 1.2s: 1 critical, 1 warning, 1 info")
-    doc = json.loads(json.dumps(sweep.document(report, scope)))
+    doc = json.loads(json.dumps(findings.document(report, scope, "SweepReport")))
     assert doc["kind"] == "SweepReport" and doc["summary"]["findings"] == {"critical": 1, "warning": 1, "info": 1}
     assert set(doc["findings"][0]) == {"id", "severity", "title", "objects", "explanation", "fix", "evidence"}
-    assert sweep.at_or_above(report.findings, "warning") == report.findings[:2]
+    assert findings.at_or_above(report.findings, "warning") == report.findings[:2]
 
 
 def test_terminal_text_is_escaped():
     pods = [pod("api", container("app"))]
     report = run(pods, [], {("shop", "api"): [listen(7000, comm="evil\x1b[2J")]})
-    out = sweep.text(report, {"via": "ephemeral"}, color=False)
+    out = findings.text(report, {"via": "ephemeral"}, color=False)
     assert "\x1b" not in out
 
 
 def test_trouble_catches_a_crash_loop_between_restarts():
     p = pod("x", container("app"), statuses=[running("app")])
-    assert sweep.trouble(p, "app") is None
+    assert podspec.trouble(p, "app") is None
     st = p["status"]["containerStatuses"][0]
     st.update(restartCount=1, lastState={"terminated": {"exitCode": 1}})
-    assert sweep.trouble(p, "app") is None  # failed once, running again: may have recovered
+    assert podspec.trouble(p, "app") is None  # failed once, running again: may have recovered
     st.update(restartCount=2)
-    assert sweep.trouble(p, "app")["state"] == "Running between restarts"
+    assert podspec.trouble(p, "app")["state"] == "Running between restarts"
     st.update(lastState={"terminated": {"exitCode": 0}})
-    assert sweep.trouble(p, "app") is None  # restarted after clean exits
-    assert sweep.trouble(pod("y", container("app"), statuses=[crashing("app")]), "app")["state"] == "CrashLoopBackOff"
+    assert podspec.trouble(p, "app") is None  # restarted after clean exits
+    assert podspec.trouble(pod("y", container("app"), statuses=[crashing("app")]), "app")["state"] == "CrashLoopBackOff"

@@ -254,20 +254,26 @@ class Recorder:
                 **template, "reason": reason, "code": code, "message": message, "details": {}}}
 
 
-def main() -> None:
+def record_main(recorder: Any, name: str) -> None:
+    """--image/--testapp from the command line, ``recorder(image, testapp).run()``, and its
+    answers written to NAME next to this file (record_triage.py records with it too)."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--image", default=os.environ.get("SOCKDEBUG_IMAGE", f"sockdebug-agent:{__version__}"))
     ap.add_argument("--testapp", default=os.environ.get("SOCKDEBUG_TESTAPP_IMAGE",
                                                         f"sockdebug-testapp:{__version__}"))
     args = ap.parse_args()
-    rec = Recorder(args.image, args.testapp)
+    rec = recorder(args.image, args.testapp)
     rec.run()
     server = json.loads(subprocess.run(["kubectl", "version", "-o", "json"], capture_output=True,
                                        text=True).stdout or "{}").get("serverVersion", {}).get("gitVersion")
     rec.out["_recorded"] = {"server": server, "date": time.strftime("%Y-%m-%d"), "image": args.image}
-    path = HERE / "recorded.json"
+    path = HERE / name
     path.write_text(json.dumps(rec.out, indent=1, sort_keys=True) + "\n")
     print(f"wrote {path} ({path.stat().st_size} bytes, {len(rec.out)} entries)", file=sys.stderr)
+
+
+def main() -> None:
+    record_main(Recorder, "recorded.json")
 
 
 if __name__ == "__main__":
