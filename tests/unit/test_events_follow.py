@@ -54,6 +54,10 @@ def final(n: int, ended_by: str) -> Tick:
     return Tick(1000.0, total, total, True, ended_by)
 
 
+RELEASE = threading.Event()  #: set after each test: no stream thread outlives it (later tests count threads)
+LIVE: list = []
+
+
 class Agent:
     """One agent stream: ``events`` records, then (at once, or when stopped) a final tick and end."""
 
@@ -61,6 +65,7 @@ class Agent:
                  fails: BaseException | None = None):
         self.events, self.until_stopped, self.obeys, self.fails = events, runs_until_stopped, obeys, fails
         self.stopped = threading.Event()
+        LIVE.append(self)
 
     def chunks(self):
         yield line(Hello(SCHEMA_VERSION, "0.1.0", ["sockdebug-agent", "events"], "6.18", "node", "linux", 1, 1, 0))
@@ -71,7 +76,7 @@ class Agent:
         if self.until_stopped:
             self.stopped.wait(30)
             if not self.obeys:
-                time.sleep(30)
+                RELEASE.wait(30)
         if self.fails is not None:
             raise self.fails
         yield line(final(len(self.events), "stdin" if self.until_stopped else "for"))
@@ -116,6 +121,14 @@ def python_sigint():
     before = signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
     signal.signal(signal.SIGINT, before)
+    RELEASE.set()
+    for a in LIVE:
+        a.stopped.set()
+    for t in threading.enumerate():
+        if t.name.startswith("follow-"):
+            t.join(timeout=10)
+    LIVE.clear()
+    RELEASE.clear()
 
 
 def test_streams_that_end_by_themselves_give_rows_then_totals():
