@@ -12,7 +12,7 @@
 agents are asked at the same time when they already run) and container names.
 
 The runner needs the API only through ``kube`` (``kube.Kube``) and starts execs
-through ``execer`` (``Kube`` itself, or ``kube.KubectlExec``); waiting goes
+through ``execer`` (``Kube`` itself, or ``kubectl.KubectlExec``); waiting goes
 through ``watch`` (per pod by default), so a caller may share one watch between
 many pods.  Without ``kube`` it is *offline*: it can only exec into the agents the
 pod dict shows, and raises ``Stale`` whenever it would need the API.

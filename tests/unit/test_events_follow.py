@@ -21,7 +21,7 @@ from sockdebug_agent.inspectors.destroy import destroy_parser, to_event
 from sockdebug_agent.netlink import parse_datagram
 from sockdebug_agent.schema import SCHEMA_VERSION, End, Hello, Tick, to_json
 from sockdebug_plugin import events_run, follow, options
-from sockdebug_plugin.errors import AgentError, TargetError, UsageError
+from sockdebug_plugin.errors import AgentError, TargetError
 from sockdebug_plugin.lifecycle import read_stream
 from sockdebug_plugin.options import Printing
 from sockdebug_plugin.targets import Target
@@ -167,11 +167,6 @@ def test_custom_columns_and_jsonpath_read_the_document_through_the_output_functi
     runner = Runner({"a": Agent(EVENTS[:3], False)})
     code, text = follow_out(runner, inspect_printing("-o", "jsonpath={.items[*].ended_by}"))
     assert code == 0 and text == "for"
-
-
-def test_sort_by_is_refused_on_the_streaming_table():
-    with pytest.raises(UsageError, match="--sort-by cannot sort them"):
-        inspect_printing("--sort-by=.close")
 
 
 def test_first_ctrl_c_stops_every_stream_and_prints_the_totals_without_half_lines():

@@ -39,6 +39,8 @@ def test_for_and_count_are_passed_on():
     (["pod/api", "--events", "--count", "0"], "--count"),
     (["triage", "pod/api", "--events", "0s"], "--events must be more than 0"),
     (["triage", "pod/api", "--events", "later"], "--events"),
+    (["pod/api", "--events", "--sort-by=.close"], "--sort-by cannot sort them"),  # the table streams
+    (["pod/api", "--events", "-o", "wide", "--sort-by=.close"], "--sort-by cannot sort them"),
 ])
 def test_bad_combinations_are_usage_errors_before_any_api_call(argv, says):
     with pytest.raises(UsageError) as caught:

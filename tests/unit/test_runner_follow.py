@@ -135,7 +135,7 @@ def test_kubectl_exec_keeps_stdin_for_a_follow_and_stop_reaches_it(tmp_path):
     own (the terminal's Ctrl-C is the plugin's), and ``stop`` writes the byte."""
     import sys
 
-    from sockdebug_plugin.kube import KubectlExec
+    from sockdebug_plugin.kubectl import KubectlExec
 
     fake = tmp_path / "kubectl"
     fake.write_text(f"#!{sys.executable}\n"
