@@ -224,9 +224,10 @@ def test_triage_events_finds_the_server_resetting_connections(world):
     ns = world["ns"]
     proc = plugin("triage", "pod/resetter", "-n", ns, "--events", "10s", "-o", "json", timeout=240)
     assert proc.returncode == 0, proc.stderr
-    (item,) = json.loads(proc.stdout)["items"]
-    resets = [f for f in item["findings"] if f["id"] == "connection-resets"]
-    assert len(resets) == 1, item["findings"]
+    doc = json.loads(proc.stdout)
+    (item,) = doc["items"]
+    resets = [f for f in doc["findings"] if f["id"] == "connection-resets"]  # the TriageReport's, at the top
+    assert len(resets) == 1, doc["findings"]
     (f,) = resets
     assert f["evidence"]["peer"] == f"pod/{ns}/rclient" and f["evidence"]["direction"] == "in"
     assert f["evidence"]["port"] == 9091 and f["evidence"]["resets"] == f["evidence"]["connections"]
