@@ -1,5 +1,6 @@
-"""The module that talks to the Kubernetes API through the official client (``kubectl.py``
-is the other door: the user's kubectl, where it is faster, with this module's errors).
+"""The only module that talks to the Kubernetes API through the official client
+(``kubectl.py`` is the other door, through the user's kubectl: a warm query's execs,
+completion's names).
 
 ``Kube`` speaks the API in plain dicts and turns every HTTP failure into a
 ``SockdebugError`` subclass that names the cause and the fix.  Below it sits a
@@ -20,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Optional, Protocol
@@ -75,6 +75,9 @@ class ExecChannel(Protocol):
     def chunks(self, deadline: float) -> Iterator[bytes]: ...
     @property
     def returncode(self) -> Optional[int]: ...
+    def stop(self) -> None:
+        """Write a byte to the process's stdin (an exec started with ``stdin``): how a
+        follow stream (``events --stdin-stop``) is asked to end, as an exec has no signals."""
     def close(self) -> None: ...
 
 
@@ -331,10 +334,12 @@ class Kube:
         return self._request("POST", f"/api/v1/namespaces/{namespace}/pods", body=body,
                              content_type="application/json", what=("create", "pods", namespace), landed=landed)
 
-    def delete_pod(self, namespace: str, name: str) -> None:
+    def delete_pod(self, namespace: str, name: str, grace: int = 0) -> None:
+        """``grace`` > 0: the kubelet sends SIGTERM and waits that long (a node pod's agent
+        then ends its stream itself)."""
         try:
             self._request("DELETE", f"/api/v1/namespaces/{namespace}/pods/{name}",
-                          query=[("gracePeriodSeconds", "0")], what=("delete", f"pod {name}", namespace))
+                          query=[("gracePeriodSeconds", str(grace))], what=("delete", f"pod {name}", namespace))
         except NotFound:
             pass  # already gone
 
@@ -381,12 +386,14 @@ class Kube:
         return self._request("GET", f"/api/v1/namespaces/{namespace}/pods", query=query, stream=True,
                              timeout=seconds + 5, what=("watch", "pods", namespace))
 
-    def exec(self, namespace: str, pod: str, container: str, command: list[str]) -> ExecChannel:
+    def exec(self, namespace: str, pod: str, container: str, command: list[str], stdin: bool = False
+             ) -> ExecChannel:
         """Start an exec.  Retried like a GET (429, transient 5xx, a broken handshake): the
-        agent's queries only read, so running one again is harmless."""
+        agent's queries only read, so running one again is harmless.  ``stdin``: keep the
+        process's stdin open (``ExecChannel.stop`` writes to it)."""
         query = [("command", c) for c in command] + [
-            ("container", container), ("stdout", "true"), ("stderr", "true"), ("stdin", "false"),
-            ("tty", "false")]
+            ("container", container), ("stdout", "true"), ("stderr", "true"),
+            ("stdin", "true" if stdin else "false"), ("tty", "false")]
         attempt = retry.Attempts(self, "create pods/exec", ("create", "pods/exec", namespace), api_error)
         while True:
             self.requests.sent("create pods/exec")
@@ -501,30 +508,3 @@ def _incluster_namespace() -> Optional[str]:
             return f.read().strip()
     except OSError:
         return None
-
-
-class ClientExec:
-    """Execs for an offline ``Runner`` through the Python client, when kubectl is not on
-    PATH: the client must be imported and connected first, so nothing starts early, but
-    no pod is read either."""
-
-    def __init__(self, kubeconfig: Optional[str], context: Optional[str], namespace: Optional[str]):
-        self.conn = (kubeconfig, context, namespace)
-        self._kube: Optional[Kube] = None
-        self._lock = threading.Lock()
-
-    def prestart(self, namespace: str, pod: str, container: str, command: list[str]) -> None:
-        pass
-
-    def kube(self) -> Kube:
-        """The client, connected on first use (by an exec or the peer lists, whichever comes first)."""
-        with self._lock:
-            if self._kube is None:
-                self._kube = connect(*self.conn)
-            return self._kube
-
-    def exec(self, namespace: str, pod: str, container: str, command: list[str]) -> ExecChannel:
-        return self.kube().exec(namespace, pod, container, command)
-
-    def close(self) -> None:
-        pass

@@ -270,6 +270,12 @@ class WebSocketExec:
         except Exception:  # the status channel may be missing when the connection broke
             return None
 
+    def stop(self) -> None:
+        try:
+            self._ws.write_stdin(b"\n")  # websocket-client sends under its own lock: safe beside a reader
+        except Exception:  # the connection is gone: so is the stream
+            pass
+
     def close(self) -> None:
         try:
             self._ws.close()

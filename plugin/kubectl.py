@@ -1,8 +1,9 @@
-"""The user's kubectl, where it is the faster door to the API than the Python client: a
-warm query's execs (``KubectlExec``), its peer lists (``KubectlGet``) and completion's
-names (``kubectl_words``).  kubectl is on PATH under ``kubectl sockdebug`` (it runs the
+"""Through the user's kubectl, where it is the faster door: a warm query's execs and
+completion's name lists.  kubectl is on PATH under ``kubectl sockdebug`` (it runs the
 plugin and its completion), speaks every auth plugin the user has, and starts in a
-fraction of the client's import time.  Failures are the ``kube`` module's errors."""
+fraction of the Python client's import time.  ``ClientExec`` is the same door through
+the Python client, for when kubectl is not on PATH.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ import time
 from collections.abc import Iterator
 from typing import Any, Optional
 
+from . import kube
 from .errors import AccessError
-from .kube import Forbidden, NotFound, deadline_error
+from .kube import ExecChannel, Forbidden, Kube, NotFound, deadline_error
 
 
 def find_kubectl() -> Optional[str]:
@@ -50,6 +52,34 @@ def kubectl_words(kubeconfig: Optional[str], context: Optional[str], namespace: 
     return proc.stdout.split() if proc.returncode == 0 else None
 
 
+class ClientExec:
+    """Execs for an offline ``Runner`` through the Python client, when kubectl is not on
+    PATH: the client must be imported and connected first, so nothing starts early, but
+    no pod is read either."""
+
+    def __init__(self, kubeconfig: Optional[str], context: Optional[str], namespace: Optional[str]):
+        self.conn = (kubeconfig, context, namespace)
+        self._kube: Optional[Kube] = None
+        self._lock = threading.Lock()
+
+    def prestart(self, namespace: str, pod: str, container: str, command: list[str]) -> None:
+        pass
+
+    def kube(self) -> Kube:
+        """The client, connected on first use (by an exec or the peer lists, whichever comes first)."""
+        with self._lock:
+            if self._kube is None:
+                self._kube = kube.connect(*self.conn)  # looked up now: a test may replace it
+            return self._kube
+
+    def exec(self, namespace: str, pod: str, container: str, command: list[str], stdin: bool = False
+             ) -> ExecChannel:
+        return self.kube().exec(namespace, pod, container, command, stdin)
+
+    def close(self) -> None:
+        pass
+
+
 class KubectlExec:
     """Execs for an offline ``Runner``: one ``kubectl exec`` process each, possibly
     started ahead (``prestart``) and handed out when the runner asks for the same exec."""
@@ -59,17 +89,24 @@ class KubectlExec:
         self._started: dict[tuple[str, ...], KubectlChannel] = {}
         self._lock = threading.Lock()
 
-    def _spawn(self, namespace: str, pod: str, container: str, command: list[str]) -> KubectlChannel:
+    def _spawn(self, namespace: str, pod: str, container: str, command: list[str],
+               stdin: bool = False) -> KubectlChannel:
         import subprocess
 
+        # With stdin, kubectl gets a session of its own: the terminal's Ctrl-C is for the
+        # plugin, which stops the agent through stdin and reads on to its end.
         return KubectlChannel(subprocess.Popen(
-            [*self.base, "-n", namespace, "exec", pod, "-c", container, "--", *command],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+            [*self.base, "-n", namespace, "exec", *(["-i"] if stdin else []), pod, "-c", container, "--", *command],
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            start_new_session=stdin))
 
     def prestart(self, namespace: str, pod: str, container: str, command: list[str]) -> None:
         self._started[(namespace, pod, container, *command)] = self._spawn(namespace, pod, container, command)
 
-    def exec(self, namespace: str, pod: str, container: str, command: list[str]) -> KubectlChannel:
+    def exec(self, namespace: str, pod: str, container: str, command: list[str], stdin: bool = False
+             ) -> KubectlChannel:
+        if stdin:  # never prestarted
+            return self._spawn(namespace, pod, container, command, stdin)
         with self._lock:
             started = self._started.pop((namespace, pod, container, *command), None)
         return started or self._spawn(namespace, pod, container, command)
@@ -121,13 +158,24 @@ class KubectlChannel:
     def returncode(self) -> Optional[int]:
         return self.proc.returncode
 
+    def stop(self) -> None:
+        try:
+            if self.proc.stdin is not None:
+                self.proc.stdin.write(b"\n")
+                self.proc.stdin.close()
+        except OSError:  # kubectl has ended: so has the stream
+            pass
+
     def close(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
-        for pipe in (self.proc.stdout, self.proc.stderr):
+        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             if pipe is not None:
-                pipe.close()
+                try:
+                    pipe.close()
+                except OSError:  # stdin's last byte could not be flushed: kubectl is gone
+                    pass
 
 
 class KubectlGet:

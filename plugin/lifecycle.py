@@ -102,12 +102,14 @@ class NodePods:
     """Short-lived node pods of one run: create, wait, stream, delete."""
 
     CONTAINER = "agent"
+    STOP_GRACE = 10  #: s between SIGTERM and SIGKILL when stopped: the agent drains up to 2 s
 
     def __init__(self, kube: Any, watch: Optional[Callable[[str, str, float], Iterable[dict]]] = None):
         self.kube = kube
         self.watch = watch or kube.watch_pod
         self._live: dict[str, str] = {}  #: pod name -> namespace, until deleted
         self._creating = 0  #: POSTs in flight
+        self._stopping = False  #: stop() was called: a pod that starts afterwards is stopped at once
         self._closed = False  #: the run is ending: no more pods
         self._changed = threading.Condition()
 
@@ -136,6 +138,8 @@ class NodePods:
                     self._changed.notify_all()
             wait_started(self.watch(namespace, name, deadline(timeout)), self.CONTAINER, timeout, one_shot=True,
                          status_of=container_status, what="node agent pod")
+            if self._stopping:
+                self.kube.delete_pod(namespace, name, grace=self.STOP_GRACE)
             yield from read_stream(source, self.kube.logs(namespace, name, self.CONTAINER, follow=True,
                                                           timeout=timeout))
         finally:
@@ -145,6 +149,19 @@ class NodePods:
         self.kube.delete_pod(namespace, name)  # a second delete of the same pod is a harmless 404
         with self._changed:
             self._live.pop(name, None)
+
+    def stop(self) -> None:
+        """Ask the agents of the live node pods to end: a graceful delete, so the kubelet sends
+        SIGTERM and a follow stream (``events``) writes its final tick and ``end`` into the
+        logs being read; ``run`` deletes the pod for good afterwards."""
+        with self._changed:
+            self._stopping = True
+            live = list(self._live.items())
+        for name, namespace in live:
+            try:
+                self.kube.delete_pod(namespace, name, grace=self.STOP_GRACE)
+            except Exception:  # best effort: the next pod must still be asked
+                continue
 
     def close(self, grace: float = 5.0) -> None:
         """Delete every node pod still alive (a worker was interrupted mid-way); a POST
