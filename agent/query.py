@@ -99,12 +99,12 @@ class Query(Value):
     """One agent command: what the plugin asks and the agent answers."""
 
     __slots__ = ("all_processes", "command", "count", "duration", "fail_on", "flags", "host", "no_watch", "rcvbuf",
-                 "sockets", "tick", "words")
+                 "sockets", "stdin_stop", "tick", "words")
 
     def __init__(self, command: str = "sockets", flags: Optional[SocketFlags] = None, words: Sequence[str] = (),
                  fail_on: str = "never", sockets: bool = False, host: bool = False, all_processes: bool = False,
                  duration: Optional[str] = None, count: Optional[int] = None, tick: Optional[float] = None,
-                 no_watch: bool = False, rcvbuf: Optional[int] = None):
+                 no_watch: bool = False, rcvbuf: Optional[int] = None, stdin_stop: bool = False):
         self.command = command  #: one of COMMANDS
         self.flags = flags if flags is not None else SocketFlags()  #: sockets, pods
         self.words = tuple(words)  #: sockets, pods: ss state words and filter expression, as given
@@ -117,6 +117,7 @@ class Query(Value):
         self.tick = tick  #: events --tick, seconds; None: the agent's default
         self.no_watch = no_watch  #: events --no-watch
         self.rcvbuf = rcvbuf  #: events --rcvbuf, bytes; None: the agent's default
+        self.stdin_stop = stdin_stop  #: events --stdin-stop: a byte or EOF on stdin ends it as SIGINT does
 
     # -- argv
     def to_argv(self) -> list[str]:
@@ -233,13 +234,13 @@ class Query(Value):
 
 
 _BOOLEAN_OPTIONS = (("sockets", "--sockets"), ("host", "--host"), ("all_processes", "--all-processes"),
-                    ("no_watch", "--no-watch"))
+                    ("no_watch", "--no-watch"), ("stdin_stop", "--stdin-stop"))
 _VALUE_OPTIONS = (("duration", "--for"), ("count", "--count"), ("tick", "--tick"), ("rcvbuf", "--rcvbuf"))
 _OPTION_COMMAND = {"fail_on": "triage", "sockets": "triage", "host": "triage", "all_processes": "limits",
                    "no_watch": "events", "duration": "events", "count": "events", "tick": "events",
-                   "rcvbuf": "events"}
+                   "rcvbuf": "events", "stdin_stop": "events"}
 _DEFAULTS = {"fail_on": "never", "sockets": False, "host": False, "all_processes": False, "no_watch": False,
-             "duration": None, "count": None, "tick": None, "rcvbuf": None}
+             "duration": None, "count": None, "tick": None, "rcvbuf": None, "stdin_stop": False}
 _DURATION = re.compile(r"^ *([0-9]{1,9}(?:\.[0-9]{0,9})?|\.[0-9]{1,9}) *(ms|s|m|h)? *$")  # ASCII digits, as ss
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
@@ -374,6 +375,9 @@ def _add_events_arguments(p: Any, flag_action: Any, also: dict) -> None:
     p.add_argument("--rcvbuf", type=ascii_integer, metavar="BYTES",
                    help="netlink receive buffer to ask for (default 8 MiB; above net.core.rmem_max only with "
                         "CAP_NET_ADMIN)")
+    p.add_argument("--stdin-stop", action="store_true",
+                   help="end as SIGINT does when stdin has a byte or reaches EOF (for a reader that cannot send "
+                        "signals: the plugin over `kubectl exec`)")
     p.add_argument("filter", nargs="*", metavar="FILTER", help="ss filter expression, e.g. 'dport = :443' (state "
                    "words are ignored, as by ss -E)")
 

@@ -362,7 +362,7 @@ class Tick(NamedTuple):
     interval: EventCounts  #: since the previous tick
     total: EventCounts  #: since the subscription started
     final: bool = False
-    ended_by: Optional[str] = None  #: final tick: count | for | SIGINT | SIGTERM
+    ended_by: Optional[str] = None  #: final tick: count | for | SIGINT | SIGTERM | stdin
 
 
 RECORD_TYPES: dict[str, type] = {

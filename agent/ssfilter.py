@@ -328,7 +328,10 @@ def inet_prefix(text: str, version: int) -> Optional[tuple[int, int, int]]:
 
 def valid_ifname(name: str) -> bool:
     """The kernel's dev_valid_name: 1-15 bytes, not . or .., no '/', ':' or white space."""
-    size = len(name.encode("utf-8", "surrogateescape"))
+    try:
+        size = len(name.encode("utf-8", "surrogateescape"))
+    except UnicodeEncodeError:  # a lone surrogate no argv decoding makes: no name a kernel takes
+        return False
     return 0 < size < 16 and name not in (".", "..") and not any(c in name for c in "/:" + _C_SPACE)
 
 

@@ -67,6 +67,10 @@ def run_command(opts: options.Options) -> int:
         from . import stop
 
         return stop.run(opts)
+    if isinstance(opts, options.InspectOptions) and opts.events:
+        from . import events_run
+
+        return events_run.run(opts)
     from . import warm
 
     early = warm.prestart(opts)  # the execs of a warm query start before the rest is imported

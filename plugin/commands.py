@@ -178,10 +178,10 @@ def watch_loop(runner: Runner, targets: list[Any], queries: list[Any], interval:
                 print(f"# {time.strftime('%H:%M:%S')}  every {interval:g}s  (+ new, - closed; Ctrl-C to stop)")
             style = output.Style(printing.kind == "wide", render.use_color(sys.stdout), printing.show_headers,
                                  printing.sort)
-            _, peer_name = output.peer_forms(namer(lookup, shown, keep=True))
+            peer_dict, peer_name = output.peer_forms(namer(lookup, shown, keep=True))
             print(render.sockets_table(shown, wide=style.wide, color=style.color, marker=mark,
-                                       show_headers=style.show_headers, sort=output.sorter(style), peer=peer_name),
-                  flush=True)
+                                       show_headers=style.show_headers, sort=output.sorter(style, peer_dict),
+                                       peer=peer_name), flush=True)
             gone_last = {socket_key(r.target, s): s for r in results for s in r.of("socket")}
             previous = current
             time.sleep(interval)

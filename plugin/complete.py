@@ -97,7 +97,7 @@ def _positionals(words: Sequence[str]) -> list[str]:
 
 def _kubectl(words: Sequence[str], *args: str) -> Optional[list[str]]:
     """What ``kubectl ARGS`` prints, with the connection flags typed so far (None: no answer)."""
-    from .kube import kubectl_words
+    from .kubectl import kubectl_words
 
     return kubectl_words(_option(words, "--kubeconfig"), _option(words, "--context"),
                          _option(words, "-n", "--namespace"), *args, timeout=_TIMEOUT_S)

@@ -264,6 +264,10 @@ def text(report: Report, scope: dict[str, Any], color: bool = False, empty: str 
     what = (", ".join(f"node/{escape(n)}" for n in scope["nodes"]) if scope.get("nodes") and not report.pods
             else f"{report.inspected} of {report.pods} pods")
     out.append(f"{what} inspected via {scope.get('via', '?')}{elapsed}: {tally}")
+    if scope.get("requests"):  # retry.Requests.as_dict(): what the run asked of the API server
+        from .retry import summary_line
+
+        out.append(f"API: {summary_line(scope['requests'])}")
     return "\n".join(out)
 
 

@@ -88,6 +88,7 @@ IDLE_TIMEOUT = Flag("idle_timeout", ("--idle-timeout",), float, float(IDLE_TIMEO
 FAIL_ON = Flag("fail_on", ("--fail-on",), str, None, "exit 1 on findings of this severity or worse "
                f"({_pipe(choices.SEVERITIES)})", choices=choices.SEVERITIES)
 SELECTOR = Flag("selector", ("-l", "--selector"), str, None, "pods with these labels")
+EVENTS_FOR = "30s"  #: how long --events follows without --for
 
 
 def _switch(dest: str, names: tuple[str, ...], help: str) -> Flag:
@@ -161,6 +162,11 @@ INSPECT = Command(
           "sockets", metavar="[=SECONDS]"),
      Flag("peers", ("--peers",), bool, True, "name remote addresses that are pods, Services or nodes (one list "
           "of each per run); on by default", off=("--no-peers",), show_default=False),
+     _switch("events", ("--events",), "follow connections as they close (ss -E): a row each, with its peer, "
+             "then totals per peer; in every pod of a workload, selector or Service"),
+     Flag("duration", ("--for",), str, None, f"with --events: how long to follow (default {EVENTS_FOR}; 2m, 500ms, "
+          "seconds)", metavar="DURATION"),
+     Flag("count", ("--count",), int, None, "with --events: stop after N connections in all", metavar="N"),
      PROFILE, IMAGE, PULL, TIMEOUT, IDLE_TIMEOUT),
     EPILOG)
 
@@ -171,15 +177,19 @@ SWEEP = Command(
     (NAMESPACE, ALL_NAMESPACES,
      SELECTOR._replace(help="only pods with these labels"),
      VIA, CONTEXT, KUBECONFIG, SWEEP_OUTPUT, NO_HEADERS, SORT_BY, FAIL_ON,
-     Flag("parallel", ("--parallel",), int, 8, "pods (or nodes) inspected at once"),
+     Flag("parallel", ("--parallel",), int, 8, "agents added and queried at once (pods wait for their agents "
+          "together), or nodes inspected at once"),
+     _switch("verbose", ("-v", "--verbose"), "each API retry as it happens, and the requests made by kind"),
      PROFILE, IMAGE, PULL, TIMEOUT, IDLE_TIMEOUT))
 
 TRIAGE = Command(
     "triage",
     "On-call triage of one pod or node: findings first (most severe first), then the numbers behind them.",
     (Arg("target", "pod/NAME, NAME, a workload, or node/NAME", required=True),),
-    (NAMESPACE, CONTEXT, KUBECONFIG, CONTAINER, TRIAGE_OUTPUT, NO_HEADERS, SORT_BY, FAIL_ON, PROFILE, IMAGE, PULL,
-     TIMEOUT, IDLE_TIMEOUT))
+    (NAMESPACE, CONTEXT, KUBECONFIG, CONTAINER, TRIAGE_OUTPUT, NO_HEADERS, SORT_BY, FAIL_ON,
+     Flag("events", ("--events",), str, None, "also follow closed connections for DURATION (10s, 1m) and judge "
+          "them: resets, failed connects, churn, per peer", metavar="DURATION"),
+     PROFILE, IMAGE, PULL, TIMEOUT, IDLE_TIMEOUT))
 
 AGENTS = Command(
     "agents",

@@ -1,25 +1,31 @@
-"""The only module that talks to the Kubernetes API: through the official client, and
-through the user's kubectl where that is the faster door (a warm query's execs,
-completion's names; see the end of the module).
+"""The only module that talks to the Kubernetes API through the official client
+(``kubectl.py`` is the other door, through the user's kubectl: a warm query's execs,
+completion's names).
 
 ``Kube`` speaks the API in plain dicts and turns every HTTP failure into a
 ``SockdebugError`` subclass that names the cause and the fix.  Below it sits a
 *transport* (``request`` and ``exec``): ``kubeclient.ClientTransport`` in real runs
 (the official client's ``ApiClient``: kubeconfig, auth, TLS, exec credential plugins),
 an in-memory double built from recorded answers in unit tests.  Everything above
-``Kube`` (runner, targets, commands) never sees HTTP.  Retries and request counting
-belong here too, when they come.
+``Kube`` (runner, targets, commands) never sees HTTP.
+
+Every request is counted (``Kube.requests``, a ``retry.Requests``) and retried under
+pressure as ``retry.py`` describes: 429 for any verb, transient 5xx and broken
+connections for idempotent calls; a write that may have landed is checked first
+(``add_ephemeral_container``: is our container in the pod's spec?  ``create_pod``: does
+the pod exist?) and sent again only when it did not land.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import threading
+import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Optional, Protocol
 
+from . import retry
 from .errors import AccessError, AgentError, InjectError, SockdebugError, TargetError
 
 # (resource path segment, API prefix) per workload kind accepted in TARGET.
@@ -33,24 +39,32 @@ SMP = "application/strategic-merge-patch+json"
 # --- the transport boundary ------------------------------------------------------------
 
 class Unreachable(Exception):
-    """The API server could not be reached at all (DNS, TCP, TLS)."""
+    """The API server could not be reached (DNS, TCP, TLS), or the connection broke.
+    ``transient``: it broke after it was made (a reset, closed before the answer, a read
+    timeout), so another attempt may work; the request may have reached the server."""
+
+    def __init__(self, message: str, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
 
 
 class Refused(Exception):
     """An exec upgrade the API server answered with an HTTP error instead."""
 
-    def __init__(self, status: int, body: bytes):
+    def __init__(self, status: int, body: bytes, headers: Optional[Mapping[str, str]] = None):
         super().__init__(f"{status}: {body[:200]!r}")
-        self.status, self.body = status, body
+        self.status, self.body, self.headers = status, body, headers or {}
 
 
 class Response(Protocol):
     status: int
     data: bytes  #: the whole body (reading it consumes the stream)
+    headers: Mapping[str, str]
 
     def stream(self, amt: int) -> Iterator[bytes]: ...
     def __iter__(self) -> Iterator[bytes]: ...  # lines, as a watch sends them
     def release_conn(self) -> None: ...
+    def shutdown(self) -> None: ...  # streams only: ends a blocked read from another thread
 
 
 class ExecChannel(Protocol):
@@ -61,6 +75,9 @@ class ExecChannel(Protocol):
     def chunks(self, deadline: float) -> Iterator[bytes]: ...
     @property
     def returncode(self) -> Optional[int]: ...
+    def stop(self) -> None:
+        """Write a byte to the process's stdin (an exec started with ``stdin``): how a
+        follow stream (``events --stdin-stop``) is asked to end, as an exec has no signals."""
     def close(self) -> None: ...
 
 
@@ -99,16 +116,8 @@ class NotFound(TargetError):
     details: dict[str, Any] = {}  #: the Status body's ``details`` (kind, name), empty for an unknown path
 
 
-def _status(body: bytes) -> dict[str, Any]:
-    try:
-        status = json.loads(body)
-    except ValueError:
-        return {}
-    return status if isinstance(status, dict) else {}
-
-
 def _message(body: bytes) -> str:
-    return _status(body).get("message", "") or body.decode("utf-8", "replace")[:300]
+    return retry.status_body(body).get("message", "") or body.decode("utf-8", "replace")[:300]
 
 
 def api_error(status: int, body: bytes, what: tuple[str, str, Optional[str]]) -> SockdebugError:
@@ -128,7 +137,7 @@ def api_error(status: int, body: bytes, what: tuple[str, str, Optional[str]]) ->
     if status == 404:
         where = f" in namespace {namespace}" if namespace else ""
         missing = NotFound(f"{resource} not found{where}", "check the name and the namespace (-n NAMESPACE)")
-        missing.details = _status(body).get("details") or {}
+        missing.details = retry.status_body(body).get("details") or {}
         return missing
     if status == 409:
         return AccessError(f"conflict on {verb} {resource}: {message}",
@@ -152,34 +161,66 @@ class Kube:
     """The API of one cluster, as seen through one kubeconfig context."""
 
     def __init__(self, transport: Transport, namespace: str = "default", context: str = "",
-                 request_timeout: float = 30.0):
+                 request_timeout: float = 30.0, policy: retry.Retry = retry.DEFAULT):
         self.transport = transport
         self.namespace, self.context = namespace, context
         self.host = transport.host
         self._timeout = request_timeout
+        self.policy = policy
+        self.requests = retry.Requests()  #: every request of this run, and its retries
+        self.trace: Optional[Callable[[str], None]] = None  #: told about each retry (``-v``)
+        self.sleep: Callable[[float], None] = time.sleep
+        self.rng = random.Random()
 
     def _request(self, method: str, path: str, *, query: Optional[list] = None, body: Any = None,
                  content_type: Optional[str] = None, stream: bool = False, timeout: Optional[float] = None,
-                 what: tuple[str, str, Optional[str]] = ("get", "", None)) -> Any:
-        """One API call: the decoded JSON, or the open response with ``stream``."""
+                 what: tuple[str, str, Optional[str]] = ("get", "", None),
+                 landed: Optional[Callable[[], Any]] = None) -> Any:
+        """One API call: the decoded JSON, or the open response with ``stream``; retried as
+        ``retry.py`` says.  ``landed`` makes a write retriable after a 5xx or a broken
+        connection: it returns what the call would have (the object) when the write took
+        effect, else None, and only then is the write sent again."""
         headers = {"Accept": "application/json"}
         if content_type:
             headers["Content-Type"] = content_type
-        try:
-            resp = self.transport.request(method, path, query=query or [], headers=headers, body=body,
-                                          timeout=self._timeout if timeout is None else timeout, stream=stream)
-        except Unreachable as exc:
-            raise AccessError(f"the API server at {self.host} is unreachable ({str(exc)[:200]})",
-                              "check the cluster is up and the kubeconfig's server address "
-                              "(`kubectl cluster-info`)") from None
-        if not 200 <= resp.status <= 299:
+        idempotent = method in ("GET", "DELETE") or path.endswith("accessreviews")
+        kind = retry.kind(method, path, query or [])
+        attempt = retry.Attempts(self, kind, what, api_error)
+        while True:
+            self.requests.sent(kind)
             try:
-                raise api_error(resp.status, resp.data, what) from None
-            finally:
-                resp.release_conn()
-        if stream:
-            return resp
-        return json.loads(resp.data)
+                resp = self.transport.request(method, path, query=query or [], headers=headers, body=body,
+                                              timeout=self._timeout if timeout is None else timeout, stream=stream)
+            except Unreachable as exc:
+                if not exc.transient:
+                    raise self.unreachable(exc) from None
+                failure: tuple[str, Any] = ("reset", exc)
+                wait = None
+            else:
+                if 200 <= resp.status <= 299:
+                    return resp if stream else json.loads(resp.data)
+                try:
+                    data = resp.data
+                finally:
+                    resp.release_conn()
+                reason = retry.why_retry(resp.status, resp.headers, data)
+                if reason is None:
+                    raise api_error(resp.status, data, what) from None
+                failure, wait = (reason, (resp.status, data)), retry.retry_after(resp.headers, data)
+            if failure[0] != "429" and not idempotent:  # it may have run: check, never resend blindly
+                if landed is None:
+                    raise attempt.error(failure) from None
+                got = landed()
+                if got is not None:
+                    self.requests.found_landed()
+                    if self.trace is not None:
+                        self.trace(f"api: {kind} ({what[1]}) failed but had taken effect: not sent again")
+                    return got
+            attempt.wait(failure, wait)
+
+    def unreachable(self, exc: Unreachable) -> AccessError:
+        return AccessError(f"the API server at {self.host} is unreachable ({str(exc)[:200]})",
+                           "check the cluster is up and the kubeconfig's server address (`kubectl cluster-info`)")
 
     # --- reads ---------------------------------------------------------------------------
 
@@ -258,11 +299,18 @@ class Kube:
 
     def add_ephemeral_container(self, namespace: str, pod: str, container: dict) -> dict:
         """Strategic merge patch on pods/ephemeralcontainers (as kubectl debug does):
-        ``ephemeralContainers`` merges by name, so this only adds ours."""
+        ``ephemeralContainers`` merges by name, so this only adds ours.  After a 5xx or a
+        broken connection the patch may have landed: the pod is read, and the patch is sent
+        again only when our container is not in its spec (a second one would stay forever)."""
+        def landed() -> Optional[dict]:
+            current = self.get_pod(namespace, pod)
+            names = {c.get("name") for c in current.get("spec", {}).get("ephemeralContainers") or []}
+            return current if container["name"] in names else None
+
         try:
             return self._request("PATCH", f"/api/v1/namespaces/{namespace}/pods/{pod}/ephemeralcontainers",
                                  body={"spec": {"ephemeralContainers": [container]}}, content_type=SMP,
-                                 what=("patch", "pods/ephemeralcontainers", namespace))
+                                 what=("patch", "pods/ephemeralcontainers", namespace), landed=landed)
         except NotFound as exc:
             if exc.details.get("name") == pod:  # the pod itself went away
                 raise TargetError(f"pod {pod} not found in namespace {namespace} (it went away)",
@@ -273,13 +321,25 @@ class Kube:
                               ">= 1.23 with the feature enabled") from None
 
     def create_pod(self, namespace: str, body: dict) -> dict:
-        return self._request("POST", f"/api/v1/namespaces/{namespace}/pods", body=body,
-                             content_type="application/json", what=("create", "pods", namespace))
+        """After a 5xx or a broken connection the pod may exist already (its name is ours
+        alone: a random suffix): it is read, and created again only when it does not."""
+        name = body["metadata"]["name"]
 
-    def delete_pod(self, namespace: str, name: str) -> None:
+        def landed() -> Optional[dict]:
+            try:
+                return self.get_pod(namespace, name)
+            except NotFound:
+                return None
+
+        return self._request("POST", f"/api/v1/namespaces/{namespace}/pods", body=body,
+                             content_type="application/json", what=("create", "pods", namespace), landed=landed)
+
+    def delete_pod(self, namespace: str, name: str, grace: int = 0) -> None:
+        """``grace`` > 0: the kubelet sends SIGTERM and waits that long (a node pod's agent
+        then ends its stream itself)."""
         try:
             self._request("DELETE", f"/api/v1/namespaces/{namespace}/pods/{name}",
-                          query=[("gracePeriodSeconds", "0")], what=("delete", f"pod {name}", namespace))
+                          query=[("gracePeriodSeconds", str(grace))], what=("delete", f"pod {name}", namespace))
         except NotFound:
             pass  # already gone
 
@@ -292,12 +352,7 @@ class Kube:
         version = pod["metadata"]["resourceVersion"]
         while time.monotonic() < deadline:
             remaining = max(1, int(deadline - time.monotonic()) + 1)
-            resp = self._request(
-                "GET", f"/api/v1/namespaces/{namespace}/pods",
-                query=[("watch", "true"), ("fieldSelector", f"metadata.name={name}"),
-                       ("resourceVersion", version), ("timeoutSeconds", str(remaining)),
-                       ("allowWatchBookmarks", "false")],
-                stream=True, timeout=remaining + 5, what=("watch", "pods", namespace))
+            resp = self.watch_pods(namespace, version, remaining, field_selector=f"metadata.name={name}")
             try:
                 for line in resp:
                     event = json.loads(line)
@@ -311,24 +366,55 @@ class Kube:
                     yield pod
                     if time.monotonic() >= deadline:
                         return
+            except Unreachable:  # the stream broke: resume from the last version seen
+                self.requests.retried("reset")
             finally:
                 resp.release_conn()
 
-    def exec(self, namespace: str, pod: str, container: str, command: list[str]) -> ExecChannel:
+    def watch_pods(self, namespace: str, version: Optional[str], seconds: int, selector: Optional[str] = None,
+                   field_selector: Optional[str] = None) -> Response:
+        """One watch of the pods of ``namespace`` (open, one JSON event per line) from
+        ``version``, or, without one, starting with every pod as ADDED; the server ends
+        it after ``seconds``."""
+        query = [("watch", "true"), ("timeoutSeconds", str(seconds)), ("allowWatchBookmarks", "false")]
+        if version:
+            query.append(("resourceVersion", version))
+        if selector:
+            query.append(("labelSelector", selector))
+        if field_selector:
+            query.append(("fieldSelector", field_selector))
+        return self._request("GET", f"/api/v1/namespaces/{namespace}/pods", query=query, stream=True,
+                             timeout=seconds + 5, what=("watch", "pods", namespace))
+
+    def exec(self, namespace: str, pod: str, container: str, command: list[str], stdin: bool = False
+             ) -> ExecChannel:
+        """Start an exec.  Retried like a GET (429, transient 5xx, a broken handshake): the
+        agent's queries only read, so running one again is harmless.  ``stdin``: keep the
+        process's stdin open (``ExecChannel.stop`` writes to it)."""
         query = [("command", c) for c in command] + [
-            ("container", container), ("stdout", "true"), ("stderr", "true"), ("stdin", "false"),
-            ("tty", "false")]
-        try:
-            return self.transport.exec(f"/api/v1/namespaces/{namespace}/pods/{pod}/exec", query)
-        except Refused as exc:
-            if _gone(exc.status, _message(exc.body)):
-                raise NotFound(f"pod {pod} or its agent container {container} is gone ({_message(exc.body)})",
-                               "run again: a new agent container will be added") from None
-            raise api_error(exc.status, exc.body, ("create", "pods/exec", namespace)) from None
-        except Unreachable as exc:
-            raise AccessError(f"exec into {pod} failed: {str(exc)[:300]}",
-                              "check that the API server can reach the node's kubelet (`kubectl logs` works?)"
-                              ) from None
+            ("container", container), ("stdout", "true"), ("stderr", "true"),
+            ("stdin", "true" if stdin else "false"), ("tty", "false")]
+        attempt = retry.Attempts(self, "create pods/exec", ("create", "pods/exec", namespace), api_error)
+        while True:
+            self.requests.sent("create pods/exec")
+            try:
+                return self.transport.exec(f"/api/v1/namespaces/{namespace}/pods/{pod}/exec", query)
+            except Refused as exc:
+                if _gone(exc.status, _message(exc.body)):
+                    raise NotFound(f"pod {pod} or its agent container {container} is gone ({_message(exc.body)})",
+                                   "run again: a new agent container will be added") from None
+                reason = retry.why_retry(exc.status, exc.headers, exc.body)
+                if reason is None:
+                    raise api_error(exc.status, exc.body, ("create", "pods/exec", namespace)) from None
+                failure: tuple[str, Any] = (reason, (exc.status, exc.body))
+                wait = retry.retry_after(exc.headers, exc.body)
+            except Unreachable as exc:
+                if not exc.transient:
+                    raise AccessError(f"exec into {pod} failed: {str(exc)[:300]}",
+                                      "check that the API server can reach the node's kubelet (`kubectl logs` "
+                                      "works?)") from None
+                failure, wait = ("reset", exc), None
+            attempt.wait(failure, wait)
 
     def logs(self, namespace: str, pod: str, container: str, *, follow: bool, timeout: float) -> Iterator[bytes]:
         resp = self._request(
@@ -375,6 +461,8 @@ def connect(kubeconfig: Optional[str] = None, context: Optional[str] = None, nam
 
     k8s = load()
     cfg = k8s.Configuration()
+    cfg.retries = False  # Kube._request retries, counts and reports; urllib3 would do it silently
+    cfg.connection_pool_maxsize = 64  # a sweep's threads share it; a full pool reconnects (TLS) each time
     default_ns = "default"
     try:
         if kubeconfig or context or _kubeconfig_present():
@@ -420,177 +508,3 @@ def _incluster_namespace() -> Optional[str]:
             return f.read().strip()
     except OSError:
         return None
-
-
-# --- through the user's kubectl, where it is the faster door -------------------------------
-# A warm query's execs and completion's name lists go through kubectl: it is on PATH under
-# `kubectl sockdebug` (it runs the plugin and its completion), speaks every auth plugin the
-# user has, and starts in a fraction of the Python client's import time.
-
-def find_kubectl() -> Optional[str]:
-    """kubectl on PATH, as the shell finds it (shutil.which, without shutil's imports)."""
-    for folder in os.get_exec_path():
-        path = os.path.join(folder, "kubectl")
-        if os.path.isfile(path) and os.access(path, os.X_OK):
-            return path
-    return None
-
-
-def kubectl_connection(kubeconfig: Optional[str], context: Optional[str],
-                       namespace: Optional[str] = None) -> list[str]:
-    """kubectl's flags for the connection the user typed (nothing: kubectl's defaults)."""
-    return [f"{flag}={value}" for flag, value in (("--kubeconfig", kubeconfig), ("--context", context),
-                                                  ("--namespace", namespace)) if value is not None]
-
-
-def kubectl_words(kubeconfig: Optional[str], context: Optional[str], namespace: Optional[str], *args: str,
-                  timeout: float = 5) -> Optional[list[str]]:
-    """The words ``kubectl ARGS`` prints, or None when kubectl is missing, slow or refused."""
-    import subprocess
-
-    kubectl = find_kubectl()
-    if kubectl is None:
-        return None
-    try:
-        proc = subprocess.run([kubectl, *kubectl_connection(kubeconfig, context, namespace), *args,
-                               f"--request-timeout={timeout:g}s"], capture_output=True, text=True,
-                              timeout=timeout + 2, stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return proc.stdout.split() if proc.returncode == 0 else None
-
-
-class ClientExec:
-    """Execs for an offline ``Runner`` through the Python client, when kubectl is not on
-    PATH: the client must be imported and connected first, so nothing starts early, but
-    no pod is read either."""
-
-    def __init__(self, kubeconfig: Optional[str], context: Optional[str], namespace: Optional[str]):
-        self.conn = (kubeconfig, context, namespace)
-        self._kube: Optional[Kube] = None
-        self._lock = threading.Lock()
-
-    def prestart(self, namespace: str, pod: str, container: str, command: list[str]) -> None:
-        pass
-
-    def kube(self) -> Kube:
-        """The client, connected on first use (by an exec or the peer lists, whichever comes first)."""
-        with self._lock:
-            if self._kube is None:
-                self._kube = connect(*self.conn)
-            return self._kube
-
-    def exec(self, namespace: str, pod: str, container: str, command: list[str]) -> ExecChannel:
-        return self.kube().exec(namespace, pod, container, command)
-
-    def close(self) -> None:
-        pass
-
-
-class KubectlExec:
-    """Execs for an offline ``Runner``: one ``kubectl exec`` process each, possibly
-    started ahead (``prestart``) and handed out when the runner asks for the same exec."""
-
-    def __init__(self, kubectl: str, kubeconfig: Optional[str] = None, context: Optional[str] = None):
-        self.base = [kubectl, *kubectl_connection(kubeconfig, context)]
-        self._started: dict[tuple[str, ...], KubectlChannel] = {}
-        self._lock = threading.Lock()
-
-    def _spawn(self, namespace: str, pod: str, container: str, command: list[str]) -> KubectlChannel:
-        import subprocess
-
-        return KubectlChannel(subprocess.Popen(
-            [*self.base, "-n", namespace, "exec", pod, "-c", container, "--", *command],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
-
-    def prestart(self, namespace: str, pod: str, container: str, command: list[str]) -> None:
-        self._started[(namespace, pod, container, *command)] = self._spawn(namespace, pod, container, command)
-
-    def exec(self, namespace: str, pod: str, container: str, command: list[str]) -> KubectlChannel:
-        with self._lock:
-            started = self._started.pop((namespace, pod, container, *command), None)
-        return started or self._spawn(namespace, pod, container, command)
-
-    def close(self) -> None:
-        """End the execs nobody asked for (the run took another turn)."""
-        with self._lock:
-            left, self._started = list(self._started.values()), {}
-        for channel in left:
-            channel.close()
-
-
-class KubectlChannel:
-    """stdout of ``kubectl exec`` as it arrives; stderr and the exit code after.  A kubectl
-    that exits non-zero before any output could not reach the agent: ``NotFound``."""
-
-    def __init__(self, proc: Any):
-        self.proc = proc
-        self.stderr = b""
-
-    def chunks(self, deadline: float) -> Iterator[bytes]:
-        import selectors
-
-        proc, got = self.proc, False
-        assert proc.stdout is not None and proc.stderr is not None
-        with selectors.DefaultSelector() as sel:
-            sel.register(proc.stdout, selectors.EVENT_READ)
-            sel.register(proc.stderr, selectors.EVENT_READ)
-            while sel.get_map():
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    self.close()
-                    raise deadline_error()
-                for ready, _ in sel.select(min(left, 5.0)):
-                    data = os.read(ready.fd, 65536)
-                    if not data:
-                        sel.unregister(ready.fileobj)
-                    elif ready.fileobj is proc.stdout:
-                        got = True
-                        yield data
-                    else:
-                        self.stderr += data
-        proc.wait()
-        if proc.returncode and not got:
-            last = (self.stderr.decode("utf-8", "replace").strip().splitlines() or ["no output"])[-1]
-            raise NotFound(f"kubectl exec failed: {last[:200]}", None)
-
-    @property
-    def returncode(self) -> Optional[int]:
-        return self.proc.returncode
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        for pipe in (self.proc.stdout, self.proc.stderr):
-            if pipe is not None:
-                pipe.close()
-
-
-class KubectlGet:
-    """One ``kubectl get --raw PATH`` started now and read later: a GET that costs a warm
-    query no client import.  ``result()`` is the decoded answer, or raises ``Forbidden``
-    (kubectl says "Forbidden") or ``AccessError``; ``cancel()`` ends it unread."""
-
-    def __init__(self, kubectl: str, kubeconfig: Optional[str], context: Optional[str], path: str,
-                 timeout: float = 30):
-        import subprocess
-
-        self.path = path
-        self.proc = subprocess.Popen([kubectl, *kubectl_connection(kubeconfig, context), "get", "--raw", path,
-                                      f"--request-timeout={timeout:g}s"],
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-    def result(self) -> Any:
-        out, err = self.proc.communicate()
-        if self.proc.returncode == 0:
-            return json.loads(out)
-        message = err.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no output"]
-        if "forbidden" in message[0].lower():
-            raise Forbidden("get", self.path, None, message[0][:300])
-        raise AccessError(f"kubectl get --raw {self.path} failed: {message[0][:300]}", "")
-
-    def cancel(self) -> None:
-        """End it if it still runs (whoever waits in ``result`` reaps it)."""
-        if self.proc.poll() is None:
-            self.proc.kill()

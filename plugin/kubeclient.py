@@ -19,6 +19,7 @@ pyproject.toml; if anything about it differs, ``load`` falls back to the plain
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import os
 import re
 import sys
@@ -104,16 +105,20 @@ class ClientTransport:
         from .kube import Unreachable
 
         try:
-            return self.api.call_api(
+            resp = self.api.call_api(
                 path, method, query_params=query, header_params=headers, body=body,
                 auth_settings=["BearerToken"], _preload_content=False, _return_http_data_only=True,
                 _request_timeout=(_CONNECT_TIMEOUT, timeout))
+            if not stream:
+                resp.data  # noqa: B018 - read it here, where a connection that breaks mid-body is recognised
+                return resp
+            return Streamed(resp)
         except self._k8s.ApiException as exc:
             if not exc.status:  # the client's wrapping of a TLS failure
                 raise Unreachable(_reason(exc)) from None
-            return _Failed(exc.status, exc.body or b"")
+            return _Failed(exc.status, exc.body or b"", exc.headers)
         except HTTPError as exc:
-            raise Unreachable(_reason(exc)) from None
+            raise Unreachable(_reason(exc), _broke(exc)) from None
 
     def exec(self, path: str, query: list) -> WebSocketExec:
         from .kube import Refused, Unreachable
@@ -127,20 +132,85 @@ class ClientTransport:
             reason = str(exc.reason or "")
             status = re.search(r"[Hh]andshake status (\d{3})", reason)
             if status:
-                raise Refused(int(status.group(1)), _handshake_body(reason)) from None
-            raise Unreachable(reason.strip()[:300]) from None
+                wait = _RETRY_AFTER.search(reason)
+                raise Refused(int(status.group(1)), _handshake_body(reason),
+                              {"Retry-After": wait.group(1)} if wait else None) from None
+            raise Unreachable(reason.strip()[:300], bool(_BROKE.search(reason))) from None
         return WebSocketExec(ws)
+
+
+class Streamed:
+    """A streamed answer (a watch, logs) whose broken connection mid-stream is an
+    ``Unreachable`` (transient), not a urllib3 exception."""
+
+    def __init__(self, resp: Any):
+        self._resp = resp
+        self.status, self.headers = resp.status, resp.headers
+
+    @property
+    def data(self) -> bytes:
+        return self._guard(lambda: [self._resp.data])[0]
+
+    def stream(self, amt: int) -> Iterator[bytes]:
+        return self._guarded(self._resp.stream(amt))
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._guarded(iter(self._resp))
+
+    def release_conn(self) -> None:
+        self._resp.release_conn()
+
+    def shutdown(self) -> None:
+        """End the stream from another thread: a blocked read returns (urllib3 >= 2.3
+        shuts the socket down; before that, closing is the best there is)."""
+        getattr(self._resp, "shutdown", self._resp.close)()
+
+    def _guarded(self, it: Iterator[bytes]) -> Iterator[bytes]:
+        while True:
+            chunk = self._guard(lambda: list(itertools.islice(it, 1)))
+            if not chunk:
+                return
+            yield chunk[0]
+
+    @staticmethod
+    def _guard(read: Any) -> Any:
+        from urllib3.exceptions import HTTPError
+
+        from .kube import Unreachable
+
+        try:
+            return read()
+        except HTTPError as exc:
+            raise Unreachable(_reason(exc), True) from None
 
 
 class _Failed:
     """An HTTP error answer, shaped like the urllib3 response kube.Kube reads."""
 
-    def __init__(self, status: int, body: Any):
+    def __init__(self, status: int, body: Any, headers: Any = None):
         self.status = status
         self.data = body.encode() if isinstance(body, str) else bytes(body)
+        self.headers = headers or {}
 
     def release_conn(self) -> None:
         pass
+
+
+# A websocket handshake that broke after the connection was made (the client flattens
+# every failure into text), and the Retry-After header of a refused one.
+_BROKE = re.compile(r"reset|broken pipe|timed out|connection (?:is already )?closed|EOF|aborted|"
+                    r"remote end closed", re.I)
+_RETRY_AFTER = re.compile(r"""['"]retry-after['"]\s*:\s*['"](\d+)['"]""", re.I)
+
+
+def _broke(exc: Exception) -> bool:
+    """urllib3: the connection broke after it was made (reset, closed before the answer,
+    read timeout): another attempt may work.  Refused, DNS, TLS and connect timeouts: no."""
+    from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError, ReadTimeoutError
+
+    if isinstance(exc, MaxRetryError) and exc.reason is not None:
+        exc = exc.reason
+    return isinstance(exc, (ProtocolError, ReadTimeoutError)) and not isinstance(exc, NewConnectionError)
 
 
 def _reason(exc: Exception) -> str:
@@ -199,6 +269,12 @@ class WebSocketExec:
             return self._ws.returncode
         except Exception:  # the status channel may be missing when the connection broke
             return None
+
+    def stop(self) -> None:
+        try:
+            self._ws.write_stdin(b"\n")  # websocket-client sends under its own lock: safe beside a reader
+        except Exception:  # the connection is gone: so is the stream
+            pass
 
     def close(self) -> None:
         try:

@@ -7,17 +7,20 @@ pod, waits for it, streams its agent's records from the logs and deletes it in
 ``finally``; it also remembers every pod it made, so ``close()`` (called when a run
 ends, also on Ctrl-C) deletes whatever a worker thread could not, and refuses to create
 any more (a worker still running after Ctrl-C): node pods never survive a run.
+``SharedWatch`` is the pod-state stream for many waiters at once: one watch per
+namespace (an informer's cache) instead of a GET and a watch per pod.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Optional
 
-from .errors import AccessError, InjectError, Interrupted
-from .kube import Forbidden, PodSecurityRejected
+from .errors import AccessError, InjectError, Interrupted, SockdebugError, TargetError
+from .kube import Forbidden, PodSecurityRejected, Unreachable
 from .stream import StreamReader, finish
 
 # Waiting reasons that will not resolve by waiting longer.
@@ -99,12 +102,14 @@ class NodePods:
     """Short-lived node pods of one run: create, wait, stream, delete."""
 
     CONTAINER = "agent"
+    STOP_GRACE = 10  #: s between SIGTERM and SIGKILL when stopped: the agent drains up to 2 s
 
     def __init__(self, kube: Any, watch: Optional[Callable[[str, str, float], Iterable[dict]]] = None):
         self.kube = kube
         self.watch = watch or kube.watch_pod
         self._live: dict[str, str] = {}  #: pod name -> namespace, until deleted
         self._creating = 0  #: POSTs in flight
+        self._stopping = False  #: stop() was called: a pod that starts afterwards is stopped at once
         self._closed = False  #: the run is ending: no more pods
         self._changed = threading.Condition()
 
@@ -133,6 +138,8 @@ class NodePods:
                     self._changed.notify_all()
             wait_started(self.watch(namespace, name, deadline(timeout)), self.CONTAINER, timeout, one_shot=True,
                          status_of=container_status, what="node agent pod")
+            if self._stopping:
+                self.kube.delete_pod(namespace, name, grace=self.STOP_GRACE)
             yield from read_stream(source, self.kube.logs(namespace, name, self.CONTAINER, follow=True,
                                                           timeout=timeout))
         finally:
@@ -142,6 +149,19 @@ class NodePods:
         self.kube.delete_pod(namespace, name)  # a second delete of the same pod is a harmless 404
         with self._changed:
             self._live.pop(name, None)
+
+    def stop(self) -> None:
+        """Ask the agents of the live node pods to end: a graceful delete, so the kubelet sends
+        SIGTERM and a follow stream (``events``) writes its final tick and ``end`` into the
+        logs being read; ``run`` deletes the pod for good afterwards."""
+        with self._changed:
+            self._stopping = True
+            live = list(self._live.items())
+        for name, namespace in live:
+            try:
+                self.kube.delete_pod(namespace, name, grace=self.STOP_GRACE)
+            except Exception:  # best effort: the next pod must still be asked
+                continue
 
     def close(self, grace: float = 5.0) -> None:
         """Delete every node pod still alive (a worker was interrupted mid-way); a POST
@@ -155,3 +175,134 @@ class NodePods:
                 self._delete(namespace, name)
             except Exception:  # best effort: the next pod must still be tried
                 continue
+
+
+# --- one watch per namespace, for every waiter --------------------------------------------------
+
+WATCH_SECONDS = 60  #: one watch request's life; it is resumed from its last resourceVersion
+
+
+class NamespaceWatch:
+    """The pods of one namespace as one watch sees them, for any number of waiters.
+
+    As client-go's reflector: the first watch has no resourceVersion, so the server sends
+    every pod (ADDED) and then each change; when a watch ends or its connection breaks it
+    resumes from the last resourceVersion seen, and after ``410 Gone`` (too old) starts
+    over.  ``states(name, deadline)`` yields the pod's latest state, then each newer one."""
+
+    def __init__(self, kube: Any, namespace: str, selector: Optional[str] = None):
+        self.kube, self.namespace, self.selector = kube, namespace, selector
+        self._lock = threading.Lock()
+        self._pods: dict[str, dict] = {}
+        self._seen: dict[str, int] = {}  #: name -> changes seen (waiters compare it)
+        self._gone: set[str] = set()
+        self._waiting: dict[str, threading.Condition] = {}  #: per pod: an event wakes only its waiters
+        self._error: Optional[SockdebugError] = None
+        self._stop = threading.Event()
+        self._resp: Any = None
+        self._thread = threading.Thread(target=self._run, name=f"watch-{namespace}", daemon=True)
+        self._thread.start()
+
+    def states(self, name: str, deadline: float) -> Iterator[dict]:
+        seen = 0
+        while True:
+            with self._lock:
+                cond = self._waiting.setdefault(name, threading.Condition(self._lock))
+                while self._seen.get(name, 0) == seen and self._error is None and not self._stop.is_set():
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return
+                    cond.wait(left)
+                if self._error is not None:
+                    raise self._error
+                if name in self._gone:
+                    raise TargetError(f"pod {name} in namespace {self.namespace} was deleted while the agent started",
+                                      "run again")
+                if self._stop.is_set():
+                    return
+                seen, pod = self._seen[name], self._pods[name]
+            yield pod
+
+    def close(self) -> None:
+        self._stop.set()
+        resp = self._resp
+        if resp is not None:  # interrupt the blocked read of the stream
+            resp.shutdown()
+        with self._lock:
+            for cond in self._waiting.values():
+                cond.notify_all()
+        self._thread.join(timeout=2)
+
+    def _run(self) -> None:
+        version: Optional[str] = None
+        while not self._stop.is_set():
+            try:
+                self._resp = resp = self.kube.watch_pods(self.namespace, version, WATCH_SECONDS, self.selector)
+            except SockdebugError as exc:  # the retries gave up, or we may not watch
+                self._fail(exc)
+                return
+            try:
+                for line in resp:
+                    event = json.loads(line)
+                    obj = event.get("object") or {}
+                    if event.get("type") == "ERROR":  # 410 Gone: start over with every pod
+                        version = None
+                        break
+                    version = obj["metadata"]["resourceVersion"]
+                    self._update(event.get("type"), obj)
+            except Unreachable:  # the stream broke: resume from the last version seen, after a moment
+                if not self._stop.is_set():
+                    self.kube.requests.retried("reset")
+                    self._stop.wait(0.5)
+            except Exception as exc:  # given to every waiter, not lost in this thread
+                if not self._stop.is_set():  # (closing interrupts the read any way it can)
+                    self._fail(AccessError(f"the watch of pods in {self.namespace} failed: {exc}", "run again"))
+                return
+            finally:
+                self._resp = None
+                resp.release_conn()
+
+    def _update(self, kind: Optional[str], pod: dict) -> None:
+        name = pod["metadata"]["name"]
+        with self._lock:
+            if kind == "DELETED":
+                self._gone.add(name)
+            else:
+                self._gone.discard(name)
+            self._pods[name] = pod
+            self._seen[name] = self._seen.get(name, 0) + 1
+            cond = self._waiting.get(name)
+            if cond is not None:
+                cond.notify_all()
+
+    def _fail(self, exc: SockdebugError) -> None:
+        with self._lock:
+            self._error = exc
+            for cond in self._waiting.values():
+                cond.notify_all()
+
+
+class SharedWatch:
+    """``watch(namespace, name, deadline)`` for ``Runner`` and ``NodePods``: one
+    ``NamespaceWatch`` per namespace (started by ``start`` or on first use) instead of a
+    GET and a watch per pod.  ``selector`` narrows it to the pods a sweep inspects."""
+
+    def __init__(self, kube: Any, selector: Optional[str] = None):
+        self.kube, self.selector = kube, selector
+        self._watches: dict[str, NamespaceWatch] = {}
+        self._lock = threading.Lock()
+
+    def start(self, namespace: str) -> NamespaceWatch:
+        with self._lock:
+            if namespace not in self._watches:
+                self._watches[namespace] = NamespaceWatch(self.kube, namespace, self.selector)
+            return self._watches[namespace]
+
+    def __call__(self, namespace: str, name: str, deadline: float) -> Iterator[dict]:
+        return self.start(namespace).states(name, deadline)
+
+    def close(self) -> None:
+        with self._lock:
+            watches, self._watches = list(self._watches.values()), {}
+        for w in watches:
+            w.close()

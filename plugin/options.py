@@ -140,6 +140,9 @@ class InspectOptions(NamedTuple):
     watch: Optional[float] = None
     printing: Printing = Printing()
     peers: bool = True  #: name remote addresses (peers.py)
+    events: bool = False  #: --events: follow closed connections (events_run.py)
+    duration: Optional[str] = None  #: --for, with --events
+    count: Optional[int] = None  #: --count, with --events
 
     def validate(self) -> None:
         check_printing(flags.INSPECT_OUTPUT, self.output, self.printing)
@@ -148,6 +151,14 @@ class InspectOptions(NamedTuple):
         if self.watch is not None and self.printing.kind not in ("table", "wide"):
             raise UsageError(f"--watch redraws a table: -o {self.printing.kind} cannot be watched",
                              "use -o table or -o wide with --watch")
+        if not self.events and (self.duration is not None or self.count is not None):
+            raise UsageError("--for and --count go with --events", "e.g. --events --for 30s")
+        if self.events and (self.watch is not None or any(self.views)):
+            raise UsageError("--events follows connections as they close: it takes no --watch, -s, --routes, "
+                             "--interfaces or --limits", "run those views on their own")
+        if self.events and self.printing.sort is not None and self.printing.kind in ("table", "wide"):
+            raise UsageError("--events prints rows as the connections close: --sort-by cannot sort them",
+                             "use -o json, yaml, jsonpath or custom-columns with --sort-by (the events in order)")
         if self.target is None and not self.selector:
             raise UsageError("no target given", "usage: kubectl sockdebug pod/NAME [options]  "
                              "(or -l SELECTOR [-A] for every matching pod)")
@@ -171,6 +182,9 @@ class InspectOptions(NamedTuple):
         add the socket list."""
         from sockdebug_agent.query import Query
 
+        if self.events:
+            return [Query("events", self.sockets.query_flags(), self.words, duration=self.duration or flags.EVENTS_FOR,
+                          count=self.count)]
         queries = [Query(name) for name, on in zip(self.views._fields, self.views) if on]
         if not queries or self.sockets.selects() or self.words:
             queries.insert(0, Query("sockets", self.sockets.query_flags(self.printing.kind == "wide"), self.words))
@@ -185,16 +199,32 @@ class TriageOptions(NamedTuple):
     output: str = "table"
     fail_on: Optional[str] = None
     printing: Printing = Printing()
+    events: Optional[str] = None  #: --events DURATION: a capture of closed connections beside the snapshot
 
     def validate(self) -> None:
         check_printing(flags.TRIAGE_OUTPUT, self.output, self.printing)
         flags.check_choice(flags.FAIL_ON, self.fail_on)
+        if self.events is not None:
+            from sockdebug_agent.query import Query
+
+            try:
+                Query("events", duration=self.events).check()
+            except UsageError as exc:
+                raise UsageError(exc.cause.replace("--for", "--events"), "e.g. --events 10s") from None
         self.agent.validate()
 
     def queries(self) -> list[Any]:
         from .targets import parse_target
 
         return triage_queries(parse_target(self.target).kind == "node")
+
+    def capture(self) -> Optional[Any]:
+        """``--events``: the capture beside the snapshot (TCP, no owners, only the final tick)."""
+        if self.events is None:
+            return None
+        from sockdebug_agent.query import Query, SocketFlags
+
+        return Query("events", SocketFlags(tcp=True, processes=False), duration=self.events, tick=0.0)
 
 
 def triage_queries(node: bool) -> list[Any]:
@@ -218,6 +248,7 @@ class SweepOptions(NamedTuple):
     fail_on: Optional[str] = None
     parallel: int = 8
     printing: Printing = Printing()
+    verbose: bool = False
 
     def validate(self) -> None:
         flags.check_choice(flags.VIA, self.via)
@@ -304,8 +335,8 @@ def build(parsed: flags.Parsed) -> Options:
         return InspectOptions(
             v["target"], tuple(v["words"]), conn, agent, v["container"], v["selector"], v["all_namespaces"],
             v["all_pods"], v["output"], sockets, Views(*(v[f] for f in Views._fields)), v["watch"], out,
-            v["peers"])
+            v["peers"], v["events"], v["duration"], v["count"])
     if parsed.command == "triage":
-        return TriageOptions(v["target"], conn, agent, v["container"], v["output"], v["fail_on"], out)
+        return TriageOptions(v["target"], conn, agent, v["container"], v["output"], v["fail_on"], out, v["events"])
     return SweepOptions(conn, agent, v["all_namespaces"], v["selector"], v["via"], v["output"], v["fail_on"],
-                        v["parallel"], out)
+                        v["parallel"], out, v["verbose"])

@@ -141,13 +141,14 @@ def emit(printing: Printing, view: View, out: Optional[TextIO] = None) -> None:
     out.flush()
 
 
-def sorter(style: Style) -> Optional[Sorter]:
-    """The tables' reordering of (target, record) pairs for ``style.sort``."""
+def sorter(style: Style, peer: Optional[Callable[[Any], Optional[dict]]] = None) -> Optional[Sorter]:
+    """The tables' reordering of (target, record) pairs for ``style.sort``, over the rows
+    the document shows (``peer``: a socket's ``peer`` object, as ``peer_forms`` gives it)."""
     if style.sort is None:
         return None
     from . import printers
 
-    return printers.row_sorter(style.sort)
+    return printers.row_sorter(style.sort, peer)
 
 
 def peer_forms(peer: Optional[Callable[[Any], Any]]) -> tuple[Optional[Callable[[Any], Optional[dict]]],
@@ -177,7 +178,7 @@ def report_view(results: list[render.Result], kind: str = "socket", findings: bo
 
     def table(style: Style) -> str:
         return render.report_text(results, wide=style.wide, color=style.color, show_headers=style.show_headers,
-                                  findings=findings, sort=sorter(style), peer=peer_name)
+                                  findings=findings, sort=sorter(style, peer_dict), peer=peer_name)
 
     def lines() -> Iterator[str]:
         for res in results:

@@ -224,7 +224,8 @@ def through_client(kube: Any, namespace: str) -> Lookup:
 
 def through_kubectl(kubectl: str, kubeconfig: Optional[str], context: Optional[str], namespace: str) -> Lookup:
     """A warm query's lookup: one ``kubectl get --raw`` per kind, started now."""
-    from .kube import Forbidden, KubectlGet
+    from .kube import Forbidden
+    from .kubectl import KubectlGet
 
     started = {kind: KubectlGet(kubectl, kubeconfig, context, path + "?resourceVersion=0") for kind, path in LISTS}
 

@@ -8,7 +8,7 @@ before any API call (a bad format or template is a ``UsageError`` that says what
 where), then prints with ``jsonpath_text`` over ``render.document``, or
 ``custom_columns_text`` over the rows of a table view (``rows``: one JSON object per
 socket or finding, as in ``-o json``, plus its ``target``); ``row_sorter`` gives the
-tables' ``sort``.
+tables' ``sort``.  output.py puts them together for every command.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, Optional, TypeVar
 
-from sockdebug_agent.render import Pair, Result, Sorter, escape, width
+from sockdebug_agent.render import Pair, Sorter, escape, width
 from sockdebug_agent.schema import RECORD_TYPES, Process, Timer, to_dict
 
 from .choices import INSPECT_OUTPUTS, TEMPLATE_OUTPUTS, output_names
@@ -188,11 +188,6 @@ def row(target: dict, record: Any) -> dict[str, Any]:
     return data
 
 
-def rows(results: Sequence[Result], kind: str) -> list[dict[str, Any]]:
-    """The rows of the ``socket`` or ``finding`` view, target after target."""
-    return [row(res.target, r) for res in results for r in res.of(kind)]
-
-
 def row_paths(kind: str) -> list[str]:
     """The paths of one row of the ``socket`` or ``finding`` view, for completing
     custom-columns and --sort-by."""
@@ -200,6 +195,7 @@ def row_paths(kind: str) -> list[str]:
     if kind == "socket":
         paths += [f".processes[0].{k}" for k in (*Process.__annotations__, "container")]
         paths += [f".timer.{k}" for k in Timer.__annotations__]
+        paths += [f".peer.{k}" for k in ("kind", "namespace", "name")]  # named remote ends (peers.py)
     return paths + [f".target.{k}" for k in ("kind", "namespace", "name", "container", "node")]
 
 
@@ -220,22 +216,18 @@ def sort_rows(items: Sequence[T], template: Template, as_row: Callable[[T], Any]
     return [items[i] for i in order]
 
 
-def row_sorter(template: Template) -> Sorter:
-    """The ``sort`` of the sockets table and the findings text."""
+def row_sorter(template: Template, peer: Optional[Callable[[Any], Optional[dict]]] = None) -> Sorter:
+    """The ``sort`` of the sockets table and the findings text, over the rows as the
+    document shows them: a socket's row has its ``peer`` (``peer(socket)``, or null)."""
+    def as_row(pair: Pair) -> dict[str, Any]:
+        data = row(*pair)
+        if pair[1].type == "socket":
+            data["peer"] = peer(pair[1]) if peer is not None else None
+        return data
+
     def sort(pairs: list[Pair]) -> list[Pair]:
-        return sort_rows(pairs, template, lambda pair: row(*pair))
+        return sort_rows(pairs, template, as_row)
     return sort
-
-
-def sort_document(document: dict[str, Any], template: Template) -> dict[str, Any]:
-    """--sort-by with json, yaml or jsonpath: each item's sockets and findings sorted as
-    their rows would be (the item's target is each row's ``target``)."""
-    for item in document.get("items", ()):
-        target = item.get("target")
-        for key in ("sockets", "findings"):
-            if item.get(key):
-                item[key] = sort_rows(item[key], template, lambda r: {**r, "target": target})  # noqa: B023 (used now)
-    return document
 
 
 _DIGIT_RUNS = re.compile(r"(\d+)")

@@ -12,7 +12,7 @@
 agents are asked at the same time when they already run) and container names.
 
 The runner needs the API only through ``kube`` (``kube.Kube``) and starts execs
-through ``execer`` (``Kube`` itself, or ``kube.KubectlExec``); waiting goes
+through ``execer`` (``Kube`` itself, or ``kubectl.KubectlExec``); waiting goes
 through ``watch`` (per pod by default), so a caller may share one watch between
 many pods.  Without ``kube`` it is *offline*: it can only exec into the agents the
 pod dict shows, and raises ``Stale`` whenever it would need the API.
@@ -47,6 +47,27 @@ def as_argv(query: Any) -> list[str]:
     return list(to_argv()) if to_argv else list(query)
 
 
+FOLLOW_COMMANDS = ("events",)  #: queries that stream until stopped, --for or --count
+FOLLOW_GRACE = 10.0  #: s a stopped follow stream gets to write its last records (the agent drains up to 2 s)
+
+
+def follows(argv: list[str]) -> bool:
+    return bool(argv) and argv[0] in FOLLOW_COMMANDS
+
+
+def stream_seconds(argv: list[str]) -> float:
+    """How long the agent of ``argv`` is expected to stream, beyond --timeout: a follow
+    query's ``--for`` and its drain (inf without one: it runs until stopped)."""
+    if not follows(argv):
+        return 0.0
+    options = argv[:argv.index("--")] if "--" in argv else argv
+    if "--for" not in options[:-1]:
+        return float("inf")
+    from sockdebug_agent.query import parse_duration
+
+    return parse_duration(options[options.index("--for") + 1]) + FOLLOW_GRACE
+
+
 def _stderr(text: str) -> None:
     print(text, file=sys.stderr)
 
@@ -68,7 +89,13 @@ class Runner:
         self._pods: dict[tuple[str, str], dict] = {}  #: the latest state of each pod an agent was added to
         self._can_exec: dict[str, bool] = {}
         self._learned: dict[tuple[str, str, str], Optional[Ids]] = {}
+        self._pending: dict[tuple[str, str, str], str] = {}  #: agents added (prepare) but not waited for yet
+        self._labels: dict[str, Optional[dict]] = {}  #: namespace -> its labels (profile auto), read once
+        self._stops: dict[int, Callable[[], None]] = {}  #: live follow streams' stop, by channel id
+        self._stopping = False
+        self._add_locks: dict[tuple[str, str, str], threading.Lock] = {}
         self._lock = threading.Lock()
+        self._once = threading.Lock()  #: per-namespace reads (access reviews, labels): once, however many ask
 
     def __enter__(self) -> Runner:
         return self
@@ -79,6 +106,20 @@ class Runner:
     def close(self) -> None:
         if self.node_pods is not None:
             self.node_pods.close()
+
+    def stop(self) -> None:
+        """Ask every follow stream of this run (``events``) to end the agent's own way: a
+        byte on an exec's stdin (``--stdin-stop``), a graceful delete of a node pod
+        (SIGTERM).  Each agent then writes what is queued, a final tick and ``end``, so the
+        streams still end framed; a one-shot agent read from its logs cannot be reached and
+        runs on until its ``--for``.  Streams started afterwards are stopped at once."""
+        with self._lock:
+            self._stopping = True
+            stops = list(self._stops.values())
+        for stop in stops:
+            stop()
+        if self.node_pods is not None:
+            self.node_pods.stop()
 
     def pod(self, target: Target) -> dict:
         """The latest state of the target's pod this run has seen (with the agents it added)."""
@@ -101,12 +142,33 @@ class Runner:
                               f"node agent {target.pod} on {target.node}")
         return self._run_container(target, argv)
 
+    def prepare(self, target: Target) -> None:
+        """Add the agent a later ``run(target, ...)`` will use, without waiting for it to
+        start: a sweep adds every pod's agent first, then waits for them all through one
+        watch.  Nothing to do when an agent runs there already, or when queries will be
+        one-shot agents (no ``pods/exec``: their command is the query)."""
+        key = (target.namespace, target.pod_name, target.container)
+        if (self.kube is None or key in self._agents or key in self._pending or self.running_agent(target)
+                or not self._exec_allowed(target.namespace)):
+            return
+        self._pending[key] = self._inject(target, inject.serve_command(self.opts.idle_timeout), serve=True,
+                                          wait=False)
+
+    def ready(self, target: Target) -> None:
+        """Wait until the agent ``prepare`` added for ``target`` runs (nothing if none)."""
+        key = (target.namespace, target.pod_name, target.container)
+        name = self._pending.pop(key, None)
+        if name is not None:
+            self._wait(target, name, one_shot=False)
+            self._agents[key] = name
+
     def running_agent(self, target: Target) -> Optional[str]:
         """A running agent a query to ``target`` would reuse (None: one would be added)."""
         return inject.reusable_agent(self.pod(target), target.container, self.opts.image, self.opts.profile)
 
     def _run_container(self, target: Target, argv: list[str]) -> Iterator[Any]:
         key = (target.namespace, target.pod_name, target.container)
+        self.ready(target)
         name = self._agents.get(key) or self.running_agent(target)
         source = f"agent {{}} in pod/{target.pod_name}"
         if name is not None:
@@ -127,24 +189,48 @@ class Runner:
         if self.kube is None:
             raise Stale(f"no running agent next to {target.container}")
         if self._exec_allowed(target.namespace):
-            name = self._inject(target, inject.serve_command(self.opts.idle_timeout), serve=True)
-            self._agents[key] = name
+            with self._adding(key):  # two queries of one container at once (triage --events) add one agent
+                name = self._agents.get(key)
+                if name is None:
+                    name = self._agents[key] = self._inject(target, inject.serve_command(self.opts.idle_timeout),
+                                                            serve=True)
             yield from self._exec(target.namespace, target.pod_name, name, argv, source.format(name))
         else:
+            if follows(argv):
+                self.note(f"note: without pods/exec the agent in pod/{target.pod_name} cannot be stopped early: "
+                          "it runs until --for ends")
             name = self._inject(target, ["sockdebug-agent", *argv], serve=False)
             yield from read_stream(source.format(name), self.kube.logs(
                 target.namespace, target.pod_name, name, follow=True, timeout=self.opts.timeout))
 
     def _exec(self, namespace: str, pod: str, container: str, argv: list[str], source: str) -> Iterator[Any]:
-        channel = self.execer.exec(namespace, pod, container, ["sockdebug-agent", *argv])
+        follow = follows(argv)
+        until = deadline(self.opts.timeout + stream_seconds(argv))
+        if not follow:
+            channel = self.execer.exec(namespace, pod, container, ["sockdebug-agent", *argv])
+        else:  # an exec has no signals: the agent is stopped through its stdin (Runner.stop)
+            channel = self.execer.exec(namespace, pod, container,
+                                       ["sockdebug-agent", argv[0], "--stdin-stop", *argv[1:]], stdin=True)
+            with self._lock:
+                self._stops[id(channel)] = channel.stop
+                stopping = self._stopping
+            if stopping:
+                channel.stop()
         try:
-            yield from read_stream(source, channel.chunks(deadline(self.opts.timeout)),
-                                   lambda: channel.returncode, lambda: channel.stderr)
+            yield from read_stream(source, channel.chunks(until), lambda: channel.returncode,
+                                   lambda: channel.stderr)
         finally:
+            with self._lock:
+                self._stops.pop(id(channel), None)
             channel.close()
 
-    def _exec_allowed(self, namespace: str) -> bool:
+    def _adding(self, key: tuple[str, str, str]) -> threading.Lock:
+        """The lock held while an agent is added next to one container."""
         with self._lock:
+            return self._add_locks.setdefault(key, threading.Lock())
+
+    def _exec_allowed(self, namespace: str) -> bool:
+        with self._once:
             if namespace not in self._can_exec:
                 # A WebSocket exec is a GET upgrade: both verbs are checked (see manifests/rbac.yaml).
                 self._can_exec[namespace] = all(self.kube.can_i(verb, "pods", "exec", namespace)
@@ -154,9 +240,9 @@ class Runner:
                               "(each one stays in the pod spec)")
             return self._can_exec[namespace]
 
-    def _inject(self, target: Target, command: list[str], serve: bool) -> str:
-        opts, kube = self.opts, self.kube
-        name = profiles.choose(opts.profile, kube.namespace_labels(target.namespace)
+    def _inject(self, target: Target, command: list[str], serve: bool, wait: bool = True) -> str:
+        opts = self.opts
+        name = profiles.choose(opts.profile, self._namespace_labels(target.namespace)
                                if opts.profile == "auto" else None)
         while True:
             try:
@@ -179,8 +265,15 @@ class Runner:
         if profile.cost and profile.cost not in self.notes:
             self.notes.append(profile.cost)
             self.note("note: " + profile.cost)
-        self._wait(target, spec["name"], one_shot=not serve)
+        if wait:
+            self._wait(target, spec["name"], one_shot=not serve)
         return spec["name"]
+
+    def _namespace_labels(self, namespace: str) -> Optional[dict]:
+        with self._once:
+            if namespace not in self._labels:
+                self._labels[namespace] = self.kube.namespace_labels(namespace)
+            return self._labels[namespace]
 
     def _add(self, target: Target, spec: dict, profile: profiles.Profile) -> None:
         self.note(f"adding ephemeral container {spec['name']} (profile {profile.name}) to pod/"
@@ -269,7 +362,7 @@ class Runner:
         """Each socket owner tagged with its container's name (container ids from the pod)."""
         ids = container_ids(self.pod(target))
         for rec in records:
-            if rec.type == "socket" and rec.processes:
+            if rec.type in ("socket", "event") and rec.processes:
                 for p in rec.processes:
                     cid = p.get("container_id") or ""
                     if cid and cid not in ids and self.kube is None:

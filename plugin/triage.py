@@ -12,6 +12,11 @@ For the pods in scope, all at the same time:
   summary, limits with the kernel's counters, routes, interfaces) and ``sockets -tua -p``
   with every container's owners (``Runner.run_pod``, as ``--listening`` names them).
 
+With ``--events DURATION`` each agent also captures the closed connections for that long
+(``events``, beside the two queries; for a node, a second node pod); the capture is the
+observation's ``capture``, judged by the connection rules.  Ctrl-C then ends the capture
+early (``follow.CtrlC``) and the triage goes on with what it saw.
+
 A pod that is down still gets an answer: a crash-looping or waiting container is judged
 from spec, status, Events and its failed run's log, and the pod's network namespace is
 read through an agent next to a container that runs steadily, else one that targets no
@@ -22,6 +27,7 @@ rules for the pods on that node.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -31,6 +37,7 @@ from typing import Any, NamedTuple, Optional
 
 from . import collect, engine, findings, output, peers, podspec, render, warm
 from .errors import EXIT_OK, SockdebugError
+from .events import capture_of, declared_ports
 from .findings import Report
 from .options import Printing, TriageOptions, triage_queries
 from .runner import Runner, at_once
@@ -79,9 +86,10 @@ def run(opts: TriageOptions, early: Any = None) -> int:
     started = time.monotonic()
     kube = connect(opts.conn.kubeconfig, opts.conn.context, opts.conn.namespace)
     ref = parse_target(opts.target)
-    with Runner(kube, opts.agent) as runner, ThreadPoolExecutor(max_workers=PARALLEL) as pool:
+    with Runner(kube, opts.agent) as runner, ThreadPoolExecutor(max_workers=PARALLEL) as pool, \
+            capturing(runner, opts):
         if ref.kind == "node":
-            outcome = node(kube, runner, pool, ref.name)
+            outcome = node(kube, runner, pool, ref.name, opts.capture())
         else:
             outcome = pods(kube, runner, pool, opts, early)
     outcome.scope["elapsed_s"] = round(time.monotonic() - started, 2)
@@ -90,6 +98,26 @@ def run(opts: TriageOptions, early: Any = None) -> int:
         raise outcome.failure  # nothing could be read at all: a setup problem, said after what is known
     findings.fail_on(outcome.report.findings, opts.fail_on)
     return EXIT_OK
+
+
+def capturing(runner: Runner, opts: TriageOptions) -> Any:
+    """With ``--events``: the first Ctrl-C ends the captures early (the rest of the triage
+    goes on), a second quits."""
+    if opts.events is None:
+        return contextlib.nullcontext()
+    from .follow import CtrlC
+
+    return CtrlC(runner.stop, "stopping the capture of closed connections (Ctrl-C again to quit at once)")
+
+
+def answers(runner: Runner, target: Any, queries: list[Any], capture: Any) -> list[Any]:
+    """The records of ``queries`` in ``target``, and with a ``capture`` query its events and
+    ticks, all run at the same time (the runner adds one agent for them)."""
+    run = runner.run if isinstance(target, NodeTarget) else runner.run_pod
+    calls = [lambda q=q: list(run(target, q)) for q in queries]
+    if capture is not None:
+        calls.append(lambda: [r for r in run(target, capture) if r.type in ("event", "tick")])
+    return [r for answer in at_once(calls) for r in answer]
 
 
 # --- pods --------------------------------------------------------------------------------------
@@ -127,14 +155,10 @@ def observe(runner: Runner, pod: dict, opts: TriageOptions, early: Any, remember
             return Seen(got[0].target, got[0].records)
     container = agent_container(pod, opts.container, lambda c: runner.running_agent(Target(ns, pod, c)) is not None)
     target = Target(ns, pod, container)
-    calls = [lambda: list(runner.run_pod(target, TRIAGE)), lambda: list(runner.run_pod(target, SOCKETS))]
-    if runner.agent_of(target) is None:  # the first query adds the agent, the second reuses it
-        answers = [call() for call in calls]
-    else:
-        answers = at_once(calls)
+    records = answers(runner, target, [TRIAGE, SOCKETS], opts.capture())
     if remember:
         warm.remember(opts.conn, runner, target)
-    return Seen(info_of(target), [r for answer in answers for r in answer])
+    return Seen(info_of(target), records)
 
 
 def pods(kube: Any, runner: Runner, pool: ThreadPoolExecutor, opts: TriageOptions, early: Any) -> Outcome:
@@ -162,7 +186,7 @@ def pods(kube: Any, runner: Runner, pool: ThreadPoolExecutor, opts: TriageOption
             failure = failure or exc
             continue
         seen.append(got)
-        observed[k] = observation(p, got.records)
+        observed[k] = observation(p, got.records, opts.events is not None)
         if got.target.get("container") is None:
             notes.append(f"pod/{k[1]}: no container runs steadily, so its network namespace was read by an agent "
                          "that targets none: the sockets' owners are not shown")
@@ -177,25 +201,27 @@ def pods(kube: Any, runner: Runner, pool: ThreadPoolExecutor, opts: TriageOption
                    failure if running and not observed else None)
 
 
-def observation(pod: dict, records: list[Any]) -> PodObservation:
+def observation(pod: dict, records: list[Any], captured: bool = False) -> PodObservation:
     """The agent's records as the engine reads them; a hostNetwork pod's sockets are the
-    node's, and only those its own containers hold are its own."""
+    node's, and only those its own containers hold are its own.  ``captured``: the records
+    hold a capture's events and ticks (``--events``)."""
     sockets = [r for r in records if r.type == "socket"]
     if podspec.host_network(pod):
         sockets = [s for s in sockets if any(p.get("container") for p in s.processes or ())]
     return PodObservation(sockets, next((r for r in records if r.type == "limits"), None),
-                          [r for r in records if r.type == "finding"])
+                          [r for r in records if r.type == "finding"],
+                          capture_of(records, declared_ports(pod)) if captured else None)
 
 
 # --- a node --------------------------------------------------------------------------------------
 
-def node(kube: Any, runner: Runner, pool: ThreadPoolExecutor, name: str) -> Outcome:
+def node(kube: Any, runner: Runner, pool: ThreadPoolExecutor, name: str, capture: Any = None) -> Outcome:
     """The node's own findings (the agent's ``triage --host``) and the hostNetwork/hostPort
     rules over the pods on it; its sockets, split between those pods and the node."""
     reads = pool.submit(collect.read, kube, [kube.namespace], kinds=("services", "nodes", "pods"),
                         pod_selector=f"spec.nodeName={name}")
     target = NodeTarget(name)
-    records = list(runner.run(target, NODE))
+    records = answers(runner, target, [NODE], capture)
     r = reads.result()
     on_node = [p for p in r.pods if (p.get("spec") or {}).get("nodeName") == name]
     sockets = [rec for rec in records if rec.type == "socket"]
@@ -205,7 +231,8 @@ def node(kube: Any, runner: Runner, pool: ThreadPoolExecutor, name: str) -> Outc
         pods=[], context_pods=on_node, services=r.services, nodes=r.nodes,
         observed={k: PodObservation(v) for k, v in mine.items()},
         node_observed={name: NodeObservation(host, next((x for x in records if x.type == "limits"), None),
-                                             [x for x in records if x.type == "finding"])},
+                                             [x for x in records if x.type == "finding"],
+                                             capture_of(records) if capture is not None else None)},
         scope_nodes=[name], not_listed=r.not_listed, not_seen=r.notes)
     index = peers.PeerIndex(r.pods, r.services, r.nodes)
     return Outcome(f"node/{name}", engine.analyse(data), {"nodes": [name], "via": "a node pod"},

@@ -119,6 +119,7 @@ class PodObservation(NamedTuple):
     sockets: Sequence[Any]  #: Socket records (listeners and connections); owners carry ``container``
     limits: Any = None  #: the agent's Limits record of that namespace (counters), if read
     findings: Sequence[Any] = ()  #: the agent's own Finding records (``triage``), if run
+    capture: Any = None  #: an ``events.Capture`` of its closed connections (``triage --events``), if run
 
 
 class NodeObservation(NamedTuple):
@@ -127,6 +128,7 @@ class NodeObservation(NamedTuple):
     sockets: Sequence[Any] = ()  #: sockets of the node's namespace that no pod's process holds
     limits: Any = None
     findings: Sequence[Any] = ()  #: the agent's Finding records of ``triage --host``
+    capture: Any = None  #: an ``events.Capture`` of the namespace's closed connections, if run
 
 
 class ClusterInput(NamedTuple):
@@ -244,6 +246,7 @@ class PodView(NamedTuple):
     limits: Any  #: the agent's Limits record of its namespace
     agent_findings: Sequence[Any]
     unseen: list[str]  #: what could not be seen, in words
+    capture: Any = None  #: its ``events.Capture`` (``triage --events``), None when not captured
 
     @property
     def host_network(self) -> bool:
@@ -315,6 +318,14 @@ class ClusterView:
                 self._services_of[podspec.key(p)].append(sv)
         self.pods = [self._pod_view(p) for p in data.pods]
         self.nodes = self._node_views()
+
+    @functools.cached_property
+    def peers(self) -> Any:
+        """A ``peers.PeerIndex`` of every listed pod, Service and node, built on first use (the
+        connection rules name peers with it)."""
+        from .peers import PeerIndex  # peers reads this module's addresses
+
+        return PeerIndex(self.all_pods, self.data.services, self.data.nodes)
 
     def _index_labels(self) -> None:
         self._by_label: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
@@ -399,7 +410,7 @@ class ClusterView:
                        self.listeners.get(k),
                        obs.sockets if obs else (), services, endpoints, policies, self._events.get(k, []), logs,
                        obs.limits if obs else None, obs.findings if obs else (),
-                       self._unseen(pod, k, obs, logs, troubles))
+                       self._unseen(pod, k, obs, logs, troubles), obs.capture if obs else None)
 
     def _unseen(self, pod: dict, k: PodKey, obs: Optional[PodObservation], logs: dict[str, str],
                 troubles: dict[str, dict]) -> list[str]:

@@ -7,7 +7,7 @@ sizes: switching context or namespace rewrites it), ``--context``, ``-n`` and th
 pod's name.  The same ``Runner`` then runs offline, exec'ing through ``kubectl
 exec`` (on PATH under ``kubectl sockdebug``, with every auth plugin the user has) so
 the Python client is never imported; without kubectl on PATH, through the client's own
-exec (``kube.ClientExec``), which still reads no pod.
+exec (``kubectl.ClientExec``), which still reads no pod.
 
 Correct when the agent has gone: a remembered agent that exited, a pod that was
 replaced, or a container that restarted (an owner's container id the pod did not
@@ -25,7 +25,7 @@ from typing import Any, Optional
 from . import cache
 from .errors import SockdebugError
 from .inject import NAME_PREFIX, reusable_agent
-from .kube import ClientExec, KubectlExec, find_kubectl
+from .kubectl import ClientExec, KubectlExec, find_kubectl
 from .options import AgentOptions, Conn, InspectOptions
 from .targets import DEFAULT_CONTAINER_ANNOTATION, Target, check_running, parse_target, pick_container, target_info
 
@@ -143,7 +143,8 @@ def prestart(opts: Any) -> Optional[Warm]:
     """For a query of one pod whose agents were remembered: start every exec it needs
     now (before the rest of the plugin is even imported).  None: not a warm case."""
     target_word = opts.target
-    if target_word is None or getattr(opts, "watch", None) is not None or getattr(opts, "selector", None):
+    if (target_word is None or getattr(opts, "watch", None) is not None or getattr(opts, "selector", None)
+            or getattr(opts, "events", None)):  # a capture streams, and stops through stdin: the ordinary path
         return None
     ref = parse_target(target_word)
     entry = (cache.read(CACHE_NAME) or {}).get(key(opts.conn, ref.name)) if ref.kind == "pod" else None

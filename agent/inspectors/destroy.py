@@ -97,6 +97,10 @@ def classify(sock: Socket, tcp_info: Optional[dict[str, Any]], retransmits: Opti
       keeps the peer address, zeroes the peer port and the counters): a connect that
       failed (no send window ever) / an abort of an established one (SO_LINGER 0);
     - ``timeout``: retransmissions were still unanswered (a SYN never answered, a peer gone);
+    - ``failed``: no handshake ever completed (no send window, no RTT sample) but the peer
+      port is kept: a non-blocking connect refused by an RST or an ICMP error (kube-proxy's
+      reject of a Service without endpoints), whose error the application read with
+      SO_ERROR, so ``tcp_disconnect`` never ran;
     - ``reset``: data was still unread at close, so the kernel answered with an RST;
     - ``closed``: none of these (an orderly close, or a reset *received*: they look alike).
     """
@@ -111,6 +115,9 @@ def classify(sock: Socket, tcp_info: Optional[dict[str, Any]], retransmits: Opti
         return "failed" if last_state == "SYN-SENT" else "reset"
     if retransmits:
         return "timeout"
+    window = tcp_info.get("snd_wnd")
+    if not tcp_info.get("rtt_ms") and (window == 0 or (window is None and last_state == "SYN-SENT")):
+        return "failed"
     if sock.recv_q > 1:  # rcv_nxt - copied_seq counts the FIN too: > 1 means unread data
         return "reset"
     return "closed"

@@ -294,6 +294,7 @@ class EventsOptions(NamedTuple):
     watch: bool
     rcvbuf: int
     state_words: bool  #: state/exclude words were given (ss -E ignores them; so does the agent)
+    stdin_stop: bool = False  #: --stdin-stop: stdin readable (a byte, EOF, hang-up) ends the run as SIGINT does
 
 
 def options(query: Query, selection: Selection) -> EventsOptions:
@@ -307,7 +308,7 @@ def options(query: Query, selection: Selection) -> EventsOptions:
         selection, parse_duration(query.duration) if query.duration is not None else None, query.count,
         DEFAULT_TICK if query.tick is None else query.tick, query.flags.processes, query.flags.info,
         not query.no_watch, DEFAULT_RCVBUF if query.rcvbuf is None else query.rcvbuf,
-        bool(words) and words[0] in ("state", "exclude", "excl"))
+        bool(words) and words[0] in ("state", "exclude", "excl"), query.stdin_stop)
 
 
 class _Stop:
@@ -446,12 +447,19 @@ def _loop(opts: EventsOptions, out: Any, sub: Subscription, stop: _Stop, poke_se
     poller = select.poll()
     poller.register(sub.fileno(), select.POLLIN)
     poller.register(stop.read_fd, select.POLLIN)
+    if opts.stdin_stop:
+        # A reader that cannot signal the agent (an exec has no signal channel) writes a byte
+        # or closes stdin; an exec whose client went away closes it too, so no agent is left
+        # behind.  Nothing is read: the first readiness ends the run.
+        poller.register(0, select.POLLIN)
     while run.ended_by is None:
         wakes = [t for t in (deadline, watch.next_due if watch else None,
                              run.last_tick + opts.tick if opts.tick else None) if t is not None]
         wait = max(0.0, min(wakes) - time.monotonic()) if wakes else None
         ready = poller.poll(None if wait is None else wait * 1000)
         run.ended_by = stop.signal
+        if run.ended_by is None and opts.stdin_stop and any(fd == 0 for fd, _ in ready):
+            run.ended_by = "stdin"
         if any(fd == sub.fileno() for fd, _ in ready):
             items = sub.receive(parse)
             run.handle(items)

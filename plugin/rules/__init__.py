@@ -7,10 +7,10 @@ docs/triage.md lists the same rules; tests/unit/test_findings_docs.py keeps the 
 
 from __future__ import annotations
 
-from . import nodes, pods, policies, ports, probes, services
+from . import connections, nodes, pods, policies, ports, probes, services
 from .common import Check, Rule
 
-_MODULES = (services, ports, probes, policies, pods, nodes)
+_MODULES = (services, ports, probes, policies, pods, nodes, connections)
 RULES: dict[str, Rule] = {r.id: r for m in _MODULES for r in m.RULES}
 CHECKS: tuple[Check, ...] = tuple(c for m in _MODULES for c in m.CHECKS)
 SUPPRESSES: dict[str, tuple[str, ...]] = {r.id: r.suppresses for r in RULES.values()}

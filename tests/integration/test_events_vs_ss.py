@@ -278,6 +278,41 @@ def test_a_signal_ends_the_stream_cleanly(ev_ns, sig):
     assert recs[-2]["ended_by"] == signal.Signals(sig).name and recs[-2]["total"]["events"] == 3
 
 
+def test_a_nonblocking_connect_refused_is_failed_with_its_port(ev_ns):
+    """Most clients connect non-blocking and read the error with SO_ERROR: the kernel keeps
+    the peer port, and the connect still counts as failed."""
+    agent, path = ev_ns.agent(["-t", "--count", "1"], "nb.jsonl")
+    ev_ns.wait_subscribed(1)
+    assert ev_ns.close_sockets("refused-nonblocking")[0]["refused"]
+    assert agent.wait(timeout=30) == 0
+    (event,) = [r for r in records(path, 0) if r["type"] == "event"]
+    assert (event["close"], event["peer_address"], event["peer_port"]) == ("failed", "127.0.0.1", 7008)
+    assert event["duration_ms"] is None
+
+
+@pytest.mark.parametrize("how", ["byte", "eof"])
+def test_stdin_ends_the_stream_cleanly(ev_ns, tmp_path, how):
+    """--stdin-stop: what the plugin does on Ctrl-C (a byte), and what an exec whose client
+    went away does (EOF): the same clean end as a signal, with the closes before it."""
+    path = tmp_path / f"stdin-{how}.jsonl"
+    with open(path, "w") as out:
+        agent = subprocess.Popen([*AGENT, "--netns", ev_ns.name, "events", "--tick", "0", "--stdin-stop"],
+                                 stdin=subprocess.PIPE, stdout=out, stderr=subprocess.PIPE)
+    ev_ns.watchers.append((agent, path))
+    ev_ns.wait_subscribed(1)
+    ev_ns.close_sockets("udp")
+    time.sleep(0.3)
+    assert agent.poll() is None  # an open, quiet stdin does not end it
+    if how == "byte":
+        agent.stdin.write(b"\n")
+        agent.stdin.flush()
+    else:
+        agent.stdin.close()
+    assert agent.wait(timeout=30) == 0
+    recs = records(path, 0)
+    assert recs[-2]["ended_by"] == "stdin" and recs[-2]["total"]["events"] == 3
+
+
 def test_a_full_buffer_is_counted_not_fatal(ev_ns):
     """A stopped reader and a tiny buffer: the kernel drops messages (ENOBUFS); the agent says
     how many in a warning and in its ticks, and every close is either an event or lost."""

@@ -273,14 +273,16 @@ def test_summary_matches_ss_s(sock_ns, run_agent):
     """``summary`` against ``ss -s`` for the per-namespace figures (TCP alloc, and so
     "closed", are global and move with the rest of the machine), and its TCP state
     counts against ``ss -ta``.  "sockets: used" also counts netlink sockets that ss and
-    the agent closed moments ago (freed after an RCU grace period), so the pair is
-    read again until two ss readings around the agent's agree."""
+    the agent closed moments ago (freed after an RCU grace period), and "orphaned" is
+    the whole machine's (other tests' connections closing), so the pair is read again
+    until two ss readings around the agent's agree and the agent saw the same."""
     for _ in range(10):
         want = _ss_summary(sock_ns.ss("-s").stdout)
         run = run_agent("--netns", sock_ns.name, "summary")
         again = _ss_summary(sock_ns.ss("-s").stdout)
         (summary,) = run.of_type("summary")
-        if want == again and summary["sockets_used"] == want["total"]:
+        if want == again and (summary["sockets_used"], summary["tcp_orphaned"]) == (want["total"],
+                                                                                   want["orphaned"]):
             break
         time.sleep(0.2)
     assert run.returncode == 0

@@ -6,8 +6,11 @@ ephemeral-container patches, plays each new container's start as the recorded wa
 events did (running, or a recorded kubelet failure), answers execs and logs with the
 recorded agent streams, and refuses as the API server did (404, exec into a missing or
 exited container, 403 RBAC and Pod Security, 401, 409, 422; 429/5xx in the same Status
-shape).  Every request is logged in ``calls``.  A double proves error paths, never a
-feature: the e2e suite does that on the real cluster.
+shape, with a Retry-After header when asked), or breaks the connection before or after
+a request took effect (``reset``).  A watch of a whole namespace streams every pod's
+changes until it is shut down, as a real one does.  Every request is logged in ``calls``;
+the waits of its ``Kube`` between retries in ``slept`` (nobody really sleeps).  A double
+proves error paths, never a feature: the e2e suite does that on the real cluster.
 """
 
 from __future__ import annotations
@@ -15,12 +18,13 @@ from __future__ import annotations
 import copy
 import json
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Optional
 
-from sockdebug_plugin.kube import Kube, Refused
+from sockdebug_plugin.kube import Kube, Refused, Unreachable
 
 RECORDED: dict[str, Any] = json.loads((Path(__file__).parent / "data" / "api" / "recorded.json").read_text())
 _TRIAGE_TEXT = (Path(__file__).parent / "data" / "api" / "triage.json").read_text()
@@ -60,11 +64,11 @@ TERMINATED = {"name": "", "state": {"terminated": {"exitCode": 0, "reason": "Com
 class Response:
     """What ``Kube`` reads from a transport's answer."""
 
-    def __init__(self, status: int, data: bytes = b"", lines: Optional[list[bytes]] = None,
-                 chunks: Optional[Iterator[bytes]] = None):
-        self.status, self.data = status, data
-        self._lines, self._chunks = lines or [], chunks
-        self.released = False
+    def __init__(self, status: int, data: bytes = b"", lines: Optional[Iterator[bytes]] = None,
+                 chunks: Optional[Iterator[bytes]] = None, headers: Optional[dict[str, str]] = None):
+        self.status, self.data, self.headers = status, data, headers or {}
+        self._lines, self._chunks = lines or iter(()), chunks
+        self.released = self.shut = False
 
     def stream(self, amt: int) -> Iterator[bytes]:
         if self._chunks is not None:
@@ -78,6 +82,9 @@ class Response:
 
     def release_conn(self) -> None:
         self.released = True
+
+    def shutdown(self) -> None:
+        self.shut = True
 
 
 class Exec:
@@ -113,7 +120,9 @@ class ApiDouble:
         self.exited: set[str] = set()  #: agent containers that exit right after the GET
         self.start: Callable[[dict], list[dict]] = lambda c: [CREATING, RUNNING]  #: a new container's states
         self.reject_patch: Callable[[dict], Optional[str]] = lambda c: None  #: -> a recorded refusal
-        self.failures: list[tuple[str, str, str]] = []  #: (method, path regex, recorded entry), used once each
+        self.failures: list[tuple[str, str, Any]] = []  #: (method, path regex, trouble), used once each
+        self.slept: list[float] = []  #: what the Kube of ``kube()`` waited between retries
+        self.changed = threading.Condition(threading.RLock())  #: pods changed: namespace watches look
         self.on_logs: Callable[[str], None] = lambda container: None
         self.created: list[dict] = []  #: every pod body POSTed
         self.connects = 0  #: kube.connect calls (``patched``)
@@ -140,12 +149,21 @@ class ApiDouble:
         log = TRIAGE["log_previous"]["body"]
         self.previous_logs[("liveness", "app")] = log if isinstance(log, str) else json.dumps(log) + "\n"
 
-    def kube(self, namespace: str = "shop") -> Kube:
-        return Kube(self, namespace=namespace, context="double")
+    def kube(self, namespace: str = "shop", **kw: Any) -> Kube:
+        k = Kube(self, namespace=namespace, context="double", **kw)
+        k.sleep = self.slept.append
+        return k
 
-    def fail(self, method: str, path: str, recorded: str) -> None:
-        """Answer the next ``method`` on a path matching ``path`` with a recorded refusal."""
-        self.failures.append((method, path, recorded))
+    def fail(self, method: str, path: str, recorded: str, headers: Optional[dict[str, str]] = None,
+             times: int = 1, landed: bool = False) -> None:
+        """Answer the next ``times`` ``method`` on a path matching ``path`` with a recorded
+        refusal (``landed``: after doing what was asked, as a 5xx after the write may do)."""
+        self.failures.extend([(method, path, (recorded, headers, landed))] * times)
+
+    def reset(self, method: str, path: str, landed: bool = False, times: int = 1) -> None:
+        """Break the connection of the next ``times`` ``method`` on ``path``: before the
+        server saw the request, or (``landed``) after it took effect."""
+        self.failures.extend([(method, path, "landed" if landed else "reset")] * times)
 
     def agents(self, namespace: str = "shop", pod: str = "api") -> list[dict]:
         return self.pods[(namespace, pod)]["spec"].get("ephemeralContainers") or []
@@ -154,11 +172,26 @@ class ApiDouble:
 
     def request(self, method: str, path: str, *, query: list, headers: dict[str, str], body: Any,
                 timeout: float, stream: bool) -> Response:
-        self.calls.append((method, path))
-        for i, (m, pattern, recorded) in enumerate(self.failures):
-            if m == method and re.search(pattern, path):
-                del self.failures[i]
-                return Response(*entry(recorded))
+        with self.changed:
+            self.calls.append((method, path))
+            for i, (m, pattern, trouble) in enumerate(self.failures):
+                if m == method and re.search(pattern, path):
+                    del self.failures[i]
+                    if trouble == "reset":
+                        raise Unreachable("('Connection aborted.', ConnectionResetError(104, 'reset by peer'))", True)
+                    if trouble == "landed":
+                        self._answer(method, path, query, body)
+                        raise Unreachable("('Connection aborted.', RemoteDisconnected('closed without response'))",
+                                          True)
+                    recorded, headers, landed = trouble
+                    if landed:
+                        self._answer(method, path, query, body)
+                    return Response(*entry(recorded), headers=headers)
+            answer = self._answer(method, path, query, body)
+            self.changed.notify_all()
+            return answer
+
+    def _answer(self, method: str, path: str, query: list, body: Any) -> Response:
         q = dict(query)
         if m := re.fullmatch(r"/api/v1/namespaces/([^/]+)/pods/([^/]+)", path):
             return self._pod(method, m.group(1), m.group(2))
@@ -167,6 +200,10 @@ class ApiDouble:
         if m := re.fullmatch(r"/api/v1/namespaces/([^/]+)/pods/([^/]+)/log", path):
             return self._logs(m.group(1), m.group(2), q["container"], q.get("previous") == "true")
         if m := re.fullmatch(r"/api/v1/namespaces/([^/]+)/pods", path):
+            if q.get("watch") == "true" and "fieldSelector" not in q:
+                watching = Response(200)
+                watching._lines = self._namespace_watch(m.group(1), q.get("resourceVersion"), watching)
+                return watching
             if q.get("watch") == "true":
                 return self._watch(m.group(1), q["fieldSelector"].split("=", 1)[1])
             if method == "POST":
@@ -279,6 +316,28 @@ class ApiDouble:
         if not lines:
             time.sleep(0.02)  # a watch that times out without news
         return Response(200, lines=lines)
+
+    def _namespace_watch(self, ns: str, version: Optional[str], response: Response) -> Iterator[bytes]:
+        """Every pod first (ADDED) when no ``version`` is given, then each pod's planned
+        states as they come, until the watcher shuts the response down (or 5 s of quiet)."""
+        with self.changed:
+            first = [] if version else [copy.deepcopy(p) for (n, _), p in self.pods.items() if n == ns]
+        for pod in first:
+            yield json.dumps({"type": "ADDED", "object": pod}).encode() + b"\n"
+        quiet = time.monotonic() + 5
+        while time.monotonic() < quiet and not response.shut:
+            with self.changed:
+                lines = []
+                for (n, name) in [k for k in self.plans if k[0] == ns]:
+                    for state in self.plans.pop((n, name), []):
+                        if (n, name) in self.pods:
+                            self.pods[(n, name)] = state
+                            lines.append(json.dumps({"type": "MODIFIED", "object": state}).encode() + b"\n")
+                if not lines:
+                    self.changed.wait(0.05)
+            yield from lines
+            if lines:
+                quiet = time.monotonic() + 5
 
     def _logs(self, ns: str, name: str, container: str, previous: bool = False) -> Response:
         self.on_logs(container)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import re
 
 import pytest
 from kube_double import RUNNING, ApiDouble, Exec
@@ -141,7 +142,9 @@ def test_agents_command_through_the_output_function(api, scene, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["CONTAINER", "LEFT"]
     names = [line.split()[0] for line in lines[1:]]
-    assert names == sorted(names) and "agent" in names  # the node pod of namespace shop
+    # --sort-by orders strings naturally, as kubectl does (the container names end in random hex)
+    natural = [n for _, n in sorted(([int(p) if p.isdigit() else p for p in re.split(r"(\d+)", n)], n) for n in names)]
+    assert names == natural and "agent" in names  # the node pod of namespace shop
     assert agents.run(options.build(options.flags.parse(["agents", "-A", "-o", "json"]))) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["kind"] == "AgentList" and len(doc["items"]) == 5  # both namespaces

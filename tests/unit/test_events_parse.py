@@ -132,6 +132,21 @@ def test_classify_without_a_send_window_uses_the_last_state():
     assert classify(failed.sock, None, None) is None
 
 
+def test_a_connect_that_never_got_a_window_failed_even_with_its_peer_port():
+    """A non-blocking connect refused (RST or ICMP): the kernel never ran tcp_disconnect, so
+    the peer port is there, but no handshake completed: no send window, no RTT sample."""
+    (syn,) = [d for label, d in captured() if label == "syn-timeout"]
+    assert syn.sock.peer_port == 80 and syn.tcp_info["snd_wnd"] == 0 and not syn.tcp_info["rtt_ms"]
+    assert classify(syn.sock, syn.tcp_info, 2) == "timeout"  # SYNs still unanswered: the timeout rule first
+    assert classify(syn.sock, syn.tcp_info, 0) == "failed"
+    no_window = {k: v for k, v in syn.tcp_info.items() if k != "snd_wnd"}  # a kernel before 5.4
+    assert classify(syn.sock, no_window, 0, "SYN-SENT") == "failed"
+    assert classify(syn.sock, no_window, 0, None) == "closed"
+    for label, d in captured():  # every established one keeps its verdict: it has a window and an RTT
+        if label in ("clean", "v6") and d.sock.peer_port:
+            assert classify(d.sock, d.tcp_info, 0) == "closed"
+
+
 def test_event_and_tick_records_round_trip():
     d = captured()[0][1]
     counts = {"events": 2, "unmatched": 1, "lost": 0, "resets": 1, "by_netid": {"tcp": 2},

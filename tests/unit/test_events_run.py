@@ -179,6 +179,7 @@ EVENT_QUERIES = [
           duration="30s", count=5, tick=0.5, rcvbuf=1 << 20),
     Query("events", SocketFlags(udp=True, ipv4=True), ("sport", "=", "-1"), no_watch=True, tick=0),
     Query("events", SocketFlags(ipv4=True, ipv6=True, preferred_family="inet"), ("src", "127.0.0.1")),
+    Query("events", SocketFlags(tcp=True, processes=True), duration="30s", stdin_stop=True),
 ]
 
 
@@ -203,6 +204,7 @@ def test_events_queries_round_trip_through_the_agents_parser(query):
     (Query("events", SocketFlags(processes=True), no_watch=True), "-p"),
     (Query("sockets", count=3), "--count"),
     (Query("triage", duration="1s"), "--for"),
+    (Query("sockets", stdin_stop=True), "--stdin-stop"),
 ])
 def test_events_checks_on_the_laptop(query, says):
     with pytest.raises(UsageError) as caught:

@@ -1,6 +1,6 @@
 """docs/triage.md and the rule registries in step: every plugin rule (plugin/rules) has a
 section with its severities, every evidence key and exactly what it suppresses; every
-agent rule (agent/triage.py) has one too; no section describes a rule that does not exist."""
+agent rule (agent/triage/) has one too; no section describes a rule that does not exist."""
 
 from __future__ import annotations
 

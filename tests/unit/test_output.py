@@ -328,3 +328,22 @@ def test_whatever_the_document_adds_is_a_column_and_a_sort_key():
                          ".peer.name", "--no-headers"), view)
     peers = [line.split()[1] for line in text.splitlines()]
     assert peers == sorted(peers, key=natural) and "peer-51234" in peers and "peer-40000" in peers
+
+
+def test_the_table_sorts_by_the_peer_it_shows():
+    """--sort-by=.peer.name on the plain table: the rows are ordered by the name in the
+    PEER column, which only the run's lookup knows (not the agent's records); two
+    lookups naming the ports in opposite orders give opposite row orders."""
+    from sockdebug_plugin.peers import Peer
+
+    def ports(lookup):
+        view = output.report_view([result(SOCKETS)],
+                                  peer=lambda s: Peer("pod", "shop", lookup(s.peer_port)) if s.peer_port else None)
+        text = emit(printing("inspect", "--sort-by", ".peer.name", "--no-headers"), view)
+        names = [w for line in text.splitlines() for w in line.split() if w.startswith("pod/shop/")]
+        assert len(names) >= 3 and names == sorted(names)
+        return [name.rsplit(":", 1)[1] for name in names]
+
+    up = ports(lambda port: f"p{port:05d}")
+    down = ports(lambda port: f"p{99999 - port:05d}")
+    assert up == sorted(up, key=int) and down == up[::-1]

@@ -18,6 +18,7 @@ from sockdebug_plugin.errors import (
     TargetError,
 )
 from sockdebug_plugin.options import AgentOptions
+from sockdebug_plugin.retry import Retry
 from sockdebug_plugin.runner import Runner, Stale
 from sockdebug_plugin.targets import NodeTarget, Target
 
@@ -279,7 +280,7 @@ def test_http_errors_map_to_one_error_each(api, recorded, kind, code, words):
     api.add_pod()
     api.fail("GET", r"/pods/api$", recorded)
     with pytest.raises(kind) as err:
-        api.kube().get_pod("shop", "api")
+        api.kube(policy=Retry(attempts=0)).get_pod("shop", "api")  # the error once retries give up
     assert type(err.value) is kind and err.value.exit_code == code
     assert words in err.value.cause and err.value.hint
 

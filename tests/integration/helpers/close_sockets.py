@@ -2,7 +2,7 @@
 
     python3 close_sockets.py SCENARIO...     (prints one JSON line per scenario when done)
 
-Scenarios: clean, linger0, unread, refused, syn-timeout (needs a blackholed 10.99.0.5:
+Scenarios: clean, linger0, unread, refused, refused-nonblocking, syn-timeout (needs a blackholed 10.99.0.5:
 see ``blackhole``), unused, udp, v6, held (a connection kept $HOLD_SECONDS, default 2.5 s, so
 a table dump sees it, then closed cleanly), marker (one UDP socket on 127.0.0.1:MARKER_PORT).  Ports are
 fixed so that tests can filter on them; tests/unit/data/capture_events.py records the
@@ -96,6 +96,17 @@ def refused() -> dict:
     return {"refused": False}
 
 
+def refused_nonblocking() -> dict:
+    """A connect with a timeout is non-blocking inside: the error is read with SO_ERROR, and
+    the kernel keeps the peer port (no tcp_disconnect), as for most clients (Go, Java NIO,
+    asyncio)."""
+    try:
+        socket.create_connection(("127.0.0.1", 7008), timeout=5)
+    except ConnectionRefusedError:
+        return {"refused": True}
+    return {"refused": False}
+
+
 def syn_timeout() -> dict:
     began = time.monotonic()
     try:
@@ -149,6 +160,7 @@ def marker() -> dict:
 
 
 SCENARIOS = {"clean": clean, "linger0": linger0, "unread": unread, "refused": refused,
+             "refused-nonblocking": refused_nonblocking,
              "syn-timeout": syn_timeout, "unused": unused, "udp": udp, "v6": v6, "held": held, "marker": marker}
 
 

@@ -1,4 +1,4 @@
-"""plugin/sweep_run.py without a cluster: how the node agent's netns/socket stream and the
+"""plugin/gather.py without a cluster: how the node agent's netns/socket stream and the
 per-pod agents' answers are attributed to pods, the progress bar, and the node pod spec."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import io
 from typing import Optional
 
 from sockdebug_agent.schema import NetNs, Socket, Warning
-from sockdebug_plugin import profiles, sweep_run
+from sockdebug_plugin import gather, profiles
 from sockdebug_plugin.errors import InjectError
 from sockdebug_plugin.options import AgentOptions
 from sockdebug_plugin.runner import Runner, as_argv
@@ -49,8 +49,8 @@ def test_attribute_node_splits_pods_host_network_pods_and_the_node():
         sock(15000, 22, [(101, "envoy", cid(2))]),
         sock(9000, 23, []),
     ]
-    got = sweep_run.Collected()
-    sweep_run.attribute_node(records, NODE, {"u-web": web, "u-host": hostnet}, set(), got)
+    got = gather.Collected()
+    gather.attribute_node(records, NODE, {"u-web": web, "u-host": hostnet}, set(), got)
     assert sorted(got.sockets) == [("shop", "hostnet"), ("shop", "web")]
     web_socks = got.sockets["shop", "web"]
     assert [(s.local_port, [p.get("container") for p in s.processes]) for s in web_socks] == [
@@ -63,8 +63,8 @@ def test_attribute_node_splits_pods_host_network_pods_and_the_node():
 
 def test_attribute_node_namespace_that_could_not_be_entered():
     web = pod("web", "u-web", {"app": 1})
-    got = sweep_run.Collected()
-    sweep_run.attribute_node([NetNs(2, False, ["u-web"], 1, error="no process left in it")], NODE,
+    got = gather.Collected()
+    gather.attribute_node([NetNs(2, False, ["u-web"], 1, error="no process left in it")], NODE,
                              {"u-web": web}, set(), got)
     assert got.sockets == {} and "no process left" in got.uninspected["shop", "web"]
 
@@ -77,6 +77,12 @@ class FakeRunner:
 
     def running_agent(self, target):
         return None
+
+    def prepare(self, target):
+        pass
+
+    def ready(self, target):
+        pass
 
     def run(self, target, args):
         self.asked.append((target.pod_name, target.container, tuple(as_argv(args))))
@@ -96,8 +102,8 @@ def test_collect_ephemeral_one_agent_per_pod_and_each_container_of_host_network_
         ("hostnet", "b"): [sock(10250, 11, []), sock(24711, 12, []), sock(24712, 13, [(41, "python3", cid(4))])],
     }
     session = FakeRunner(answers, fail={"broken": "Pod Security admission rejected the agent container"})
-    progress = sweep_run.Progress(0, "pods", io.StringIO(), tty=False)
-    got = sweep_run.collect_ephemeral(session, [web, hostnet, broken, crashing], progress, parallel=2)
+    progress = gather.Progress(0, "pods", io.StringIO(), tty=False)
+    got = gather.collect_ephemeral(session, [web, hostnet, broken, crashing], progress, parallel=2)
     assert sorted((p, c) for p, c, _ in session.asked) == [("broken", "app"), ("hostnet", "a"), ("hostnet", "b"),
                                                           ("web", "app")]
     assert all(args == ("sockets", "-l", "-t", "-u", "-p") for _, _, args in session.asked)
@@ -112,7 +118,7 @@ def test_collect_ephemeral_one_agent_per_pod_and_each_container_of_host_network_
 
 def test_progress_bar_only_on_a_terminal():
     tty = io.StringIO()
-    p = sweep_run.Progress(4, "pods", tty, tty=True)
+    p = gather.Progress(4, "pods", tty, tty=True)
     p.tick()
     p.note("hello")
     p.note("hello")  # said once
@@ -122,7 +128,7 @@ def test_progress_bar_only_on_a_terminal():
     assert "\r[#######.......................] 1/4 pods" in text and text.count("hello") == 1
     assert text.endswith("\r\x1b[K")
     plain = io.StringIO()
-    p = sweep_run.Progress(4, "pods", plain, tty=False)
+    p = gather.Progress(4, "pods", plain, tty=False)
     p.tick()
     p.note("hello")
     p.close()
@@ -142,20 +148,48 @@ def test_agent_targets_prefer_a_running_agent_then_a_steady_default():
     img, other = Runner(None, AgentOptions("img")), Runner(None, AgentOptions("other-image"))
     p = pod("dup", "u", {"a": 1, "b": 2})
     p["status"]["containerStatuses"][0].update(restartCount=3, lastState={"terminated": {"exitCode": 1}})
-    assert sweep_run.agent_targets(p, img) == ["b"]  # a is flapping: it runs between crashes
+    assert gather.agent_targets(p, img) == ["b"]  # a is flapping: it runs between crashes
     p["status"]["containerStatuses"][0].update(restartCount=0, lastState={})
-    assert sweep_run.agent_targets(p, img) == ["a"]  # the default container
+    assert gather.agent_targets(p, img) == ["a"]  # the default container
     p["spec"]["ephemeralContainers"] = [{"name": "sockdebug-abc", "image": "img", "targetContainerName": "b",
                                          "command": ["sockdebug-agent", "serve"]}]
     p["status"]["ephemeralContainerStatuses"] = [{"name": "sockdebug-abc", "state": {"running": {}}}]
-    assert sweep_run.agent_targets(p, img) == ["b"]  # reuse beats the default
-    assert sweep_run.agent_targets(p, other) == ["a"]
+    assert gather.agent_targets(p, img) == ["b"]  # reuse beats the default
+    assert gather.agent_targets(p, other) == ["a"]
     host = pod("h", "u2", {"a": 3, "b": 4}, host_network=True)
-    assert sweep_run.agent_targets(host, img) == ["a", "b"]
+    assert gather.agent_targets(host, img) == ["a", "b"]
     host["status"]["containerStatuses"][1].update(restartCount=2, lastState={"terminated": {"exitCode": 1}})
-    assert sweep_run.agent_targets(host, img) == ["a"]  # b only runs between crashes
+    assert gather.agent_targets(host, img) == ["a"]  # b only runs between crashes
     lone = pod("lone", "u3", {"a": 5})
     lone["status"]["containerStatuses"][0].update(restartCount=5, lastState={"terminated": {"exitCode": 1}})
-    assert sweep_run.agent_targets(lone, img) == []
-    assert sweep_run._why_not_running(lone) == ("no steadily running container (a: Running between restarts, "
+    assert gather.agent_targets(lone, img) == []
+    assert gather.why_not_running(lone) == ("no steadily running container (a: Running between restarts, "
                                                 "5 restarts)")
+
+
+def test_ctrl_c_does_not_wait_for_pods_still_waiting_for_their_agents():
+    import os
+    import signal
+    import threading
+    import time
+
+    import pytest
+
+    release = threading.Event()
+
+    class Waiting(FakeRunner):
+        def ready(self, target):
+            release.wait(30)
+
+    pods = [pod(f"p{i}", f"u{i}", {"app": i}) for i in range(5)]
+    # Python's own Ctrl-C, whatever handler an in-process agent run left behind
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()  # Ctrl-C while they all wait
+    started = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            gather.collect_ephemeral(Waiting({}), pods, gather.Progress(0, "pods", io.StringIO(), tty=False))
+        assert time.monotonic() - started < 5
+    finally:
+        release.set()
+        signal.signal(signal.SIGINT, before)
