@@ -222,8 +222,8 @@ def report(args: argparse.Namespace, when: str, runs: dict, ir: tuple, imports: 
         out.append(f"| {name} | {count:.1f} | {count - previous:+.1f} |")
         previous = count
     out += ["", f"## `python -X importtime` of this checkout's `sockets -ta` (minimum over {args.runs} runs, µs)",
-            "", "Modules whose cumulative time is at least 300 µs, in import order; depth 1 is imported by the "
-            "entry script, depth 2 by a module of depth 1, ...", "",
+            "", "Modules whose cumulative time is at least 300 µs, in import order; depth 0 is imported by the "
+            "entry script, depth 1 by a module of depth 0, ...", "",
             "| module | depth | self µs | cumulative µs |", "|---|---|---|---|"]
     for name, self_us, cum_us in imports:
         if cum_us >= 300:
