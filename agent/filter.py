@@ -17,8 +17,8 @@ and ``Selection.matches`` applies the kernel one to netlink TCP/UDP rows too.
 
 from __future__ import annotations
 
+import _socket
 import os
-import socket
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Optional
 
@@ -323,6 +323,8 @@ class _Leaves:
         """A port name looked up as ss does: in the services of the tables shown."""
         if host.service is None:
             return host.port
+        import socket  # name look-ups here only: `socket` with its enums is 12 M instructions of every run
+
         ports = set()
         for proto in ("udp", "tcp"):
             if proto in self.tables:
@@ -354,9 +356,9 @@ class _Leaves:
             if text is None or text[:1] in ("/", "@"):
                 found = (0, 0)
             elif ":" in text:
-                found = (6, int.from_bytes(socket.inet_pton(socket.AF_INET6, text), "big"))
+                found = (6, int.from_bytes(_socket.inet_pton(_socket.AF_INET6, text), "big"))
             else:
-                found = (4, int.from_bytes(socket.inet_pton(socket.AF_INET, text), "big"))
+                found = (4, int.from_bytes(_socket.inet_pton(_socket.AF_INET, text), "big"))
             self._addr_cache[text] = found
         return found
 
@@ -417,6 +419,8 @@ class _Leaves:
         return (lambda s: s.peer_port <= port), (lambda s: s.peer_port <= kport)
 
     def dev(self, node: Dev) -> Pair:
+        import socket  # name look-ups here only: `socket` with its enums is 12 M instructions of every run
+
         text = node.name
         try:
             index = socket.if_nametoindex(text)
@@ -495,16 +499,18 @@ def _user_addr_match(version: int, value: int, r_version: int, r_value: int, ple
 
 def _resolve(name: str, version: int) -> tuple[tuple[int, int, int], ...]:
     """A host name's addresses (ss: gethostbyname2, IPv4 then IPv6 unless -4/-6)."""
+    import socket  # name look-ups here only: `socket` with its enums is 12 M instructions of every run
+
     out = []
-    for fam, ver in ((socket.AF_INET, 4), (socket.AF_INET6, 6)):
+    for fam, ver in ((_socket.AF_INET, 4), (_socket.AF_INET6, 6)):
         if version and ver != version:
             continue
         try:
-            infos = socket.getaddrinfo(name, None, fam, socket.SOCK_STREAM)
+            infos = socket.getaddrinfo(name, None, fam, _socket.SOCK_STREAM)
         except (OSError, UnicodeError):
             continue
         for info in infos:
-            value = int.from_bytes(socket.inet_pton(fam, info[4][0].split("%")[0]), "big")
+            value = int.from_bytes(_socket.inet_pton(fam, info[4][0].split("%")[0]), "big")
             entry = (ver, value, 32 if ver == 4 else 128)
             if entry not in out:
                 out.append(entry)

@@ -8,10 +8,10 @@ NLM_F_DUMP_INTR (the table changed during the dump) are handled here.
 
 from __future__ import annotations
 
+import _socket
 import errno
 import mmap
 import os
-import socket
 import struct
 from collections.abc import Callable, Iterator
 from typing import Any, Optional, TypeVar
@@ -133,7 +133,7 @@ class Netlink:
 
     def __init__(self, protocol: int) -> None:
         self.protocol = protocol
-        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, protocol)
+        self.sock = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW, protocol)
         self.sock.bind((0, 0))
         self._buf = mmap.mmap(-1, _RECV_BUF)
         self._seq = 0
@@ -183,7 +183,7 @@ class Netlink:
                 return
         raise ProtocolError("the netlink reply ended without NLMSG_DONE")
 
-    def _received(self, request: Optional[bytes], sock: Optional[socket.socket] = None
+    def _received(self, request: Optional[bytes], sock: Optional[_socket.socket] = None
                   ) -> Iterator[tuple[memoryview, int]]:
         """Send ``request`` (unless None: already sent) and yield the reply's datagrams,
         received into the one reusable buffer, one at a time."""
@@ -212,13 +212,13 @@ class Netlink:
         # fewest fds Python runs with (RLIMIT_NOFILE 5) this socket takes the last one.
         import _queue  # noqa: F401
         import threading  # noqa: F401
-        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, self.protocol)
+        sock = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW, self.protocol)
         try:  # kept at the start of a short generator: see _SHORT_TRY
             yield from self._exchange(sock, request)
         finally:
             sock.close()
 
-    def _exchange(self, sock: socket.socket, request: bytes) -> Iterator[tuple[memoryview, int]]:
+    def _exchange(self, sock: _socket.socket, request: bytes) -> Iterator[tuple[memoryview, int]]:
         sock.bind((0, 0))
         sock.send(request)
         mapping = memoryview(self._buf)
@@ -234,15 +234,15 @@ class Netlink:
         yield from self._received(None, sock)
 
 
-def _receive(sock: socket.socket, view: memoryview) -> int:
+def _receive(sock: _socket.socket, view: memoryview) -> int:
     """One datagram into ``view``; one that did not fit is an error, never silently cut."""
-    size = sock.recv_into(view, 0, socket.MSG_TRUNC)  # MSG_TRUNC: the real length, even if cut
+    size = sock.recv_into(view, 0, _socket.MSG_TRUNC)  # MSG_TRUNC: the real length, even if cut
     if size > len(view):
         raise ProtocolError(f"a {size}-byte netlink datagram does not fit the {len(view)}-byte buffer")
     return size
 
 
-def _ring(sock: socket.socket, slots: list[memoryview]) -> Iterator[tuple[memoryview, int]]:
+def _ring(sock: _socket.socket, slots: list[memoryview]) -> Iterator[tuple[memoryview, int]]:
     """The datagrams ``_Helper`` receives, in order; the helper is told to stop however
     the reader stops."""
     helper = _Helper(sock, slots)
@@ -264,7 +264,7 @@ class _Helper:
     one that died without a last word (no memory even for that) is noticed within
     ``_HELPER_CHECK`` seconds instead of being waited for forever."""
 
-    def __init__(self, sock: socket.socket, slots: list[memoryview]) -> None:
+    def __init__(self, sock: _socket.socket, slots: list[memoryview]) -> None:
         from _queue import SimpleQueue
 
         self.sock, self.slots = sock, slots

@@ -20,7 +20,7 @@ does: Python's ``int()`` would also take ``١٢٣`` or ``1_0``.
 
 from __future__ import annotations
 
-import socket
+import _socket
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Optional, Union
 
@@ -302,7 +302,7 @@ def inet_prefix(text: str, version: int) -> Optional[tuple[int, int, int]]:
         if version == 4 or not addr.isascii():
             return None
         try:
-            value, found = int.from_bytes(socket.inet_pton(socket.AF_INET6, addr), "big"), 6
+            value, found = int.from_bytes(_socket.inet_pton(_socket.AF_INET6, addr), "big"), 6
         except OSError:
             return None
     else:

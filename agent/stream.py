@@ -14,9 +14,9 @@ closed, full or a broken pipe (SIGPIPE blocked) becomes one ``OutputError``.
 
 from __future__ import annotations
 
+import _socket
 import os
 import select
-import socket
 import sys
 import time
 from collections import Counter
@@ -111,7 +111,7 @@ class Writer:
             release, euid = platform.release(), None
         self.emit(Hello(
             schema_version=SCHEMA_VERSION, agent_version=__version__, command=[text(a) for a in command],
-            kernel=text(release), hostname=text(socket.gethostname()), platform=sys.platform,
+            kernel=text(release), hostname=text(_socket.gethostname()), platform=sys.platform,
             netns_inode=_ns_inode("net"), pidns_inode=_ns_inode("pid"), euid=euid,
         ))
 

@@ -7,8 +7,8 @@ inet_diag.h``, ``unix_diag.h``, ``tcp.h`` (offsets in ../shared/reference/ss.md)
 
 from __future__ import annotations
 
+import _socket
 import operator
-import socket
 import struct
 import sys
 from collections.abc import Callable
@@ -71,7 +71,7 @@ UDIAG_SHOW_RQLEN, UDIAG_SHOW_MEMINFO, UDIAG_SHOW_UID = 0x10, 0x20, 0x40
 UNIX_DIAG_NAME, UNIX_DIAG_VFS, UNIX_DIAG_PEER, UNIX_DIAG_ICONS = 0, 1, 2, 3
 UNIX_DIAG_RQLEN, UNIX_DIAG_MEMINFO, UNIX_DIAG_SHUTDOWN, UNIX_DIAG_UID = 4, 5, 6, 7
 
-UNIX_NETIDS = {socket.SOCK_STREAM: "u_str", socket.SOCK_DGRAM: "u_dgr", socket.SOCK_SEQPACKET: "u_seq"}
+UNIX_NETIDS = {_socket.SOCK_STREAM: "u_str", _socket.SOCK_DGRAM: "u_dgr", _socket.SOCK_SEQPACKET: "u_seq"}
 INET_NETIDS = {IPPROTO_TCP: "tcp", IPPROTO_UDP: "udp", IPPROTO_RAW: "raw"}
 TIMER_NAMES = {1: "on", 2: "keepalive", 3: "timewait", 4: "persist"}
 SHUTDOWN_TEXT = ("<->", "-->", "<--", "---")
@@ -107,7 +107,7 @@ def inet_cookie(buf: memoryview | bytes, start: int, end: int) -> int:
 
 
 def unix_request(states: int, show: int) -> bytes:
-    return _UNIX_REQ.pack(socket.AF_UNIX, 0, 0, states, 0, show, 0xFFFFFFFF, 0xFFFFFFFF)
+    return _UNIX_REQ.pack(_socket.AF_UNIX, 0, 0, states, 0, show, 0xFFFFFFFF, 0xFFFFFFFF)
 
 
 # --- tcp_info --------------------------------------------------------------------------
@@ -188,7 +188,7 @@ class AddressText(dict):
         self.family = family
 
     def __missing__(self, raw: Any) -> str:
-        text = self[raw] = socket.inet_ntop(self.family, _U32.pack(raw) if self.family == socket.AF_INET else raw)
+        text = self[raw] = _socket.inet_ntop(self.family, _U32.pack(raw) if self.family == _socket.AF_INET else raw)
         return text
 
 
@@ -222,12 +222,12 @@ def inet_parser(family: int, protocol: int, *, timers: bool = False, extended: b
     ss -p.  ``marks`` fills ``extended`` with ``fwmark`` and ``cgroup_id`` even without
     ``extended`` (the filter's fwmark/cgroup conditions read them).
     """
-    family_name = "inet" if family == socket.AF_INET else "inet6"
+    family_name = "inet" if family == _socket.AF_INET else "inet6"
     netid = INET_NETIDS[protocol]
-    unpack = (_INET_MSG_V4 if family == socket.AF_INET else _INET_MSG_V6).unpack_from
+    unpack = (_INET_MSG_V4 if family == _socket.AF_INET else _INET_MSG_V6).unpack_from
     addrs = AddressText(family)
     want_attrs = extended or memory or info or marks
-    v6 = family == socket.AF_INET6
+    v6 = family == _socket.AF_INET6
     states = _STATE_TEXT
     new = _new_socket
 
@@ -360,7 +360,7 @@ def inet_lines(family: int, protocol: int, window: CookieWindow, *,
     ``window``.
     """
     parse = inet_parser(family, protocol, ifname=ifname, owners=owners)
-    v6 = family == socket.AF_INET6
+    v6 = family == _socket.AF_INET6
     unpack = (_INET_LINE_V6 if v6 else _INET_LINE_V4).unpack_from
     addrs = AddressText(family)
     ifaces = InterfaceJson(ifname)

@@ -3,8 +3,8 @@ diag module is missing (as ss does for raw sockets), owners from /proc/PID/fd.""
 
 from __future__ import annotations
 
+import _socket
 import errno
-import socket
 from collections.abc import Callable, Collection, Iterator
 from typing import NamedTuple, Optional
 
@@ -33,7 +33,7 @@ from .sockdiag import (
 
 _PROTOCOLS = {"tcp": IPPROTO_TCP, "udp": IPPROTO_UDP, "raw": IPPROTO_RAW}
 CAP_NET_ADMIN = 12  # linux/capability.h
-_FAMILIES = (("inet", socket.AF_INET, ""), ("inet6", socket.AF_INET6, "6"))
+_FAMILIES = (("inet", _socket.AF_INET, ""), ("inet6", _socket.AF_INET6, "6"))
 # A diag module that is not built answers ENOENT (raw_diag here), an unknown family EINVAL.
 _MISSING_MODULE = (errno.ENOENT, errno.EINVAL, errno.EOPNOTSUPP, errno.EPROTONOSUPPORT)
 _OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS)
@@ -61,7 +61,7 @@ class InterfaceNames:
     def __call__(self, index: int) -> Optional[str]:
         if index not in self._names:
             try:
-                self._names[index] = text(socket.if_indextoname(index))  # \xNN, not a lone surrogate
+                self._names[index] = text(_socket.if_indextoname(index))  # \xNN, not a lone surrogate
             except OSError:
                 self._names[index] = str(index)
         return self._names[index]
@@ -107,7 +107,7 @@ def dump_table(nl: Optional[Netlink], table: str, sel: Selection, details: Detai
     as their JSON lines (``sockdiag.inet_lines``), everything else as Socket records."""
     states = _kernel_states(sel.states, table)
     if table == "unix":
-        families = [("unix", socket.AF_UNIX, "")] if "unix" in sel.families else []
+        families = [("unix", _socket.AF_UNIX, "")] if "unix" in sel.families else []
     else:
         families = [f for f in _FAMILIES if f[0] in sel.families]
     if not families:
