@@ -289,6 +289,33 @@ class _ArgumentParser(argparse.ArgumentParser):
         raise _UsageExit(message, "see sockdebug-agent --help")
 
 
+class _CommandParser:
+    """A command's parser, made when first used: argparse's subparsers action keeps one per
+    command (``parser_class``), but a run parses with one, and making the others (argparse
+    adds -h to each, with gettext and a help formatter) cost about 8 M instructions of
+    every run.  Until then only ``later`` is answered here; any other attribute (parsing,
+    --help, usage, the tests' look inside) is the real parser's, made then."""
+
+    def __init__(self, **kwargs) -> None:
+        self._kwargs = kwargs
+        self._fills: list[Callable[[argparse.ArgumentParser], None]] = []
+        self.made: Optional[_ArgumentParser] = None
+
+    def later(self, fill: Callable[[argparse.ArgumentParser], None]) -> None:
+        """``_ArgumentParser.later`` of the parser to be made."""
+        if self.made is None:
+            self._fills.append(fill)
+        else:
+            self.made.later(fill)
+
+    def __getattr__(self, name: str):  # only for names this class does not have
+        if self.made is None:
+            self.made = _ArgumentParser(**self._kwargs)
+            for fill in self._fills:
+                self.made.later(fill)
+        return getattr(self.made, name)
+
+
 def _ascii_number(pattern: str, what: str) -> Callable[[str], str]:
     """ASCII digits only, as ss reads numbers: int() and float() would take any script's
     digits (``٣``), ``1_000`` and surrounding blanks."""
@@ -331,9 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="inspect the network namespace of this process (like nsenter --net)")
     parser.add_argument("--psutil", action="store_true",
                         help="read sockets and limits through psutil, as off Linux (for testing that path)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    # Each command's arguments are added when its parser is first used (_ArgumentParser.later).
-    add_commands(sub, defer=_ArgumentParser.later)  # sockets, summary, ...: declared once, with the plugin's Query
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_CommandParser)
+    # Each command's parser is made, and its arguments added, when first used (_CommandParser).
+    add_commands(sub, defer=_CommandParser.later)  # sockets, summary, ...: declared once, with the plugin's Query
     serve = sub.add_parser("serve", help="stay alive for queries exec'd next to it (the plugin's ephemeral "
                            "container); exit after --idle-timeout seconds without one")
     serve.later(lambda p: p.add_argument("--idle-timeout", type=_seconds, default=900, metavar="SECONDS"))

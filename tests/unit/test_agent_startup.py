@@ -73,6 +73,20 @@ def test_importing_the_schema_keeps_the_collector_on():
     assert out.stdout.strip() == "True"
 
 
+def test_only_the_command_run_gets_a_parser():
+    """A command's parser is made when first used (cli._CommandParser): parsing `sockets -ta`
+    makes the sockets parser only, and --help lists every command without making theirs."""
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    assert not [name for name, p in sub.choices.items() if p.made is not None]
+    assert all(name in parser.format_help() for name in sub.choices)
+    assert not [name for name, p in sub.choices.items() if p.made is not None]
+    parser.parse_args(["sockets", "-ta"])
+    assert [name for name, p in sub.choices.items() if p.made is not None] == ["sockets"]
+    with pytest.raises(cli._UsageExit):  # an unknown command is still named against every choice
+        parser.parse_args(["socket"])
+
+
 def test_only_the_command_run_gets_its_arguments():
     """A command's arguments are added when its parser is first used (cli._ArgumentParser.later)."""
     parser = cli.build_parser()
