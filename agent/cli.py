@@ -17,11 +17,11 @@ a line on stderr and a non-zero exit code (errors.py), never a traceback.
 
 from __future__ import annotations
 
+import _signal  # signal without its enums (3 M instructions of every run; design.md, Start-up)
 import argparse
 import errno
 import gc
 import os
-import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import Optional
@@ -430,11 +430,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     closed = faults.reserve_std_fds()  # before anything opens a file that would take fd 1
     argv = list(sys.argv[1:] if argv is None else argv)
     out = writer(argv)
-    signal.signal(signal.SIGINT, out.on_sigint)  # Ctrl-C ends the stream after a whole line
+    _signal.signal(_signal.SIGINT, out.on_sigint)  # Ctrl-C ends the stream after a whole line
     # Die quietly like ss when the reader goes away (| head).  Python ignored SIGPIPE at
     # start, which erases an inherited SIG_IGN too; a blocked SIGPIPE still gives EPIPE.
-    if hasattr(signal, "SIGPIPE"):  # not on Windows
-        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    if hasattr(_signal, "SIGPIPE"):  # not on Windows
+        _signal.signal(_signal.SIGPIPE, _signal.SIG_DFL)
     command_line = ["sockdebug-agent", *argv]
     code, error = EXIT_OK, None
     try:
@@ -470,7 +470,7 @@ def _run(argv: list[str], command_line: list[str], out: Writer) -> int:
 
 def _finish(out: Writer, command_line: list[str], code: int, error: Optional[SockdebugError]) -> int:
     """The error record and ``end`` while stdout works, the error on stderr; the exit code."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the closing records are written whole
+    _signal.signal(_signal.SIGINT, _signal.SIG_IGN)  # the closing records are written whole
     if error is not None and not isinstance(error, OutputError) and not getattr(error, "reported", False):
         faults.stderr_line(f"sockdebug-agent: {error.message}")
         if error.hint:

@@ -12,8 +12,8 @@ is opened.
 
 from __future__ import annotations
 
+import _signal  # signal without its enums: this module is imported by every run (cli.py)
 import os
-import signal
 import time
 
 SERVE_ENV = "SOCKDEBUG_SERVE"
@@ -27,8 +27,8 @@ def run(idle_timeout: float) -> None:
         nonlocal last
         last = time.monotonic()
 
-    signal.signal(signal.SIGUSR1, poke)
-    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    _signal.signal(_signal.SIGUSR1, poke)
+    _signal.signal(_signal.SIGTERM, lambda *_: os._exit(0))
     while True:
         left = idle_timeout - (time.monotonic() - last)
         if left <= 0:
@@ -51,7 +51,7 @@ def _catches_sigusr1(status_path: str) -> bool:
     with open(status_path) as f:
         for line in f:
             if line.startswith("SigCgt:"):
-                return bool(int(line.split()[1], 16) >> (signal.SIGUSR1 - 1) & 1)
+                return bool(int(line.split()[1], 16) >> (_signal.SIGUSR1 - 1) & 1)
     return False
 
 
@@ -80,7 +80,7 @@ def keep_alive(proc: str = "/proc") -> None:
     for pid in _serve_pids(proc):
         try:
             if _catches_sigusr1(f"{proc}/{pid}/status"):
-                os.kill(pid, signal.SIGUSR1)
+                os.kill(pid, _signal.SIGUSR1)
         except OSError:  # gone, or not ours to signal
             continue
 
@@ -117,6 +117,6 @@ def send_pending() -> None:
     """SIGTERM to the serve processes ``stop`` found (serve exits 0 at once)."""
     while _pending:
         try:
-            os.kill(_pending.pop(), signal.SIGTERM)
+            os.kill(_pending.pop(), _signal.SIGTERM)
         except OSError:  # gone already
             continue

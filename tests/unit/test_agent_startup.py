@@ -20,6 +20,7 @@ NOT_FOR_SOCKETS = (
     "ctypes",  # --netns / --target-pid on Python < 3.12 (namespaces.enter)
     "dataclasses", "inspect",  # limits, triage
     "ipaddress",  # triage
+    "signal",  # `_signal` (cli.py, serve.py): the same functions without their enums
     "socket", "selectors",  # `_socket` where only its constants and functions are needed; name look-ups (filter.py)
     "unicodedata",  # tables on a terminal (render.py)
     "sockdebug_agent.render",

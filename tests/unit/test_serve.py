@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -32,7 +33,7 @@ def test_only_processes_that_catch_sigusr1_are_signalled(tmp_path, monkeypatch):
     signalled = []
     monkeypatch.setattr(serve.os, "kill", lambda pid, sig: signalled.append((pid, sig)))
     serve.keep_alive(str(tmp_path))
-    assert signalled == [(101, serve.signal.SIGUSR1)]
+    assert signalled == [(101, signal.SIGUSR1)]
 
 
 def test_queries_right_after_start_keep_serve_alive_and_it_exits_when_idle():
@@ -77,6 +78,6 @@ def test_stop_signals_after_its_stream_is_out(monkeypatch):
     serve.stop_after_end([101])
     assert sent == []
     serve.send_pending()
-    assert sent == [(101, serve.signal.SIGTERM)]
+    assert sent == [(101, signal.SIGTERM)]
     serve.send_pending()
-    assert sent == [(101, serve.signal.SIGTERM)]
+    assert sent == [(101, signal.SIGTERM)]
