@@ -39,7 +39,7 @@ sys.path.insert(0, str(HERE))
 from runner import agent_venv, baseline_venv, inside, load, machine  # noqa: E402 - sibling files, not a package
 
 # The standard library a `sockets -ta` run imports (besides the interpreter's own).
-STDLIB = "typing, argparse, json, socket, struct, mmap, select, signal, resource, errno, threading"
+STDLIB = "typing, argparse, json, _socket, struct, mmap, select, _signal, resource, errno, threading"
 # Cumulative stages of a run, for callgrind; each ends with os._exit (no teardown, as cli.run).
 STAGES = [
     ("interpreter and `site` (`python -I -c pass`)", "pass"),
