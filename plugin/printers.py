@@ -23,7 +23,8 @@ from sockdebug_agent.schema import RECORD_TYPES, Process, Timer, to_dict
 
 from .choices import INSPECT_OUTPUTS, TEMPLATE_OUTPUTS, output_names
 from .errors import UsageError
-from .jsonpath import DOCS, Template, json_text, text
+from .gotext import json_text
+from .jsonpath import DOCS, Template, text
 
 NONE = "<none>"
 T = TypeVar("T")

@@ -10,7 +10,8 @@ import json
 import pytest
 from sockdebug_plugin import render
 from sockdebug_plugin.errors import UsageError
-from sockdebug_plugin.jsonpath import JsonPathError, Template, go_float, unquote
+from sockdebug_plugin.gotext import go_float
+from sockdebug_plugin.jsonpath import JsonPathError, Template, unquote
 from sockdebug_plugin.printers import relaxed
 from test_render import API, SOCKETS, result
 
