@@ -36,7 +36,9 @@ def events_in_a_container(images, containers, docker_args: tuple[str, ...]) -> t
                                    docker_args=docker_args, role="events")
     closed = subprocess.run(["docker", "exec", name, "python3", "-c", CLOSE_ONE], capture_output=True, text=True,
                             timeout=60)
-    assert closed.returncode == 0, closed.stderr
+    # The agent is the container's init and ends at its first event (--count 1): the exec'd
+    # Python may be killed with the container (137) once it has printed its port.
+    assert closed.returncode in (0, 137) and closed.stdout.strip().isdigit(), (closed.returncode, closed.stderr)
     status = subprocess.run(["docker", "wait", name], capture_output=True, text=True, timeout=60)
     logs = subprocess.run(["docker", "logs", name], capture_output=True, text=True, timeout=60)
     records = [json.loads(line) for line in logs.stdout.splitlines()]
