@@ -182,11 +182,6 @@ def dedupe(findings: Iterable[Finding]) -> list[Finding]:
 
 # --- --fail-on --------------------------------------------------------------------------------
 
-def check_fail_on_value(fail_on: Optional[str]) -> None:
-    if fail_on is not None and fail_on not in FAIL_ON:
-        raise UsageError(f"unknown --fail-on {fail_on!r}", f"use {', '.join(reversed(FAIL_ON))}")
-
-
 def at_or_above(findings: Iterable[Finding], severity: str) -> list[Finding]:
     return [f for f in findings if RANK[f.severity] >= RANK[severity]]
 

@@ -10,7 +10,7 @@ import random
 
 import pytest
 import yaml
-from sockdebug_plugin import findings
+from sockdebug_plugin import findings, flags
 from sockdebug_plugin.errors import FindingsError, UsageError
 from sockdebug_plugin.findings import Finding
 from sockdebug_plugin.rules import RULES, SUPPRESSES
@@ -137,9 +137,9 @@ def test_fail_on():
         findings.fail_on(found, "info")
     assert exc.value.cause == "2 finding(s) at or above info" and exc.value.exit_code == 1
     assert findings.at_or_above(found, "warning") == found[:1]
-    findings.check_fail_on_value("warning")
+    flags.check_choice(flags.FAIL_ON, "warning")  # the one check of --fail-on's value (options.py)
     with pytest.raises(UsageError):
-        findings.check_fail_on_value("error")
+        flags.check_choice(flags.FAIL_ON, "error")
     assert findings.FAIL_ON == ("critical", "warning", "info")
 
 
